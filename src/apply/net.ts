@@ -1,0 +1,138 @@
+// `labctl net up|down`: applies a NetworkPlan to the host, recording ownership in the
+// state file first, and rolling back this run's namespaces when a step fails.
+import type { Lab } from '../lab/model.js';
+import { type NetworkPlan, planNetwork } from '../plan/network.js';
+import { run } from '../exec/run.js';
+import { batchText, deleteNetns, inNetns, listNetns } from './netns.js';
+import { allStates, type LabState, readState, removeState, withLabLock, writeState } from './state.js';
+
+export class NetError extends Error {}
+
+export interface NetUpResult {
+  lab: string;
+  changed: boolean;
+  namespaces: string[];
+  message: string;
+}
+
+/** Refuses namespaces that exist but this lab does not own (the host's or another lab's). */
+function checkNoClash(plan: NetworkPlan, own: LabState | undefined): void {
+  const present = new Set(listNetns());
+  const mine = new Set(own?.namespaces.map((n) => n.netns) ?? []);
+  const owners = new Map<string, string>();
+  for (const s of allStates()) if (s.lab !== plan.lab) for (const n of s.namespaces) owners.set(n.netns, s.lab);
+  const problems: string[] = [];
+  for (const ns of plan.namespaces) {
+    const other = owners.get(ns.netns);
+    if (other) problems.push(`namespace ${ns.netns} belongs to lab "${other}"; give this lab a different \`prefix:\``);
+    else if (present.has(ns.netns) && !mine.has(ns.netns)) problems.push(`namespace ${ns.netns} already exists and is not this lab's; remove it or give this lab a \`prefix:\``);
+  }
+  if (problems.length) throw new NetError(`cannot bring lab "${plan.lab}" up:\n  ${problems.join('\n  ')}`);
+}
+
+function stateFor(lab: Lab, plan: NetworkPlan, status: LabState['status'], previous?: LabState): LabState {
+  return {
+    lab: lab.name,
+    source: lab.source,
+    planHash: plan.hash,
+    status,
+    createdAt: previous?.createdAt ?? new Date().toISOString(),
+    namespaces: plan.namespaces.map((n) => ({ netns: n.netns, owner: n.owner, role: n.role })),
+    nats: lab.nats.map((n) => ({
+      name: n.name,
+      netns: n.netns,
+      mapping: n.behaviour.mapping,
+      filtering: n.behaviour.filtering,
+      ...(n.behaviour.declaredAs ? { declaredAs: n.behaviour.declaredAs } : {}),
+    })),
+    ...(previous?.machines ? { machines: previous.machines } : {}),
+  };
+}
+
+export async function applyNetwork(plan: NetworkPlan): Promise<void> {
+  await run(['ip', '-batch', '-'], { step: 'create namespaces', input: batchText(plan.namespaces.map((n) => ['netns', 'add', n.netns])) });
+  await run(['ip', '-batch', '-'], { step: 'create veth pairs and bridges', input: batchText(plan.linkBatch) });
+  await Promise.all(
+    plan.namespaces.map(async (ns) => {
+      await run(['ip', '-n', ns.netns, '-batch', '-'], { step: `addresses and routes in ${ns.netns}`, input: batchText(ns.ipBatch) });
+      // The ruleset loads before the sysctls: it pulls in conntrack, whose sysctls
+      // (the UDP timeouts) exist only once conntrack is in use.
+      if (ns.nftRuleset) await run(inNetns(ns.netns, ['nft', '-f', '-']), { step: `NAT rules in ${ns.netns}`, input: ns.nftRuleset });
+      const sysctls = Object.entries(ns.sysctls);
+      if (sysctls.length) {
+        await run(inNetns(ns.netns, ['sysctl', '-q', '-w', ...sysctls.map(([k, v]) => `${k}=${v}`)]), { step: `sysctls in ${ns.netns}` });
+      }
+    }),
+  );
+}
+
+/** True when every namespace of the plan exists and holds the expected NAT table. */
+async function looksUp(plan: NetworkPlan): Promise<boolean> {
+  const present = new Set(listNetns());
+  return plan.namespaces.every((n) => present.has(n.netns));
+}
+
+export async function netUp(lab: Lab): Promise<NetUpResult> {
+  const plan = planNetwork(lab);
+  return withLabLock(lab.name, async () => {
+    const previous = readState(lab.name);
+    if (previous?.status === 'up' && previous.planHash === plan.hash && (await looksUp(plan))) {
+      return { lab: lab.name, changed: false, namespaces: plan.namespaces.map((n) => n.netns), message: `lab "${lab.name}" is already up; nothing changed` };
+    }
+    if (previous?.status === 'up' && previous.planHash !== plan.hash && (await looksUp(plan))) {
+      throw new NetError(`lab "${lab.name}" is up from a different definition (${previous.source}); run \`labctl net down\` first`);
+    }
+    if (previous) {
+      // A crashed or half-removed earlier run: clear what it recorded, then start afresh.
+      await deleteNetns(previous.namespaces.map((n) => n.netns), 'clean up an earlier, unfinished run');
+      removeState(lab.name);
+    }
+    checkNoClash(plan, undefined);
+    writeState(stateFor(lab, plan, 'creating'));
+    try {
+      await applyNetwork(plan);
+    } catch (e) {
+      // Roll back: everything this run made lives in the namespaces it created.
+      try {
+        await deleteNetns(plan.namespaces.map((n) => n.netns), 'roll back');
+        removeState(lab.name);
+      } catch (rollback) {
+        throw new NetError(`${(e as Error).message}\nrolling back also failed: ${(rollback as Error).message}; run \`labctl net down\``);
+      }
+      throw new NetError(`${(e as Error).message}\nrolled back: nothing of lab "${lab.name}" is left`);
+    }
+    writeState(stateFor(lab, plan, 'up'));
+    return { lab: lab.name, changed: true, namespaces: plan.namespaces.map((n) => n.netns), message: `lab "${lab.name}" is up: ${plan.namespaces.length} namespaces` };
+  });
+}
+
+export interface NetDownResult {
+  lab: string;
+  removed: string[];
+  message: string;
+}
+
+/** Removes what the lab's state file records; without one, touches nothing. */
+export async function netDown(labName: string, options: { lab?: Lab; force?: boolean } = {}): Promise<NetDownResult> {
+  return withLabLock(labName, () => netDownLocked(labName, options));
+}
+
+export async function netDownLocked(labName: string, options: { lab?: Lab; force?: boolean } = {}): Promise<NetDownResult> {
+  const state = readState(labName);
+  let doomed = state?.namespaces.map((n) => n.netns) ?? [];
+  if (!state) {
+    const planned = options.lab ? planNetwork(options.lab).namespaces.map((n) => n.netns) : [];
+    const present = new Set(listNetns());
+    const strays = planned.filter((n) => present.has(n));
+    const owned = new Set(allStates().flatMap((s) => s.namespaces.map((n) => n.netns)));
+    if (strays.length && options.force) doomed = strays.filter((n) => !owned.has(n));
+    else if (strays.length) {
+      return { lab: labName, removed: [], message: `lab "${labName}" is not up (no state file); namespaces with its names exist but are not recorded as its own: ${strays.join(', ')}. Not touching them; \`labctl net down --force\` deletes them` };
+    } else return { lab: labName, removed: [], message: `lab "${labName}" is not up; nothing to do` };
+  }
+  const present = new Set(listNetns());
+  const removed = doomed.filter((n) => present.has(n));
+  await deleteNetns(doomed);
+  removeState(labName);
+  return { lab: labName, removed, message: removed.length ? `lab "${labName}" is down: removed ${removed.length} namespaces` : `lab "${labName}" is down (its namespaces were already gone)` };
+}
