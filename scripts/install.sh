@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs everything labctl and its tests need on a Debian or Ubuntu host, then the
+# npm dependencies, then builds. Run as root from the project's folder:
+#   bash scripts/install.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Host tools labctl drives, and those its tests use as independent witnesses.
+PACKAGES=(
+  iproute2          # ip netns, veth, bridge
+  nftables          # NAT rules
+  conntrack         # conntrack -L / -E
+  procps            # sysctl
+  util-linux        # nsenter, losetup, mount
+  btrfs-progs       # image file system
+  debootstrap       # image builds
+  debian-archive-keyring
+  systemd-container # systemd-nspawn, machinectl
+  netcat-openbsd    # the article's experiments
+  socat
+  tmux              # driving `labctl shell` in tests
+  coturn            # a third-party STUN client and server for `labctl check` tests
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/install.sh: run as root (it installs host packages)" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
+# coturn's package starts nothing by itself where PID 1 is not systemd; tests run their own.
+
+if ! command -v node >/dev/null || [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+  echo "scripts/install.sh: Node.js 20 or newer is needed (node --version)" >&2
+  exit 1
+fi
+npm ci --no-audit --no-fund
+npm run build
