@@ -73,8 +73,13 @@ async function looksUp(plan: NetworkPlan): Promise<boolean> {
 }
 
 export async function netUp(lab: Lab): Promise<NetUpResult> {
+  return withLabLock(lab.name, () => netUpLocked(lab));
+}
+
+/** netUp for a caller that already holds the lab's lock (`labctl up`). */
+export async function netUpLocked(lab: Lab): Promise<NetUpResult> {
   const plan = planNetwork(lab);
-  return withLabLock(lab.name, async () => {
+  {
     const previous = readState(lab.name);
     if (previous?.status === 'up' && previous.planHash === plan.hash && (await looksUp(plan))) {
       return { lab: lab.name, changed: false, namespaces: plan.namespaces.map((n) => n.netns), message: `lab "${lab.name}" is already up; nothing changed` };
@@ -103,7 +108,7 @@ export async function netUp(lab: Lab): Promise<NetUpResult> {
     }
     writeState(stateFor(lab, plan, 'up'));
     return { lab: lab.name, changed: true, namespaces: plan.namespaces.map((n) => n.netns), message: `lab "${lab.name}" is up: ${plan.namespaces.length} namespaces` };
-  });
+  }
 }
 
 export interface NetDownResult {

@@ -10,6 +10,8 @@ export interface MachineState {
   name: string;
   netns: string;
   image: string;
+  /** The read-only subvolume the machine boots an ephemeral snapshot of. */
+  directory: string;
   backend: 'systemd' | 'direct';
   /** Direct backend: the nspawn process and the container's PID 1. */
   nspawnPid?: number;

@@ -1,6 +1,8 @@
 // labctl's command line. Each command group registers itself from its own module.
 import { Command, CommanderError } from 'commander';
 import { registerNetCommands } from './net.js';
+import { registerMachineCommands } from './machines.js';
+import { registerImageCommands } from './image.js';
 import { EXIT_BAD_INPUT } from './common.js';
 
 const program = new Command();
@@ -9,6 +11,7 @@ program
   .description('Build a multi-network NAT lab on one Linux host: network namespaces, NAT routers that behave as declared, and systemd-nspawn machines')
   .version('0.1.0')
   .showHelpAfterError()
+  .enablePositionalOptions()
   .exitOverride((err: CommanderError) => {
     process.exit(err.exitCode === 0 ? 0 : EXIT_BAD_INPUT);
   })
@@ -16,12 +19,23 @@ program
     'after',
     `
 Examples:
-  $ sudo labctl net up                 # the article's lab network (machines/article.yaml)
+  $ sudo labctl image build bookworm   # the image machines boot from
+  $ sudo labctl up                     # the article's lab (machines/article.yaml), machines booted
+  $ sudo labctl shell c1-nat
+  $ sudo labctl down
+  $ sudo labctl net up                 # the lab network alone
   $ sudo labctl net status
   $ labctl net rules c1-nat            # the nftables ruleset of a NAT router
   $ sudo labctl net down
 `,
   );
+registerMachineCommands(program);
 registerNetCommands(program);
+registerImageCommands(program);
 
-await program.parseAsync(process.argv);
+try {
+  await program.parseAsync(process.argv);
+} finally {
+  const { closeBackends } = await import('../machine/select.js');
+  await closeBackends();
+}

@@ -1,0 +1,212 @@
+// `labctl up` and `labctl down`: the network, the image, and one booted machine per lab
+// member that the lab marks as a machine, through whichever backend runs here.
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { Listr } from 'listr2';
+import type { Lab } from '../lab/model.js';
+import { members } from '../lab/model.js';
+import type { BackendName, MachineBackend, MachineSpec } from '../machine/backend.js';
+import { backendFor, chooseBackend } from '../machine/select.js';
+import { nspawnPidsOf } from '../machine/proc.js';
+import { removeStaleSnapshots } from '../machine/snapshots.js';
+import { netDownLocked, netUpLocked } from './net.js';
+import { allStates, type MachineState, readState, STATE_DIR, withLabLock, writeState } from './state.js';
+
+export const DEFAULT_IMAGE = 'bookworm';
+/** Longest machine name: machined requires a valid host name (64 bytes); keep room for a prefix. */
+const MACHINE_NAME_MAX = 64;
+
+export interface UpOptions {
+  backend?: BackendName;
+  image?: string;
+  dataDir?: string;
+  readyTimeoutMs?: number;
+  renderer?: 'default' | 'simple' | 'silent';
+}
+
+export interface PlannedMachine {
+  name: string;
+  member: string;
+  netns: string;
+}
+
+export class LabUpError extends Error {}
+
+/** The machines a lab boots: its prefix + the member's name, in the member's namespace. */
+export function plannedMachines(lab: Lab): PlannedMachine[] {
+  return members(lab)
+    .filter((m) => m.machine)
+    .map((m) => ({ name: `${lab.prefix}${m.name}`, member: m.name, netns: m.netns }));
+}
+
+/** Refuses machine names that another lab runs, that some nspawn already runs, or that machined would reject. */
+function checkMachineNames(lab: Lab, machines: PlannedMachine[]): void {
+  const problems: string[] = [];
+  const others = new Map<string, string>();
+  for (const s of allStates()) if (s.lab !== lab.name) for (const m of s.machines ?? []) others.set(m.name, s.lab);
+  for (const m of machines) {
+    if (m.name.length > MACHINE_NAME_MAX) problems.push(`machine name "${m.name}" is longer than ${MACHINE_NAME_MAX} characters`);
+    const other = others.get(m.name);
+    if (other) problems.push(`machine ${m.name} is running in lab "${other}"; give this lab a different \`prefix:\``);
+    else if (nspawnPidsOf(m.name).length && !readState(lab.name)?.machines?.some((x) => x.name === m.name)) {
+      problems.push(`a machine named ${m.name} is already running (not started by lab "${lab.name}")`);
+    }
+  }
+  if (problems.length) throw new LabUpError(`cannot bring lab "${lab.name}" up:\n  ${problems.join('\n  ')}`);
+}
+
+async function stopMachines(machines: MachineState[]): Promise<void> {
+  await Promise.all(
+    machines.map(async (m) => {
+      const backend = await backendFor(m.backend);
+      await backend.stop(m);
+    }),
+  );
+  for (const dir of new Set(machines.map((m) => m.directory))) if (dir) await removeStaleSnapshots(dir);
+}
+
+/** Stops what an earlier, unfinished run recorded (crash, SIGKILL, reboot) and removes its network. */
+async function clearLeftovers(labName: string): Promise<void> {
+  const previous = readState(labName);
+  if (!previous) return;
+  await stopMachines(previous.machines ?? []);
+  await netDownLocked(labName);
+}
+
+function recordMachine(labName: string, m: MachineState): void {
+  const state = readState(labName);
+  if (!state) return;
+  state.machines = [...(state.machines ?? []).filter((x) => x.name !== m.name), m];
+  writeState(state);
+}
+
+export interface UpResult {
+  lab: string;
+  changed: boolean;
+  backend: string;
+  machines: string[];
+  message: string;
+}
+
+export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult> {
+  const machines = plannedMachines(lab);
+  const image = options.image ?? lab.image ?? DEFAULT_IMAGE;
+  return withLabLock(lab.name, async () => {
+    const previous = readState(lab.name);
+    if (previous?.status === 'up' && previous.machines?.length === machines.length) {
+      const backendsAlive = await Promise.all(
+        previous.machines.map(async (m) => (await (await backendFor(m.backend)).info(m)).state !== 'gone'),
+      );
+      if (backendsAlive.every(Boolean)) {
+        return { lab: lab.name, changed: false, backend: previous.machines[0]?.backend ?? '-', machines: machines.map((m) => m.name), message: `lab "${lab.name}" is already up with ${machines.length} machines; nothing changed` };
+      }
+    }
+    checkMachineNames(lab, machines);
+    const backend: MachineBackend = await chooseBackend(options.backend);
+    // Everything an earlier run left (a crash, a reboot, a net-only lab) goes first.
+    await clearLeftovers(lab.name);
+    const { ensureImageMounted } = await import('../image/index.js');
+    let directory = '';
+    const started: MachineState[] = [];
+    const rollback = async () => {
+      await stopMachines(started);
+      // Machines whose start was cut short may not be in `started`: stop by name too.
+      await stopMachines(machines.map((m) => ({ name: m.name, netns: m.netns, image, directory, backend: backend.name })));
+      await netDownLocked(lab.name);
+    };
+    const onSignal = (signal: NodeJS.Signals) => {
+      process.stderr.write(`\nlabctl up: ${signal}: stopping what was started...\n`);
+      void rollback().finally(() => process.exit(130));
+    };
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    try {
+      const tasks = new Listr(
+        [
+          {
+            title: `network: ${lab.nats.length} NAT routers, ${lab.nodes.length} nodes`,
+            task: async () => {
+              await netUpLocked(lab);
+            },
+          },
+          {
+            title: `image ${image}`,
+            task: async (_ctx, task) => {
+              directory = (await ensureImageMounted(image, options.dataDir)).path;
+              task.title = `image ${image}: ${directory}`;
+            },
+          },
+          {
+            title: `machines (${backend.name} backend)`,
+            task: (_ctx, task) =>
+              task.newListr(
+                machines.map((m) => ({
+                  title: `${m.name} in ${m.netns}`,
+                  task: async () => {
+                    const spec: MachineSpec = {
+                      name: m.name,
+                      lab: lab.name,
+                      netns: m.netns,
+                      image,
+                      directory,
+                      readyTimeoutMs: options.readyTimeoutMs ?? 60_000,
+                      consoleLog: join(STATE_DIR, lab.name, `${m.name}.console`),
+                    };
+                    const state = await backend.start(spec);
+                    started.push(state);
+                    recordMachine(lab.name, state);
+                  },
+                })),
+                { concurrent: true, exitOnError: false },
+              ),
+          },
+        ],
+        { renderer: options.renderer ?? (process.stdout.isTTY ? 'default' : 'simple'), exitOnError: true, registerSignalListeners: false, rendererOptions: { collapseSubtasks: false } },
+      );
+      await tasks.run();
+      const failures = tasks.errors.filter(Boolean);
+      if (failures.length) throw failures[0]!;
+      if (started.length !== machines.length) throw new LabUpError(`only ${started.length} of ${machines.length} machines started`);
+    } catch (e) {
+      try {
+        await rollback();
+      } catch (r) {
+        throw new LabUpError(`${(e as Error).message}\nrolling back also failed: ${(r as Error).message}; run \`labctl down\``);
+      }
+      throw new LabUpError(`${(e as Error).message}\nrolled back: nothing of lab "${lab.name}" is left`);
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
+    return { lab: lab.name, changed: true, backend: backend.name, machines: machines.map((m) => m.name), message: `lab "${lab.name}" is up: ${machines.length} machines (${backend.name} backend)` };
+  });
+}
+
+export interface DownResult {
+  lab: string;
+  stopped: string[];
+  message: string;
+}
+
+export async function labDown(labName: string, options: { lab?: Lab; force?: boolean } = {}): Promise<DownResult> {
+  return withLabLock(labName, async () => {
+    const state = readState(labName);
+    const machines = state?.machines ?? [];
+    // Planned machines too: a crash between starting one and recording it leaves it unrecorded.
+    const recorded = new Set(machines.map((m) => m.name));
+    const extra: MachineState[] = (options.lab ? plannedMachines(options.lab) : [])
+      .filter((m) => !recorded.has(m.name) && nspawnPidsOf(m.name).length)
+      .map((m) => ({ name: m.name, netns: m.netns, image: '', directory: '', backend: 'direct' }));
+    await stopMachines([...machines, ...extra].filter((m) => m.directory || nspawnPidsOf(m.name).length));
+    for (const m of machines) if (m.directory) await removeStaleSnapshots(m.directory);
+    const net = await netDownLocked(labName, { ...(options.lab ? { lab: options.lab } : {}), ...(options.force ? { force: true } : {}) });
+    // The machines' console logs go with them.
+    rmSync(join(STATE_DIR, labName), { recursive: true, force: true });
+    const stopped = [...machines, ...extra].map((m) => m.name);
+    return {
+      lab: labName,
+      stopped,
+      message: stopped.length ? `lab "${labName}" is down: stopped ${stopped.length} machines, removed ${net.removed.length} namespaces` : net.message,
+    };
+  });
+}

@@ -1,0 +1,58 @@
+// The machine backend interface. `labctl up`, `down`, `status`, `shell` and `exec` speak
+// only to this; which backend runs the machines is chosen once (systemd where systemd is
+// PID 1 and the system bus answers, else direct) and recorded per machine in the state file.
+import type { MachineState } from '../apply/state.js';
+
+export type BackendName = 'systemd' | 'direct';
+
+/** One machine to boot: an ephemeral snapshot of `directory` inside network namespace `netns`. */
+export interface MachineSpec {
+  /** Machine name as machinectl shows it: the lab's prefix + the node's name. */
+  name: string;
+  lab: string;
+  netns: string;
+  /** Image name and the read-only subvolume nspawn boots an ephemeral snapshot of. */
+  image: string;
+  directory: string;
+  /** How long to wait for the machine's systemd to report ready. */
+  readyTimeoutMs: number;
+  /** Where the direct backend writes the machine's console output. */
+  consoleLog: string;
+}
+
+export interface MachineInfo {
+  name: string;
+  /** running: booted and ready; starting; degraded: ready with failed units; gone: not running. */
+  state: 'running' | 'starting' | 'degraded' | 'stopping' | 'gone' | 'unknown';
+  leaderPid?: number;
+  unit?: string;
+  addresses: string[];
+  since?: string;
+}
+
+export class MachineStartError extends Error {
+  constructor(
+    readonly machine: string,
+    message: string,
+    readonly consoleTail: string = '',
+  ) {
+    super(`machine ${machine}: ${message}${consoleTail ? `\nlast console lines:\n${consoleTail}` : ''}`);
+    this.name = 'MachineStartError';
+  }
+}
+
+export interface MachineBackend {
+  readonly name: BackendName;
+  /** Boots the machine; resolves once it is ready (or rejects with MachineStartError, leaving nothing running). */
+  start(spec: MachineSpec): Promise<MachineState>;
+  /** Stops the machine and resolves once it is gone (its snapshot removed with it). Idempotent. */
+  stop(machine: MachineState): Promise<void>;
+  info(machine: MachineState): Promise<MachineInfo>;
+  /** argv that runs a command inside the machine, with stdio and exit code passed through. */
+  execArgv(machine: MachineState, command: string[]): Promise<string[]>;
+  /** argv for an interactive login shell in the machine (needs a terminal). */
+  shellArgv(machine: MachineState): Promise<string[]>;
+}
+
+/** Environment for commands run inside a machine: the machine's, not the host's. */
+export const MACHINE_ENV = ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'HOME=/root', 'USER=root', 'LOGNAME=root', 'SHELL=/bin/bash', 'LANG=C.UTF-8'];

@@ -1,0 +1,155 @@
+// The direct backend: where systemd is not PID 1 (containers, CI), labctl runs
+// systemd-nspawn itself (--register=no --keep-unit), records each machine's nspawn pid and
+// leader pid in the state file, and enters machines with nsenter.
+import { spawn } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { run } from '../exec/run.js';
+import type { MachineState } from '../apply/state.js';
+import { NETNS_DIR } from '../apply/netns.js';
+import { MACHINE_ENV, type MachineBackend, type MachineInfo, type MachineSpec, MachineStartError } from './backend.js';
+import { alive, containerLeader, isNspawnOf, nspawnPidsOf, sleep } from './proc.js';
+import { nspawnArgs } from './nspawn.js';
+
+const STOP_TIMEOUT_MS = 15_000;
+
+export function consoleTail(path: string, lines = 15): string {
+  try {
+    const text = readFileSync(path, 'utf8')
+      // The console carries colour codes; the error message should not.
+      .replace(/\x1b\[[0-9;]*m/g, '')
+      .replace(/\r/g, '');
+    return text.trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '';
+  }
+}
+
+function nsenterArgv(leader: number, command: string[]): string[] {
+  // -r/-w: the machine's root and cwd; env -C then moves to root's home inside it.
+  return ['nsenter', '-t', String(leader), '-a', '-r', '-w', '--', '/usr/bin/env', '-i', '-C', '/root', ...MACHINE_ENV, ...command];
+}
+
+async function waitGone(pid: number, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (alive(pid)) {
+    if (Date.now() > deadline) return false;
+    await sleep(50);
+  }
+  return true;
+}
+
+export class DirectBackend implements MachineBackend {
+  readonly name = 'direct' as const;
+
+  async start(spec: MachineSpec): Promise<MachineState> {
+    mkdirSync(dirname(spec.consoleLog), { recursive: true, mode: 0o700 });
+    const log = openSync(spec.consoleLog, 'w', 0o600);
+    const argv = nspawnArgs(spec, { register: false });
+    // Detached into its own session: the machine outlives this labctl process, and a
+    // Ctrl-C in the user's terminal reaches labctl, not the machine.
+    const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', log, log], env: { ...process.env, NOTIFY_SOCKET: '' } });
+    closeSync(log);
+    child.unref();
+    const nspawnPid = child.pid;
+    if (!nspawnPid) throw new MachineStartError(spec.name, 'systemd-nspawn could not be started');
+    const state: MachineState = {
+      name: spec.name,
+      netns: spec.netns,
+      image: spec.image,
+      directory: spec.directory,
+      backend: 'direct',
+      nspawnPid,
+      startedAt: new Date().toISOString(),
+    };
+    const fail = async (why: string): Promise<never> => {
+      const tail = consoleTail(spec.consoleLog);
+      await this.stop(state);
+      throw new MachineStartError(spec.name, why, tail);
+    };
+    const deadline = Date.now() + spec.readyTimeoutMs;
+    // 1. The container's PID 1 appears under nspawn.
+    while ((state.leaderPid = containerLeader(nspawnPid)) === undefined) {
+      if (!alive(nspawnPid) || child.exitCode !== null) return fail(`systemd-nspawn exited (${child.exitCode ?? 'signal'}) before the machine started`);
+      if (Date.now() > deadline) return fail(`no container process after ${spec.readyTimeoutMs} ms`);
+      await sleep(20);
+    }
+    // 2. Its systemd finishes booting. `is-system-running --wait` blocks until then; it
+    //    fails while the machine's systemd does not answer yet, so retry until the deadline.
+    for (;;) {
+      const left = deadline - Date.now();
+      if (left <= 0) return fail(`not ready after ${spec.readyTimeoutMs} ms`);
+      const r = await run(nsenterArgv(state.leaderPid, ['systemctl', 'is-system-running', '--wait']), { allowFailure: true, timeoutMs: left });
+      const said = r.stdout.trim();
+      if (said === 'running' || said === 'degraded') break;
+      if (!alive(nspawnPid)) return fail('the machine stopped while booting');
+      await sleep(50);
+    }
+    return state;
+  }
+
+  async stop(m: MachineState): Promise<void> {
+    // Every nspawn of this machine: the recorded one (if it is still ours) and any other
+    // left by a crashed run whose pid never reached the state file.
+    const pids = new Set(nspawnPidsOf(m.name));
+    if (m.nspawnPid && isNspawnOf(m.nspawnPid, m.name)) pids.add(m.nspawnPid);
+    await Promise.all(
+      [...pids].map(async (pid) => {
+        // SIGTERM makes nspawn power the machine off cleanly; its ephemeral snapshot goes with it.
+        try {
+          process.kill(pid, 'SIGTERM');
+        } catch {
+          return;
+        }
+        if (await waitGone(pid, STOP_TIMEOUT_MS)) return;
+        const leader = containerLeader(pid);
+        for (const p of [pid, leader]) {
+          try {
+            if (p) process.kill(p, 'SIGKILL');
+          } catch {
+            /* gone */
+          }
+        }
+        await waitGone(pid, 5000);
+      }),
+    );
+  }
+
+  async info(m: MachineState): Promise<MachineInfo> {
+    const running = m.nspawnPid !== undefined && isNspawnOf(m.nspawnPid, m.name);
+    const leader = running ? containerLeader(m.nspawnPid!) : undefined;
+    if (!running || !leader) return { name: m.name, state: 'gone', addresses: [] };
+    const [sys, addrs] = await Promise.all([
+      run(nsenterArgv(leader, ['systemctl', 'is-system-running']), { allowFailure: true }),
+      run(['ip', '-n', m.netns, '-j', '-4', 'addr', 'show'], { allowFailure: true }),
+    ]);
+    const said = sys.stdout.trim();
+    const state: MachineInfo['state'] = said === 'running' ? 'running' : said === 'degraded' ? 'degraded' : said === 'starting' || said === 'initializing' ? 'starting' : said === 'stopping' ? 'stopping' : 'unknown';
+    let addresses: string[] = [];
+    try {
+      addresses = (JSON.parse(addrs.stdout || '[]') as { ifname: string; addr_info?: { local: string; prefixlen: number }[] }[])
+        .filter((i) => i.ifname !== 'lo')
+        .flatMap((i) => (i.addr_info ?? []).map((a) => `${a.local}/${a.prefixlen}`));
+    } catch {
+      /* no addresses */
+    }
+    return { name: m.name, state, leaderPid: leader, addresses, ...(m.startedAt ? { since: m.startedAt } : {}) };
+  }
+
+  async execArgv(m: MachineState, command: string[]): Promise<string[]> {
+    return nsenterArgv(this.leaderOf(m), command);
+  }
+
+  async shellArgv(m: MachineState): Promise<string[]> {
+    // A login shell with the machine's environment; TERM comes from the user's terminal.
+    return nsenterArgv(this.leaderOf(m), [`TERM=${process.env.TERM ?? 'xterm'}`, '/bin/bash', '--login']);
+  }
+
+  private leaderOf(m: MachineState): number {
+    const leader = m.nspawnPid && isNspawnOf(m.nspawnPid, m.name) ? containerLeader(m.nspawnPid) : undefined;
+    if (!leader) throw new Error(`machine ${m.name} is not running`);
+    return leader;
+  }
+}
+
+export const netnsPath = (netns: string) => `${NETNS_DIR}/${netns}`;

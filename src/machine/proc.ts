@@ -1,0 +1,66 @@
+// Process facts read from /proc, used to find and verify machines' processes.
+import { readdirSync, readFileSync } from 'node:fs';
+
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export function cmdline(pid: number): string[] {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+  } catch {
+    return [];
+  }
+}
+
+/** True when pid is a systemd-nspawn running machine `name` (guards against reused pids). */
+export function isNspawnOf(pid: number, name: string): boolean {
+  const argv = cmdline(pid);
+  return argv.length > 0 && (argv[0] ?? '').endsWith('systemd-nspawn') && argv.includes(`--machine=${name}`);
+}
+
+export function children(pid: number): number[] {
+  try {
+    return readdirSync(`/proc/${pid}/task`).flatMap((t) =>
+      readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8')
+        .trim()
+        .split(/\s+/)
+        .filter(Boolean)
+        .map(Number),
+    );
+  } catch {
+    return [];
+  }
+}
+
+/** The container's PID 1 under an nspawn process: the child whose innermost pid is 1. */
+export function containerLeader(nspawnPid: number): number | undefined {
+  for (const c of children(nspawnPid)) {
+    try {
+      const status = readFileSync(`/proc/${c}/status`, 'utf8');
+      const nspid = /^NSpid:\s+(.+)$/m.exec(status)?.[1]?.trim().split(/\s+/);
+      if (nspid && nspid.length > 1 && nspid[nspid.length - 1] === '1') return c;
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return undefined;
+}
+
+/** Every nspawn process on the host that runs a machine of this name. */
+export function nspawnPidsOf(name: string): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    if (isNspawnOf(pid, name)) out.push(pid);
+  }
+  return out;
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -1,0 +1,39 @@
+// Ephemeral snapshots: nspawn --ephemeral makes `.#machine.<dir>XXXX` beside the booted
+// directory and deletes it when it exits; one killed with SIGKILL leaves it behind.
+import { readdirSync, rmSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { run } from '../exec/run.js';
+import { cmdline } from './proc.js';
+
+function nspawnUsing(directory: string): boolean {
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const argv = cmdline(Number(entry));
+    if ((argv[0] ?? '').endsWith('systemd-nspawn') && argv.includes(`--directory=${directory}`)) return true;
+  }
+  return false;
+}
+
+/** Deletes leftover snapshots of `directory`, unless some nspawn still boots from it. */
+export async function removeStaleSnapshots(directory: string): Promise<string[]> {
+  if (nspawnUsing(directory)) return [];
+  const parent = dirname(directory);
+  const stem = `.#machine.${basename(directory)}`;
+  let entries: string[] = [];
+  try {
+    entries = readdirSync(parent);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const e of entries) {
+    const path = join(parent, e);
+    if (e.startsWith(stem) && !e.endsWith('.lck')) {
+      await run(['btrfs', 'subvolume', 'delete', path], { step: 'remove a leftover machine snapshot', allowFailure: true });
+      removed.push(path);
+    } else if (e.startsWith(`.#${stem}`) && e.endsWith('.lck')) {
+      rmSync(path, { force: true });
+    }
+  }
+  return removed;
+}

@@ -1,0 +1,80 @@
+// `labctl status`: machines (from their backend) and the network, per lab.
+import { allStates } from '../apply/state.js';
+import { backendFor } from '../machine/select.js';
+import { labStatus } from './net-status.js';
+import { table } from './table.js';
+
+export interface MachineRow {
+  name: string;
+  state: string;
+  netns: string;
+  addresses: string[];
+  image: string;
+  nat: string;
+  uptime: string;
+  backend: string;
+  leaderPid?: number;
+}
+
+export interface LabOverview {
+  lab: string;
+  source: string;
+  status: string;
+  machines: MachineRow[];
+  /** Namespaces without a machine (a bare internet, or a network-only lab). */
+  bareNamespaces: string[];
+}
+
+function uptime(since: string | undefined): string {
+  if (!since) return '-';
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(since)) / 1000));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${s % 60}s`;
+  return `${Math.floor(s / 3600)}h${Math.floor((s % 3600) / 60)}m`;
+}
+
+export async function labsStatus(labName?: string): Promise<LabOverview[]> {
+  const states = allStates().filter((s) => !labName || s.lab === labName);
+  return Promise.all(
+    states.map(async (s) => {
+      const net = await labStatus(s);
+      const machines = await Promise.all(
+        (s.machines ?? []).map(async (m): Promise<MachineRow> => {
+          const info = await (await backendFor(m.backend)).info(m).catch(() => ({ state: 'unknown' as const, addresses: [] as string[], leaderPid: undefined }));
+          const ns = net.namespaces.find((n) => n.netns === m.netns);
+          return {
+            name: m.name,
+            state: info.state,
+            netns: m.netns,
+            addresses: info.addresses.length ? info.addresses : (ns?.interfaces.flatMap((i) => i.addresses) ?? []),
+            image: m.image,
+            nat: ns?.nat ?? '',
+            uptime: info.state === 'gone' ? '-' : uptime(m.startedAt),
+            backend: m.backend,
+            ...(info.leaderPid ? { leaderPid: info.leaderPid } : {}),
+          };
+        }),
+      );
+      const withMachine = new Set(machines.map((m) => m.netns));
+      return {
+        lab: s.lab,
+        source: s.source,
+        status: s.status,
+        machines,
+        bareNamespaces: net.namespaces.filter((n) => !withMachine.has(n.netns)).map((n) => n.netns),
+      };
+    }),
+  );
+}
+
+export function formatLabsStatus(labs: LabOverview[]): string {
+  if (labs.length === 0) return 'no lab is up\n';
+  return labs
+    .map((l) => {
+      const rows = l.machines.map((m) => [m.name, m.state, m.netns, m.addresses.join(' '), m.image, m.nat, m.uptime, m.backend]);
+      const head = `lab ${l.lab} (${l.status}) from ${l.source}`;
+      const bare = l.bareNamespaces.length ? `namespaces without a machine: ${l.bareNamespaces.join(', ')}\n` : '';
+      return `${head}\n${l.machines.length ? table(['MACHINE', 'STATE', 'NAMESPACE', 'ADDRESSES', 'IMAGE', 'NAT', 'UPTIME', 'BACKEND'], rows) : 'no machines (network only; `labctl up` boots them)\n'}${bare}`;
+    })
+    .join('\n');
+}
