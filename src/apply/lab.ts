@@ -7,7 +7,8 @@ import type { Lab } from '../lab/model.js';
 import { members } from '../lab/model.js';
 import type { BackendName, MachineBackend, MachineSpec } from '../machine/backend.js';
 import { backendFor, chooseBackend } from '../machine/select.js';
-import { nspawnPidsOf } from '../machine/proc.js';
+import { cmdline, nspawnPidsOf } from '../machine/proc.js';
+import { NETNS_DIR } from './netns.js';
 import { removeStaleSnapshots } from '../machine/snapshots.js';
 import { netDownLocked, netUpLocked } from './net.js';
 import { allStates, type MachineState, readState, STATE_DIR, withLabLock, writeState } from './state.js';
@@ -48,11 +49,19 @@ function checkMachineNames(lab: Lab, machines: PlannedMachine[]): void {
     if (m.name.length > MACHINE_NAME_MAX) problems.push(`machine name "${m.name}" is longer than ${MACHINE_NAME_MAX} characters`);
     const other = others.get(m.name);
     if (other) problems.push(`machine ${m.name} is running in lab "${other}"; give this lab a different \`prefix:\``);
-    else if (nspawnPidsOf(m.name).length && !readState(lab.name)?.machines?.some((x) => x.name === m.name)) {
+    else if (nspawnPidsOf(m.name).some((pid) => !isLeftoverOf(lab, m, pid))) {
       problems.push(`a machine named ${m.name} is already running (not started by lab "${lab.name}")`);
     }
   }
   if (problems.length) throw new LabUpError(`cannot bring lab "${lab.name}" up:\n  ${problems.join('\n  ')}`);
+}
+
+/**
+ * An nspawn of a planned machine that an earlier, unfinished `up` of this same lab left
+ * (its state file exists and the machine runs in this lab's namespace): ours to stop.
+ */
+function isLeftoverOf(lab: Lab, m: PlannedMachine, pid: number): boolean {
+  return readState(lab.name) !== undefined && cmdline(pid).includes(`--network-namespace-path=${NETNS_DIR}/${m.netns}`);
 }
 
 async function stopMachines(machines: MachineState[]): Promise<void> {
@@ -65,12 +74,17 @@ async function stopMachines(machines: MachineState[]): Promise<void> {
   for (const dir of new Set(machines.map((m) => m.directory))) if (dir) await removeStaleSnapshots(dir);
 }
 
-/** Stops what an earlier, unfinished run recorded (crash, SIGKILL, reboot) and removes its network. */
-async function clearLeftovers(labName: string): Promise<void> {
-  const previous = readState(labName);
+/** Stops what an earlier, unfinished run left (crash, SIGKILL, reboot) and removes its network. */
+async function clearLeftovers(lab: Lab, planned: PlannedMachine[]): Promise<void> {
+  const previous = readState(lab.name);
   if (!previous) return;
-  await stopMachines(previous.machines ?? []);
-  await netDownLocked(labName);
+  const recorded = previous.machines ?? [];
+  // Machines started but not yet recorded when the earlier run died: found by name and namespace.
+  const unrecorded: MachineState[] = planned
+    .filter((m) => !recorded.some((r) => r.name === m.name) && nspawnPidsOf(m.name).some((pid) => isLeftoverOf(lab, m, pid)))
+    .map((m) => ({ name: m.name, netns: m.netns, image: '', directory: '', backend: 'direct' }));
+  await stopMachines([...recorded, ...unrecorded]);
+  await netDownLocked(lab.name);
 }
 
 function recordMachine(labName: string, m: MachineState): void {
@@ -103,29 +117,38 @@ export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult
     }
     checkMachineNames(lab, machines);
     const backend: MachineBackend = await chooseBackend(options.backend);
-    // Everything an earlier run left (a crash, a reboot, a net-only lab) goes first.
-    await clearLeftovers(lab.name);
     const { ensureImageMounted } = await import('../image/index.js');
     let directory = '';
     const started: MachineState[] = [];
+    const abort = new AbortController();
     const rollback = async () => {
+      abort.abort();
       await stopMachines(started);
-      // Machines whose start was cut short may not be in `started`: stop by name too.
+      // Machines whose start was cut short are not in `started`: stop them by name too.
       await stopMachines(machines.map((m) => ({ name: m.name, netns: m.netns, image, directory, backend: backend.name })));
       await netDownLocked(lab.name);
+      rmSync(join(STATE_DIR, lab.name), { recursive: true, force: true });
     };
+    let rollingBack = false;
     const onSignal = (signal: NodeJS.Signals) => {
+      // Further signals while rolling back must not cut the rollback short.
+      if (rollingBack) return void process.stderr.write(`labctl up: ${signal}: still stopping what was started...\n`);
+      rollingBack = true;
       process.stderr.write(`\nlabctl up: ${signal}: stopping what was started...\n`);
-      void rollback().finally(() => process.exit(130));
+      rollback()
+        .catch((e: Error) => process.stderr.write(`labctl up: rolling back failed: ${e.message}; run \`labctl down\`\n`))
+        .finally(() => process.exit(130));
     };
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
     try {
       const tasks = new Listr(
         [
           {
             title: `network: ${lab.nats.length} NAT routers, ${lab.nodes.length} nodes`,
             task: async () => {
+              // Everything an earlier run left (a crash, a reboot, a net-only lab) goes first.
+              await clearLeftovers(lab, machines);
               await netUpLocked(lab);
             },
           },
@@ -151,6 +174,7 @@ export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult
                       directory,
                       readyTimeoutMs: options.readyTimeoutMs ?? 60_000,
                       consoleLog: join(STATE_DIR, lab.name, `${m.name}.console`),
+                      signal: abort.signal,
                     };
                     const state = await backend.start(spec);
                     started.push(state);
@@ -168,6 +192,7 @@ export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult
       if (failures.length) throw failures[0]!;
       if (started.length !== machines.length) throw new LabUpError(`only ${started.length} of ${machines.length} machines started`);
     } catch (e) {
+      if (rollingBack) await new Promise(() => {}); // the signal handler finishes and exits
       try {
         await rollback();
       } catch (r) {
@@ -195,8 +220,13 @@ export async function labDown(labName: string, options: { lab?: Lab; force?: boo
     // Planned machines too: a crash between starting one and recording it leaves it unrecorded.
     const recorded = new Set(machines.map((m) => m.name));
     const extra: MachineState[] = (options.lab ? plannedMachines(options.lab) : [])
-      .filter((m) => !recorded.has(m.name) && nspawnPidsOf(m.name).length)
-      .map((m) => ({ name: m.name, netns: m.netns, image: '', directory: '', backend: 'direct' }));
+      .filter((m) => !recorded.has(m.name) && (state || options.force))
+      .flatMap((m) => {
+        const pid = nspawnPidsOf(m.name).find((p) => cmdline(p).includes(`--network-namespace-path=${NETNS_DIR}/${m.netns}`));
+        if (!pid) return [];
+        const directory = cmdline(pid).find((a) => a.startsWith('--directory='))?.slice('--directory='.length) ?? '';
+        return [{ name: m.name, netns: m.netns, image: '', directory, backend: 'direct' as const }];
+      });
     await stopMachines([...machines, ...extra].filter((m) => m.directory || nspawnPidsOf(m.name).length));
     for (const m of machines) if (m.directory) await removeStaleSnapshots(m.directory);
     const net = await netDownLocked(labName, { ...(options.lab ? { lab: options.lab } : {}), ...(options.force ? { force: true } : {}) });

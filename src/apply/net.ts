@@ -4,6 +4,7 @@ import type { Lab } from '../lab/model.js';
 import { type NetworkPlan, planNetwork } from '../plan/network.js';
 import { run } from '../exec/run.js';
 import { batchText, deleteNetns, inNetns, listNetns } from './netns.js';
+import { NAT_TABLE } from '../nat/compile.js';
 import { allStates, type LabState, readState, removeState, withLabLock, writeState } from './state.js';
 
 export class NetError extends Error {}
@@ -69,7 +70,13 @@ export async function applyNetwork(plan: NetworkPlan): Promise<void> {
 /** True when every namespace of the plan exists and holds the expected NAT table. */
 async function looksUp(plan: NetworkPlan): Promise<boolean> {
   const present = new Set(listNetns());
-  return plan.namespaces.every((n) => present.has(n.netns));
+  if (!plan.namespaces.every((n) => present.has(n.netns))) return false;
+  const tables = await Promise.all(
+    plan.namespaces
+      .filter((n) => n.nftRuleset)
+      .map((n) => run(inNetns(n.netns, ['nft', 'list', 'table', 'ip', NAT_TABLE]), { step: `check NAT rules in ${n.netns}`, allowFailure: true })),
+  );
+  return tables.every((r) => r.exitCode === 0);
 }
 
 export async function netUp(lab: Lab): Promise<NetUpResult> {

@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import { Option, type Command } from 'commander';
 import { action, example, printJson, requireRoot, UsageError } from './common.js';
 import { loadLab } from '../lab/load.js';
+import { signalTree } from '../machine/proc.js';
 import type { BackendName } from '../machine/backend.js';
 
 const backendOption = () => new Option('--backend <backend>', 'machine backend (default: systemd where systemd is PID 1, else direct)').choices(['systemd', 'direct']);
@@ -19,17 +20,24 @@ async function findMachine(name: string) {
   throw new UsageError(`no running machine "${name}"${names.length ? ` (running: ${names.join(', ')})` : '; bring a lab up with `labctl up`'}`);
 }
 
-/** Runs argv with the terminal passed through; labctl itself ignores Ctrl-C meanwhile. */
+const SIGNAL_NUMBERS: Partial<Record<NodeJS.Signals, number>> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 };
+
+/**
+ * Runs argv with the terminal passed through. A signal sent to labctl (kill, a test
+ * harness, a closed terminal) is passed on to the whole command tree inside the machine,
+ * so nothing keeps running there after labctl is gone.
+ */
 function passThrough(argv: string[]): Promise<number> {
   return new Promise((resolve) => {
-    const ignore = () => {};
-    process.on('SIGINT', ignore);
-    process.on('SIGQUIT', ignore);
     const child = spawn(argv[0]!, argv.slice(1), { stdio: 'inherit' });
+    const forward = (signal: NodeJS.Signals) => {
+      if (child.pid) signalTree(child.pid, signal);
+    };
+    const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
+    for (const s of signals) process.on(s, forward);
     child.on('exit', (code, signal) => {
-      process.off('SIGINT', ignore);
-      process.off('SIGQUIT', ignore);
-      resolve(code ?? (signal ? 128 + 2 : 1));
+      for (const s of signals) process.off(s, forward);
+      resolve(code ?? 128 + (signal ? (SIGNAL_NUMBERS[signal] ?? 1) : 1));
     });
     child.on('error', (e) => {
       process.stderr.write(`labctl: ${argv[0]}: ${e.message}\n`);

@@ -18,6 +18,8 @@ export interface MachineSpec {
   readyTimeoutMs: number;
   /** Where the direct backend writes the machine's console output. */
   consoleLog: string;
+  /** Aborted when `up` is rolling back: a machine not yet started must not start. */
+  signal?: AbortSignal;
 }
 
 export interface MachineInfo {

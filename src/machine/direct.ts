@@ -46,6 +46,8 @@ export class DirectBackend implements MachineBackend {
     mkdirSync(dirname(spec.consoleLog), { recursive: true, mode: 0o700 });
     const log = openSync(spec.consoleLog, 'w', 0o600);
     const argv = nspawnArgs(spec, { register: false });
+    // Checked in the same tick as the spawn below, so a rollback's later sweep sees it.
+    if (spec.signal?.aborted) throw new MachineStartError(spec.name, 'not started: up is being rolled back');
     // Detached into its own session: the machine outlives this labctl process, and a
     // Ctrl-C in the user's terminal reaches labctl, not the machine.
     const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', log, log], env: { ...process.env, NOTIFY_SOCKET: '' } });

@@ -64,3 +64,21 @@ export function nspawnPidsOf(name: string): number[] {
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** pid and all its descendants, deepest first. */
+export function descendants(pid: number): number[] {
+  const out: number[] = [];
+  for (const c of children(pid)) out.push(...descendants(c), c);
+  return out;
+}
+
+/** Sends a signal to a process tree (children first), ignoring those already gone. */
+export function signalTree(pid: number, signal: NodeJS.Signals): void {
+  for (const p of [...descendants(pid), pid]) {
+    try {
+      process.kill(p, signal);
+    } catch {
+      /* gone */
+    }
+  }
+}

@@ -1,0 +1,237 @@
+// `labctl up` with the direct backend on this machine (PID 1 is not systemd): the
+// article's lab booted from the shared bookworm test image, the article's experiments
+// typed into the machines with `labctl exec`, then `labctl down` leaves nothing.
+import { after, afterEach, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { BIN, isRoot, labctl, labctlOk, netnsList, ROOT } from '../support/cli.js';
+import { getTestImage } from '../support/test-image.js';
+
+const skip = isRoot ? false : 'needs root';
+const MACHINES = ['c0', 'c0-nat', 'c1', 'c1-nat'];
+const ARTICLE_NS = ['ns-c0', 'ns-c0-nat', 'ns-c1', 'ns-c1-nat', 'ns-inet'];
+let dataDir = '';
+let rootfs = '';
+const dir = join(tmpdir(), 'labctl-machines');
+const shortLab = join(dir, 'article-short.yaml');
+
+const running = new Set<ChildProcess>();
+interface Proc {
+  out: () => string;
+  done: Promise<number | null>;
+  write: (s: string) => void;
+  kill: (sig?: NodeJS.Signals) => void;
+  pid: number;
+}
+function start(args: string[]): Proc {
+  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  running.add(child);
+  let out = '';
+  child.stdout!.on('data', (d) => (out += String(d)));
+  child.stderr!.on('data', (d) => (out += String(d)));
+  child.stdin!.on('error', () => {});
+  const done = new Promise<number | null>((r) => child.on('exit', (code) => (running.delete(child), r(code))));
+  return { out: () => out, done, write: (s) => child.stdin!.write(s), kill: (sig = 'SIGTERM') => child.kill(sig), pid: child.pid! };
+}
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+async function waitForText(p: Proc, text: string, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline && !p.out().includes(text)) await sleep(50);
+  return p.out().includes(text);
+}
+function nspawnOf(names: string[]): string[] {
+  return readdirSync('/proc')
+    .filter((e) => /^\d+$/.test(e))
+    .map((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      } catch {
+        return [];
+      }
+    })
+    .filter((argv) => (argv[0] ?? '').endsWith('systemd-nspawn') && names.some((n) => argv.includes(`--machine=${n}`)))
+    .map((argv) => argv.join(' '));
+}
+/** Waits until a UDP socket listens on port in netns (so a probe sent next finds it). */
+async function waitListening(netns: string, port: number): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    try {
+      if (execFileSync('ip', ['netns', 'exec', netns, 'ss', '-Hlun', `sport = :${port}`], { encoding: 'utf8' }).trim()) return;
+    } catch {
+      /* not yet */
+    }
+    await sleep(100);
+  }
+  throw new Error(`nothing listens on udp/${port} in ${netns}`);
+}
+function snapshotsLeft(): string[] {
+  return readdirSync(dirname(rootfs)).filter((e) => e.startsWith('.#'));
+}
+function assertClean(what: string): void {
+  assert.deepEqual(netnsList().filter((n) => ARTICLE_NS.includes(n)), [], `${what}: no namespace left`);
+  assert.deepEqual(nspawnOf(MACHINES), [], `${what}: no nspawn left`);
+  assert.deepEqual(snapshotsLeft(), [], `${what}: no ephemeral snapshot left`);
+  assert.ok(!existsSync('/run/labctl/article.json'), `${what}: no state file left`);
+  assert.ok(!existsSync('/run/labctl/article'), `${what}: no console logs left`);
+}
+
+before(async () => {
+  if (!isRoot) return;
+  const image = await getTestImage();
+  dataDir = image.dataDir;
+  rootfs = image.path;
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(
+    shortLab,
+    readFileSync(join(ROOT, 'machines', 'article.yaml'), 'utf8').replace(/fixed-port: 54321\n/g, 'fixed-port: 54321\n      udp-timeouts: { unreplied: 3, stream: 5 }\n'),
+  );
+});
+afterEach(() => {
+  for (const c of running) c.kill('SIGKILL');
+});
+after(async () => {
+  if (!isRoot) return;
+  await labctl(['down', shortLab]);
+  await labctl(['down']);
+});
+
+test('up boots the four article machines, status shows them, a second up changes nothing', { skip }, async () => {
+  const r = await labctlOk(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir]);
+  assert.match(r.stdout, /lab "article" is up: 4 machines \(direct backend\)/);
+  const status = JSON.parse((await labctlOk(['status', '--json'])).stdout) as { lab: string; machines: { name: string; state: string; backend: string; netns: string; addresses: string[] }[]; bareNamespaces: string[] }[];
+  const lab = status.find((l) => l.lab === 'article')!;
+  assert.deepEqual(lab.machines.map((m) => m.name).sort(), [...MACHINES].sort());
+  for (const m of lab.machines) {
+    assert.ok(['running', 'degraded'].includes(m.state), `${m.name} is ${m.state}`);
+    assert.equal(m.backend, 'direct');
+    assert.equal(m.netns, `ns-${m.name}`);
+  }
+  assert.deepEqual(lab.machines.find((m) => m.name === 'c1-nat')!.addresses.sort(), ['10.0.2.100/24', '100.64.2.100/24']);
+  assert.deepEqual(lab.bareNamespaces, ['ns-inet']);
+  const again = await labctlOk(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir]);
+  assert.match(again.stdout, /already up with 4 machines; nothing changed/);
+});
+
+test('exec passes stdout, stderr and the exit code through, in the machine\'s own namespaces', { skip }, async () => {
+  const host = await labctl(['exec', 'c0', '--', 'hostname']);
+  assert.equal(host.stdout.trim(), 'c0');
+  const code = await labctl(['exec', 'c1-nat', '--', 'sh', '-c', 'echo out; echo err >&2; exit 3']);
+  assert.equal(code.exitCode, 3);
+  assert.equal(code.stdout.trim(), 'out');
+  assert.equal(code.stderr.trim(), 'err');
+  const addr = await labctlOk(['exec', 'c1-nat', '--', 'ip', '-o', '-4', 'addr', 'show', 've-c1-nat-inet']);
+  assert.match(addr.stdout, /100\.64\.2\.100\/24/);
+  const ids = await Promise.all(['c0', 'c1'].map(async (m) => (await labctlOk(['exec', m, '--', 'cat', '/etc/machine-id'])).stdout.trim()));
+  assert.notEqual(ids[0], ids[1], 'each booted copy gets its own machine-id');
+  const missing = await labctl(['exec', 'nosuch', '--', 'true']);
+  assert.equal(missing.exitCode, 2);
+  assert.match(missing.stderr, /no running machine "nosuch"/);
+});
+
+test('experiment 1 typed into the machines: full cone delivers, c0-nat shows NEW ... UNREPLIED', { skip }, async () => {
+  const events = start(['exec', 'c0-nat', '--', 'conntrack', '-E']);
+  const c0 = start(['exec', 'c0', '--', 'nc', '-l', '12345', '-u']);
+  await waitListening('ns-c0', 12345);
+  await sleep(500); // conntrack -E subscribed
+  await labctl(['exec', 'c1', '--', 'sh', '-c', 'echo abc | timeout 1 nc 100.64.1.100 54321 -u']); // timeout ends nc: exit 124
+  assert.ok(await waitForText(c0, 'abc', 3000), `c0 prints abc (${JSON.stringify(c0.out())})`);
+  assert.ok(await waitForText(events, '[NEW]', 3000));
+  assert.match(events.out(), /\[NEW\] udp\s+17 3 src=100\.64\.2\.100 dst=100\.64\.1\.100 sport=54321 dport=54321 \[UNREPLIED\] src=10\.0\.1\.1 dst=100\.64\.2\.100 sport=12345 dport=54321/);
+  events.kill();
+  c0.kill();
+});
+
+test('experiments 2 and 3 typed into the machines: restricted cone, then the full conntrack sequence', { skip }, async () => {
+  await labctlOk(['net', 'flush', shortLab]);
+  // 2: nothing reaches c1 before it has sent.
+  const ev2 = start(['exec', 'c1-nat', '--', 'conntrack', '-E']);
+  const c1l = start(['exec', 'c1', '--', 'nc', '-l', '12345', '-u']);
+  await waitListening('ns-c1', 12345);
+  await sleep(500);
+  await labctl(['exec', 'c0', '--', 'sh', '-c', 'echo xyz | timeout 1 nc 100.64.2.100 54321 -u']);
+  await sleep(800);
+  assert.equal(c1l.out(), '', 'c1 receives nothing');
+  assert.doesNotMatch(ev2.out(), /\[NEW\]/, 'c1-nat shows no event');
+  ev2.kill();
+  c1l.kill();
+  await labctlOk(['net', 'flush', shortLab]);
+  // 3: c1 speaks first.
+  const events = start(['exec', 'c1-nat', '--', 'conntrack', '-E']);
+  const c0 = start(['exec', 'c0', '--', 'nc', '-l', '12345', '-u']);
+  await waitListening('ns-c0', 12345);
+  await sleep(500);
+  const c1 = start(['exec', 'c1', '--', 'nc', '100.64.1.100', '54321', '-u']);
+  await sleep(300);
+  c1.write('abc\n');
+  assert.ok(await waitForText(c0, 'abc', 3000), 'c0 gets abc');
+  c0.write('reply 1\n');
+  assert.ok(await waitForText(c1, 'reply 1', 3000), 'c1 prints reply 1');
+  await sleep(2200);
+  c0.write('reply 2\n');
+  assert.ok(await waitForText(c1, 'reply 2', 3000), 'c1 prints reply 2');
+  assert.ok(await waitForText(events, '[DESTROY]', 9000), 'DESTROY after the stream timeout');
+  c0.write('reply after destroy\n');
+  await sleep(800);
+  assert.doesNotMatch(c1.out(), /reply after destroy/);
+  const ev = events.out();
+  const flow = 'src=10\\.0\\.2\\.1 dst=100\\.64\\.1\\.100 sport=\\d+ dport=54321';
+  const reply = 'src=100\\.64\\.1\\.100 dst=100\\.64\\.2\\.100 sport=54321 dport=54321';
+  assert.match(ev, new RegExp(`\\[NEW\\] udp\\s+17 3 ${flow} \\[UNREPLIED\\] ${reply}`));
+  assert.match(ev, new RegExp(`\\[UPDATE\\] udp\\s+17 3 ${flow} ${reply}\\n`));
+  assert.match(ev, new RegExp(`\\[UPDATE\\] udp\\s+17 5 ${flow} ${reply} \\[ASSURED\\]`));
+  assert.match(ev, new RegExp(`\\[DESTROY\\] udp\\s+17 ${flow} ${reply} \\[ASSURED\\]`));
+  for (const p of [events, c0, c1]) p.kill();
+});
+
+test('down stops every machine and leaves nothing behind', { skip }, async () => {
+  const r = await labctlOk(['down', shortLab]);
+  assert.match(r.stdout, /stopped 4 machines, removed 5 namespaces/);
+  assertClean('after down');
+});
+
+test('a machine that does not boot in time fails up with its console lines, and up rolls back', { skip }, async () => {
+  const r = await labctl(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir, '--timeout', '0.3']);
+  assert.equal(r.exitCode, 1, r.stdout + r.stderr);
+  assert.match(r.stderr, /machine c\d(-nat)?: not ready after 300 ms/);
+  assert.match(r.stderr, /last console lines:/);
+  assert.match(r.stderr, /rolled back: nothing of lab "article" is left/);
+  assertClean('after a failed up');
+});
+
+for (const delay of [200, 900, 2000]) {
+  test(`SIGKILL of up after ${delay} ms, then down: a clean host`, { skip }, async () => {
+    const up = start(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir]);
+    await sleep(delay);
+    up.kill('SIGKILL');
+    await up.done;
+    const r = await labctl(['down', shortLab]);
+    assert.equal(r.exitCode, 0, r.stderr);
+    assertClean(`SIGKILL after ${delay} ms`);
+  });
+}
+
+test('SIGKILL of up, then up again recovers, then down', { skip }, async () => {
+  const up = start(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir]);
+  await sleep(1500);
+  up.kill('SIGKILL');
+  await up.done;
+  const r = await labctlOk(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir]);
+  assert.match(r.stdout, /is up: 4 machines/);
+  assert.equal(nspawnOf(MACHINES).length, 4, 'exactly one nspawn per machine');
+  await labctlOk(['down', shortLab]);
+  assertClean('after recovery');
+});
+
+test('Ctrl-C during up stops cleanly', { skip }, async () => {
+  const up = start(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir]);
+  assert.ok(await waitForText(up, 'c1-nat in ns-c1-nat', 20000), up.out());
+  await sleep(200); // machines are booting
+  up.kill('SIGINT');
+  const code = await up.done;
+  assert.equal(code, 130, up.out());
+  assertClean('after Ctrl-C');
+});
