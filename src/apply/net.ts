@@ -51,19 +51,22 @@ function stateFor(lab: Lab, plan: NetworkPlan, status: LabState['status'], previ
 }
 
 export async function applyNetwork(plan: NetworkPlan): Promise<void> {
-  await run(['ip', '-batch', '-'], { step: 'create namespaces', input: batchText(plan.namespaces.map((n) => ['netns', 'add', n.netns])) });
-  await run(['ip', '-batch', '-'], { step: 'create veth pairs and bridges', input: batchText(plan.linkBatch) });
+  // One ip process creates every namespace, then every veth and bridge inside them.
+  const create = [...plan.namespaces.map((n) => ['netns', 'add', n.netns]), ...plan.linkBatch];
+  await run(['ip', '-batch', '-'], { step: 'create namespaces, veth pairs and bridges', input: batchText(create) });
   await Promise.all(
-    plan.namespaces.map(async (ns) => {
-      await run(['ip', '-n', ns.netns, '-batch', '-'], { step: `addresses and routes in ${ns.netns}`, input: batchText(ns.ipBatch) });
-      // The ruleset loads before the sysctls: it pulls in conntrack, whose sysctls
-      // (the UDP timeouts) exist only once conntrack is in use.
-      if (ns.nftRuleset) await run(inNetns(ns.netns, ['nft', '-f', '-']), { step: `NAT rules in ${ns.netns}`, input: ns.nftRuleset });
-      const sysctls = Object.entries(ns.sysctls);
-      if (sysctls.length) {
-        await run(inNetns(ns.netns, ['sysctl', '-q', '-w', ...sysctls.map(([k, v]) => `${k}=${v}`)]), { step: `sysctls in ${ns.netns}` });
-      }
-    }),
+    plan.namespaces.flatMap((ns) => [
+      run(['ip', '-n', ns.netns, '-batch', '-'], { step: `addresses and routes in ${ns.netns}`, input: batchText(ns.ipBatch) }),
+      // Rules match interfaces by name, so they load beside the addresses. They load
+      // before the sysctls: the UDP timeouts exist only once conntrack is in use.
+      (async () => {
+        if (ns.nftRuleset) await run(inNetns(ns.netns, ['nft', '-f', '-']), { step: `NAT rules in ${ns.netns}`, input: ns.nftRuleset });
+        const sysctls = Object.entries(ns.sysctls);
+        if (sysctls.length) {
+          await run(inNetns(ns.netns, ['sysctl', '-q', '-w', ...sysctls.map(([k, v]) => `${k}=${v}`)]), { step: `sysctls in ${ns.netns}` });
+        }
+      })(),
+    ]),
   );
 }
 

@@ -2,7 +2,6 @@
 import { Command, CommanderError } from 'commander';
 import { registerNetCommands } from './net.js';
 import { registerMachineCommands } from './machines.js';
-import { registerImageCommands } from './image.js';
 import { EXIT_BAD_INPUT } from './common.js';
 
 const program = new Command();
@@ -31,7 +30,15 @@ Examples:
   );
 registerMachineCommands(program);
 registerNetCommands(program);
-registerImageCommands(program);
+// The image commands pull in the image builder (listr2 and more); load them only when
+// asked for, so that `net up` and friends start fast.
+const first = process.argv.slice(2).find((a) => !a.startsWith('-'));
+if (first === undefined || first === 'image' || first === 'help') {
+  const { registerImageCommands } = await import('./image.js');
+  registerImageCommands(program);
+} else {
+  program.command('image').description('build, list, remove, mount and unmount images (see `labctl image --help`)');
+}
 
 try {
   await program.parseAsync(process.argv);
