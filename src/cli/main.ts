@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { registerNetCommands } from './net.js';
 import { registerMachineCommands } from './machines.js';
+import { registerConntrackCommand } from './conntrack.js';
 import { EXIT_BAD_INPUT } from './common.js';
 
 const program = new Command();
@@ -30,6 +31,7 @@ Examples:
   );
 registerMachineCommands(program);
 registerNetCommands(program);
+registerConntrackCommand(program);
 // The image commands pull in the image builder (listr2 and more); load them only when
 // asked for, so that `net up` and friends start fast.
 const first = process.argv.slice(2).find((a) => !a.startsWith('-'));
