@@ -1,13 +1,15 @@
 #!/usr/bin/env node
-// Entry point: runs the compiled CLI when `npm run build` has produced dist/,
-// otherwise the TypeScript sources through tsx (a development checkout).
+// Entry point. Runs, in order of preference: the bundled CLI (dist/bundle, fastest to
+// start), the compiled modules (dist/cli), or the TypeScript sources through tsx (a
+// checkout without `npm run build`). LABCTL_FROM_SOURCE=1 forces the sources.
 import { existsSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { dirname, join } from 'node:path';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const built = join(root, 'dist', 'cli', 'main.js');
-if (existsSync(built) && !process.env.LABCTL_FROM_SOURCE) {
+const candidates = process.env.LABCTL_FROM_SOURCE ? [] : [join(root, 'dist', 'bundle', 'main.js'), join(root, 'dist', 'cli', 'main.js')];
+const built = candidates.find((c) => existsSync(c));
+if (built) {
   await import(pathToFileURL(built).href);
 } else {
   const { register } = await import('tsx/esm/api');

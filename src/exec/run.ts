@@ -1,7 +1,6 @@
 // The one runner every host command goes through. It takes an argument array
 // (never a shell string), records what ran, and on failure throws an error that
 // names the step, the command, its exit code and what it printed.
-import { execa, type Options } from 'execa';
 
 export interface RunOptions {
   /** Short name of the step this command belongs to, shown in errors. */
@@ -47,35 +46,50 @@ export async function run(command: string[], options: RunOptions = {}): Promise<
   const [file, ...args] = command;
   if (!file) throw new Error('run: empty command');
   commandLog.push(command);
-  const execaOptions: Options = {
-    reject: false,
-    stripFinalNewline: false,
-    ...(options.input !== undefined ? { input: options.input } : { stdin: 'ignore' }),
-    ...(options.env ? { env: options.env } : {}),
-    ...(options.timeoutMs ? { timeout: options.timeoutMs } : {}),
-    ...(options.cwd ? { cwd: options.cwd } : {}),
-    ...(options.onLine ? lineTaps(options.onLine) : {}),
-  };
-  const result = await execa(file, args, execaOptions);
-  const stdout = String(result.stdout ?? '');
-  const stderr = String(result.stderr ?? '');
-  const exitCode = result.exitCode ?? (result.failed ? -1 : 0);
-  if ((result.failed || exitCode !== 0) && !options.allowFailure) {
-    throw new CommandError(options.step, command, result.exitCode, stderr || String(result.message ?? ''), stdout);
-  }
-  return { command, exitCode, stdout, stderr };
-}
-
-function lineTaps(onLine: NonNullable<RunOptions['onLine']>): Pick<Options, 'stdout' | 'stderr'> {
-  const tap = (stream: 'stdout' | 'stderr') =>
-    function* (line: unknown) {
-      onLine(String(line), stream);
-      yield line;
+  // node:child_process directly, not execa: this runner is on the path of every
+  // `net up`, and execa's import alone costs more than the whole network set-up.
+  // Arguments are passed as an array; no shell is involved.
+  const { spawn } = await import('node:child_process');
+  return new Promise<RunResult>((resolve, reject) => {
+    let stdout = '';
+    let stderr = '';
+    let timedOut = false;
+    const child = spawn(file, args, {
+      stdio: [options.input !== undefined ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+      ...(options.env ? { env: options.env } : {}),
+      ...(options.cwd ? { cwd: options.cwd } : {}),
+    });
+    const timer = options.timeoutMs
+      ? setTimeout(() => {
+          timedOut = true;
+          child.kill('SIGTERM');
+        }, options.timeoutMs)
+      : undefined;
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    if (options.input !== undefined) {
+      child.stdin!.on('error', () => {}); // the command may exit before reading it all
+      child.stdin!.end(options.input);
+    }
+    const fail = (exitCode: number | undefined, why: string) => {
+      if (options.allowFailure) resolve({ command, exitCode: exitCode ?? -1, stdout, stderr: stderr || why });
+      else reject(new CommandError(options.step, command, exitCode, stderr || why, stdout));
     };
-  return { stdout: [tap('stdout'), 'pipe'], stderr: [tap('stderr'), 'pipe'] } as Pick<Options, 'stdout' | 'stderr'>;
+    child.on('error', (e) => {
+      if (timer) clearTimeout(timer);
+      fail(undefined, e.message);
+    });
+    const started = performance.now();
+    child.on('close', (code, signal) => {
+      if (timer) clearTimeout(timer);
+      if (process.env.LABCTL_TRACE) process.stderr.write(`labctl: ${(performance.now() - started).toFixed(0)} ms ${command.join(' ')}\n`);
+      if (code === 0) return resolve({ command, exitCode: 0, stdout, stderr });
+      fail(code ?? undefined, timedOut ? `timed out after ${options.timeoutMs} ms` : signal ? `killed by ${signal}` : '');
+    });
+  });
 }
 
-/** Runs a command inside a named network namespace (from the host, no machine needed). */
+/** Runs a command inside a named network namespace with `ip netns exec` (which also gives it the namespace's /etc/netns files and a fresh /sys). */
 export function inNetns(netns: string, command: string[]): string[] {
   return ['ip', 'netns', 'exec', netns, ...command];
 }
