@@ -77,7 +77,7 @@ const s = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, stats(v
 const row = (what: string, k: string) => `| ${what} | ${ms(s[k]!.median)} | ${ms(s[k]!.min)} | ${ms(s[k]!.max)} |`;
 const ratio = s.labUp!.median / s.baseUp!.median;
 const body = `
-Measured ${new Date().toISOString().slice(0, 10)} on ${machineLine()}, by \`bench/net.ts\` with ${runs} runs each (labctl built and bundled by `npm run build`; wall time of whole commands, process start included; process creation costs about 10 ms per exec on this VM, even for /bin/true).
+Measured ${new Date().toISOString().slice(0, 10)} on ${machineLine()}, by \`bench/net.ts\` with ${runs} runs each (labctl built and bundled by npm run build; wall time of whole commands, process start included; process creation costs about 10 ms per exec on this VM, even for /bin/true).
 
 | command | median | min | max |
 | --- | --- | --- | --- |
