@@ -10,6 +10,7 @@ import { backendFor, chooseBackend } from '../machine/select.js';
 import { cmdline, nspawnPidsOf } from '../machine/proc.js';
 import { NETNS_DIR } from './netns.js';
 import { removeStaleSnapshots } from '../machine/snapshots.js';
+import { inotifyShortfall } from '../machine/limits.js';
 import { netDownLocked, netUpLocked } from './net.js';
 import { allStates, type MachineState, readState, STATE_DIR, withLabLock, writeState } from './state.js';
 
@@ -116,6 +117,8 @@ export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult
       }
     }
     checkMachineNames(lab, machines);
+    const shortfall = inotifyShortfall(machines.length - (previous?.machines?.length ?? 0));
+    if (shortfall) throw new LabUpError(`cannot bring lab "${lab.name}" up: ${shortfall}`);
     const backend: MachineBackend = await chooseBackend(options.backend);
     const { ensureImageMounted } = await import('../image/index.js');
     let directory = '';

@@ -92,14 +92,17 @@ export function registerMachineCommands(program: Command): void {
           const { labDown } = await import('../apply/lab.js');
           let lab;
           let name = file;
-          if (!readState(file)) {
+          const state = readState(file);
+          if (!state) {
             lab = loadLab(file);
             name = lab.name;
           } else {
+            // Known by name: its plan comes from the file it was brought up from, so that
+            // machines a crash left unrecorded are found too.
             try {
-              lab = loadLab(file);
+              lab = loadLab(state.source);
             } catch {
-              /* the lab is known by its state alone */
+              /* the file is gone: the state alone says what to remove */
             }
           }
           const result = await labDown(name, { ...(lab ? { lab } : {}), ...(opts.force ? { force: true } : {}) });
