@@ -154,6 +154,7 @@ ${table}
 
 - The article's way, the same 4 machines booted one after another by hand (its script, then one \`systemd-nspawn --ephemeral -b\` at a time, each waited for): ${ms(stats(byHand).median)} median (${ms(stats(byHand).min)}–${ms(stats(byHand).max)}).
 - Targets: the default lab up in under 2 s; 32 sites (64 machines) in under 30 s. The article measured 79 MB of free memory per booted machine on btrfs.
+- \`fs.inotify.max_user_instances\` was ${readFileSync('/proc/sys/fs/inotify/max_user_instances', 'utf8').trim()} during the run: with Debian's default of 128, \`labctl up\` refuses the 32-site lab before starting anything and says to raise it (each machine's systemd takes about 3 inotify instances); labctl itself never changes host sysctls.
 - Memory per machine is measured after a 2 s pause, with page caches dropped before \`up\`; the MemAvailable drop includes the namespaces' and labctl's own transient use.
 `;
 process.stdout.write(body);
