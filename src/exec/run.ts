@@ -65,8 +65,22 @@ export async function run(command: string[], options: RunOptions = {}): Promise<
           child.kill('SIGTERM');
         }, options.timeoutMs)
       : undefined;
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    // onLine: hand over each complete line as it arrives (progress, --verbose).
+    const partial = { stdout: '', stderr: '' };
+    const tap = (stream: 'stdout' | 'stderr', d: string) => {
+      if (!options.onLine) return;
+      const lines = (partial[stream] + d).split('\n');
+      partial[stream] = lines.pop() ?? '';
+      for (const line of lines) options.onLine(line, stream);
+    };
+    const flush = () => {
+      for (const stream of ['stdout', 'stderr'] as const) {
+        if (options.onLine && partial[stream]) options.onLine(partial[stream], stream);
+        partial[stream] = '';
+      }
+    };
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => ((stdout += d), tap('stdout', d)));
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => ((stderr += d), tap('stderr', d)));
     if (options.input !== undefined) {
       child.stdin!.on('error', () => {}); // the command may exit before reading it all
       child.stdin!.end(options.input);
@@ -82,6 +96,7 @@ export async function run(command: string[], options: RunOptions = {}): Promise<
     const started = performance.now();
     child.on('close', (code, signal) => {
       if (timer) clearTimeout(timer);
+      flush();
       if (process.env.LABCTL_TRACE) process.stderr.write(`labctl: ${(performance.now() - started).toFixed(0)} ms ${command.join(' ')}\n`);
       if (code === 0) return resolve({ command, exitCode: 0, stdout, stderr });
       fail(code ?? undefined, timedOut ? `timed out after ${options.timeoutMs} ms` : signal ? `killed by ${signal}` : '');

@@ -12,6 +12,10 @@ export interface MountEntry {
   root: string;
   /** in a shared peer group (mountinfo "shared:N") */
   shared: boolean;
+  /** device number "major:minor" of the mounted filesystem */
+  dev: string;
+  id: number;
+  parentId: number;
 }
 
 function unescapeMountinfo(s: string): string {
@@ -31,6 +35,9 @@ export function parseMountinfo(text: string): MountEntry[] {
       fsType: fields[sep + 1] ?? '',
       source: unescapeMountinfo(fields[sep + 2] ?? ''),
       shared: fields.slice(6, sep).some((f) => f.startsWith('shared:')),
+      dev: fields[2] ?? '',
+      id: Number(fields[0]),
+      parentId: Number(fields[1]),
     });
   }
   return out;
@@ -54,10 +61,26 @@ export function mountsUnder(dir: string): MountEntry[] {
     .map(({ m }) => m);
 }
 
-/** The mount whose mount point is exactly dir (the last one if stacked). */
+/**
+ * The mount that is really at dir. A mount hidden by a later mount on dir or on one of
+ * its parent directories (which is not where it itself hangs) does not count.
+ */
 export function mountAt(dir: string): MountEntry | undefined {
-  const all = readMounts().filter((m) => m.mountPoint === dir);
-  return all[all.length - 1];
+  const all = readMounts();
+  const byId = new Map(all.map((m) => [m.id, m]));
+  const ancestorsOf = (m: MountEntry): Set<number> => {
+    const seen = new Set<number>();
+    for (let p = byId.get(m.parentId); p && !seen.has(p.id); p = byId.get(p.parentId)) seen.add(p.id);
+    return seen;
+  };
+  const here = all.map((m, i) => ({ m, i })).filter(({ m }) => m.mountPoint === dir);
+  for (let k = here.length - 1; k >= 0; k--) {
+    const { m, i } = here[k]!;
+    const ancestors = ancestorsOf(m);
+    const hidden = all.slice(i + 1).some((n) => isUnder(dir, n.mountPoint) && !ancestors.has(n.id));
+    if (!hidden) return m;
+  }
+  return undefined;
 }
 
 export interface LoopDevice {
@@ -129,8 +152,13 @@ function isSelfBind(m: MountEntry, dir: string): boolean {
 export async function ensureSharedMountRoot(dir: string, step = 'mount'): Promise<void> {
   const m = mountAt(dir);
   if (m?.shared) return;
-  // --rbind: an image already mounted below dir must stay visible through the new bind.
-  if (!m) await run(['mount', '--rbind', dir, dir], { step });
+  if (!m) {
+    // An image already mounted below dir must stay visible. A plain bind would hide it,
+    // and --rbind would show a copy while the original stays mounted, hidden under the
+    // bind, keeping its loop device. So then do without (until nothing is mounted there).
+    if (mountsUnder(dir).length) return;
+    await run(['mount', '--bind', dir, dir], { step });
+  }
   await run(['mount', '--make-shared', dir], { step });
 }
 

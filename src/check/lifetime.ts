@@ -1,0 +1,262 @@
+// `labctl check --lifetime`: how long an idle UDP mapping lives, through every NAT on the
+// path from a node to the internet, for two kinds of flow:
+//   unreplied  one request and its response, then silence (conntrack's UDP timeout,
+//              nf_conntrack_udp_timeout; labctl's `udp-timeouts.unreplied`);
+//   stream     traffic both ways for more than 2 s first, which makes conntrack call the
+//              flow ASSURED and give it nf_conntrack_udp_timeout_stream (`stream`).
+// Probes check many idle times at once, each on a fresh inside port and its own server port
+// pair, so that one check never refreshes another probe's mapping: the run lasts about the
+// longest lifetime, and the answer is good to about a second. Then: the keepalive interval
+// that keeps a mapping through every NAT on the path.
+import { run } from '../exec/run.js';
+import { inNetns } from '../apply/netns.js';
+import type { LifetimeProbeResult, LifetimeResult } from '../stun/probes.js';
+import type { PathHop, ServerInfo, Target } from './model.js';
+import { assignSlots, pairsNeeded, resolveTargets, type CheckOptions } from './run.js';
+import { serverLine } from './report.js';
+import { flushHops, trace, withSession } from './session.js';
+import { table } from '../report/table.js';
+
+export type FlowKind = 'unreplied' | 'stream';
+export const KINDS: FlowKind[] = ['unreplied', 'stream'];
+/** Checks at k + OFFSET seconds of idleness: a whole-second timeout falls between two checks, not on one. */
+export const GRID_OFFSET = 0.15;
+/** Probes per idle time (they must agree). */
+export const PER_POINT = 2;
+const LINUX_DEFAULTS = { unreplied: 30, stream: 120 };
+
+export interface LifetimeEstimate {
+  /** Longest idle time at which a mapping was still there, seconds (0: none checked alive). */
+  aliveUpTo?: number;
+  /** Shortest idle time at which it was gone. */
+  goneFrom?: number;
+  /** Whole seconds, when the checks bracket it consistently. */
+  seconds?: number;
+  verdict: 'measured' | 'longer' | 'inconsistent' | 'unknown';
+  detail: string;
+}
+
+export interface KindReport {
+  kind: FlowKind;
+  /** Declared (labctl labs) or the kernel's setting on the path (sysctl), seconds. */
+  expected?: number;
+  expectedFrom?: 'declared' | 'sysctl';
+  estimate: LifetimeEstimate;
+  match?: boolean;
+  probes: number;
+}
+
+export interface LifetimeTargetReport {
+  name: string;
+  probe: { node?: string; netns: string };
+  path: string[];
+  kinds: KindReport[];
+  /** Seconds between keepalives that keep this path's mapping, or undefined when unknown. */
+  keepalive?: number;
+  match?: boolean;
+}
+
+export interface LifetimeReport {
+  lab?: string;
+  server: ServerInfo;
+  targets: LifetimeTargetReport[];
+  /** The keepalive that keeps every path's mapping. */
+  keepalive?: number;
+  explanation: string[];
+  match?: boolean;
+  durationMs: number;
+}
+
+/** From the checks of one kind: the interval the lifetime lies in. Pure. */
+export function estimateLifetime(probes: LifetimeProbeResult[], maxSeconds: number): LifetimeEstimate {
+  const done = probes.filter((p) => p.alive !== undefined && p.checkedAt !== undefined);
+  const alive = done.filter((p) => p.alive).map((p) => p.checkedAt!);
+  const gone = done.filter((p) => !p.alive).map((p) => p.checkedAt!);
+  const errors = probes.filter((p) => p.error).length;
+  const aliveUpTo = alive.length ? Math.max(...alive) : undefined;
+  const goneFrom = gone.length ? Math.min(...gone) : undefined;
+  const f = (x: number) => `${x.toFixed(1)} s`;
+  const base = { ...(aliveUpTo !== undefined ? { aliveUpTo } : {}), ...(goneFrom !== undefined ? { goneFrom } : {}) };
+  const errs = errors ? `; ${errors} probe(s) failed` : '';
+  if (done.length === 0) return { ...base, verdict: 'unknown', detail: `no check could be made${errs}` };
+  if (goneFrom === undefined) return { ...base, verdict: 'longer', detail: `still there after ${f(aliveUpTo!)} idle (checks stop at ${maxSeconds} s)${errs}` };
+  // Checks at (nearly) the same moment may straddle the expiry; anything more is inconsistent.
+  if (aliveUpTo !== undefined && aliveUpTo > goneFrom + 0.1) {
+    const late = done.filter((p) => p.alive && p.checkedAt! > goneFrom).map((p) => f(p.checkedAt!));
+    return { ...base, verdict: 'inconsistent', detail: `gone at ${f(goneFrom)} idle but there again at ${late.join(', ')}${errs}` };
+  }
+  const lo = aliveUpTo ?? 0;
+  const seconds = Math.max(0, Math.round((lo + goneFrom) / 2));
+  const n = done.length;
+  return { ...base, seconds, verdict: 'measured', detail: `there after ${f(lo)} idle, gone after ${f(goneFrom)} (${n} checks, ${PER_POINT} per idle time)${errs}` };
+}
+
+/** Does a measured lifetime agree with the expected one, to about a second? */
+export function lifetimeMatches(e: LifetimeEstimate, expected: number): boolean {
+  if (e.verdict !== 'measured') return false;
+  return (e.aliveUpTo ?? 0) <= expected + 0.5 && (e.goneFrom ?? Infinity) >= expected - 0.5;
+}
+
+/** A keepalive under the lifetime with a sixth to spare: 30 s -> 25 s (WireGuard's advice for 30 s NATs). */
+export function keepaliveFor(lifetimeSeconds: number): number {
+  return Math.max(1, Math.floor((lifetimeSeconds * 5) / 6));
+}
+
+export function idleGrid(maxSeconds: number): number[] {
+  const out: number[] = [];
+  for (let k = 0; k + GRID_OFFSET <= maxSeconds; k++) out.push(k + GRID_OFFSET);
+  return out;
+}
+
+async function sysctlTimeouts(hops: PathHop[]): Promise<{ unreplied: number; stream: number } | undefined> {
+  const values = await Promise.all(
+    hops.map(async (h) => {
+      const r = await run(inNetns(h.netns, ['sysctl', '-n', 'net.netfilter.nf_conntrack_udp_timeout', 'net.netfilter.nf_conntrack_udp_timeout_stream']), { allowFailure: true });
+      const [u, s] = r.stdout.trim().split(/\s+/).map(Number);
+      return r.exitCode === 0 && u && s ? { unreplied: u, stream: s } : undefined;
+    }),
+  );
+  const ok = values.filter((v): v is { unreplied: number; stream: number } => !!v);
+  if (ok.length === 0) return undefined;
+  return { unreplied: Math.min(...ok.map((v) => v.unreplied)), stream: Math.min(...ok.map((v) => v.stream)) };
+}
+
+export async function runLifetime(options: CheckOptions & { maxSeconds?: number }): Promise<LifetimeReport> {
+  const started = Date.now();
+  const { targets, serverNetns, lab } = await resolveTargets(options);
+  const hops = targets.flatMap((t) => t.path);
+  // What to expect (declared, or the kernel's settings on the path), and how far to look.
+  const expected = new Map<Target, { unreplied: number; stream: number; from: 'declared' | 'sysctl' } | undefined>();
+  for (const t of targets) {
+    if (t.declared?.timeouts) expected.set(t, { ...t.declared.timeouts, from: 'declared' });
+    else {
+      const s = await sysctlTimeouts(t.path);
+      expected.set(t, s ? { ...s, from: 'sysctl' } : undefined);
+    }
+  }
+  const capFor = (t: Target, kind: FlowKind) => {
+    if (options.maxSeconds !== undefined) return options.maxSeconds;
+    const e = expected.get(t)?.[kind] ?? LINUX_DEFAULTS[kind];
+    return Math.ceil(Math.max(e * 1.5, e + 5));
+  };
+  const grids = new Map<Target, Record<FlowKind, number[]>>();
+  for (const t of targets) grids.set(t, { unreplied: idleGrid(capFor(t, 'unreplied')), stream: idleGrid(capFor(t, 'stream')) });
+  const perTarget = Math.max(...targets.map((t) => (grids.get(t)!.unreplied.length + grids.get(t)!.stream.length) * PER_POINT));
+  const slots = assignSlots(targets, perTarget);
+  return withSession(
+    {
+      serverNetns,
+      // NATs forget earlier flows while the server and agents start.
+      prepare: () => flushHops(hops),
+      clientNetns: targets.map((t) => t.probe.netns),
+      portPairs: pairsNeeded(targets, perTarget),
+      ...(options.lab ? { lab: options.lab } : { scanNetns: [...targets.map((t) => t.probe.netns), ...hops.map((h) => h.netns)] }),
+      ...(options.serverAddresses ? { serverAddresses: options.serverAddresses } : {}),
+      ...(options.externalServer ? { externalServer: options.externalServer } : {}),
+    },
+    async (session) => {
+      if (session.instances.length < perTarget) {
+        throw new Error(`--lifetime needs one server port pair per probe (${perTarget}); a third-party server has ${session.instances.length}: run it without --server`);
+      }
+      trace('flushed; lifetime probes start');
+      const results = await Promise.all(
+        targets.map(async (t) => {
+          const a = session.agent(t.probe.netns);
+          let slot = slots.get(t)!;
+          const calls = KINDS.map((kind) => {
+            const idle = grids.get(t)![kind].flatMap((x) => Array<number>(PER_POINT).fill(x));
+            const servers = idle.map(() => session.instances[slot++]!);
+            const timeout = (Math.max(...idle) + 30) * 1000;
+            return a.call<LifetimeResult>('lifetime', { servers, idle, kind, stopAtDead: true }, timeout);
+          });
+          return { t, results: await Promise.all(calls) };
+        }),
+      );
+      trace('lifetime probes done');
+      session.atEnd(() => flushHops(hops));
+      const reports: LifetimeTargetReport[] = results.map(({ t, results: rs }) => {
+        const exp = expected.get(t);
+        const kinds: KindReport[] = rs.map((r) => {
+          const estimate = estimateLifetime(r.probes, capFor(t, r.kind));
+          const e = exp?.[r.kind];
+          const declared = exp?.from === 'declared';
+          return {
+            kind: r.kind,
+            ...(e !== undefined ? { expected: e, expectedFrom: exp!.from } : {}),
+            estimate,
+            ...(declared && e !== undefined ? { match: lifetimeMatches(estimate, e) } : {}),
+            probes: r.probes.length,
+          };
+        });
+        const measured = kinds.map((k) => k.estimate.seconds).filter((s): s is number => s !== undefined);
+        const allMeasured = measured.length === kinds.length;
+        const ms = kinds.map((k) => k.match).filter((m): m is boolean => m !== undefined);
+        return {
+          name: t.name,
+          probe: t.probe,
+          path: t.path.map((h) => h.name),
+          kinds,
+          ...(allMeasured ? { keepalive: keepaliveFor(Math.min(...measured)) } : {}),
+          ...(ms.length ? { match: ms.every(Boolean) } : {}),
+        };
+      });
+      const kas = reports.map((r) => r.keepalive);
+      const keepalive = kas.every((k) => k !== undefined) && kas.length ? Math.min(...(kas as number[])) : undefined;
+      const ms = reports.map((r) => r.match).filter((m): m is boolean => m !== undefined);
+      return {
+        ...(lab ? { lab } : {}),
+        server: session.server,
+        targets: reports,
+        ...(keepalive !== undefined ? { keepalive } : {}),
+        explanation: explain(reports, keepalive),
+        ...(ms.length ? { match: ms.every(Boolean) } : {}),
+        durationMs: Date.now() - started,
+      };
+    },
+  );
+}
+
+function explain(reports: LifetimeTargetReport[], keepalive: number | undefined): string[] {
+  const lines: string[] = [];
+  const worst = reports
+    .flatMap((r) => r.kinds.map((k) => ({ r, k })))
+    .filter((x) => x.k.estimate.seconds !== undefined)
+    .sort((a, b) => a.k.estimate.seconds! - b.k.estimate.seconds!)[0];
+  lines.push(
+    'A NAT forgets an idle UDP mapping after a timeout that depends on the flow: one that has seen a single exchange (unreplied) gets the short UDP timeout; one with traffic both ways for more than 2 s gets the longer stream timeout (conntrack calls it ASSURED).',
+  );
+  lines.push(
+    'A keepalive sent only from inside (WireGuard\'s PersistentKeepalive is not answered) refreshes the mapping with whichever timeout the flow has; a new flow, or one re-created after a NAT forgot it, has the short one. So the interval must stay under the shortest lifetime of every NAT on the path, with some margin.',
+  );
+  if (keepalive !== undefined && worst) {
+    lines.push(
+      `The shortest lifetime measured is ${worst.k.estimate.seconds} s (${worst.k.kind}, ${worst.r.name}${worst.r.path.length > 1 ? ` through ${worst.r.path.join(' and ')}` : ''}): a keepalive every ${keepalive} s keeps every mapping (e.g. WireGuard PersistentKeepalive = ${keepalive}).`,
+    );
+  } else lines.push('No keepalive can be recommended: a lifetime could not be measured (see above).');
+  return lines;
+}
+
+export function formatLifetime(r: LifetimeReport): string {
+  const out: string[] = [];
+  out.push(`labctl check --lifetime${r.lab ? ` of lab "${r.lab}"` : ''}: ${serverLine(r)} (${(r.durationMs / 1000).toFixed(1)} s)`);
+  out.push('');
+  const rows: string[][] = [];
+  for (const t of r.targets) {
+    for (const k of t.kinds) {
+      const e = k.estimate;
+      const measured = e.verdict === 'measured' ? `${e.seconds} s` : e.verdict === 'longer' ? `> ${e.aliveUpTo?.toFixed(0)} s` : e.verdict;
+      const exp = k.expected !== undefined ? `${k.expected} s${k.expectedFrom === 'sysctl' ? ' (sysctl)' : ''}` : '-';
+      rows.push([t.name, t.path.join(' < ') || '-', k.kind, exp, measured, k.match === undefined ? '-' : k.match ? 'yes' : 'NO', e.detail]);
+    }
+    rows.push([t.name, '', 'keepalive', '', t.keepalive !== undefined ? `${t.keepalive} s` : '-', '', 'under the shortest lifetime on this path, a sixth to spare']);
+  }
+  out.push(
+    table(['NAT', 'path (inner < outer)', 'flow', 'expected', 'measured', 'match', 'evidence'], rows)
+      .split('\n')
+      .map((l) => (l ? `  ${l}` : l))
+      .join('\n'),
+  );
+  out.push(...r.explanation);
+  if (r.keepalive !== undefined) out.push(`keepalive for the whole lab: ${r.keepalive} s`);
+  return out.join('\n') + '\n';
+}

@@ -1,0 +1,241 @@
+// `labctl check`: classify every NAT from inside the lab with RFC 5780 tests.
+//
+// For each target (a NAT, probed through a node behind it) the probes run in two phases,
+// with NAT state flushed before, between and after:
+//   phase 1  filtering (RFC 5780 4.4) and hairpinning (4.5): they send to the server's
+//            first address only, so address-dependent filtering learns nothing about the
+//            second address the filtering test needs to be a stranger;
+//   phase 2  mapping (4.3) over the server's whole address x port matrix.
+// Each test runs `repetitions` times, each on fresh inside ports and on its own server port
+// pair (so that on a NAT that sends every flow from one outside port, concurrent probes do
+// not collide on one remote endpoint), all targets and repetitions at once. With fewer port
+// pairs than concurrent probes (a third-party server has one), probes run in waves with a
+// flush between waves.
+import type { Dependency } from '../lab/behaviour.js';
+import type { Lab } from '../lab/model.js';
+import { listNetns } from '../apply/netns.js';
+import type { TransportAddress } from '../stun/message.js';
+import type { FilteringResult, HairpinResult, MappingResult, ServerInstance } from '../stun/probes.js';
+import { analyse, type TargetRuns } from './classify.js';
+import { labTargets } from './declared.js';
+import { discoverPath } from './discover.js';
+import type { CheckReport, Declared, PathHop, Target, TargetReport } from './model.js';
+import { flushHops, type Session, trace, untilSignal, withSession } from './session.js';
+
+export class CheckInputError extends Error {
+  override name = 'CheckInputError';
+}
+
+export interface CheckOptions {
+  /** labctl mode: the lab (its network must be up). */
+  lab?: Lab;
+  nat?: string;
+  /** Namespace mode: inside namespaces to probe from (NATs labctl did not build). */
+  namespaces?: string[];
+  serverNamespace?: string;
+  /** Inside port for the filtering and hairpinning probes (namespace mode). */
+  localPort?: number;
+  /** Namespace mode: the behaviour the NATs should have. */
+  expect?: { mapping: Dependency; filtering: Dependency };
+  repetitions?: number;
+  serverAddresses?: [string, string];
+  externalServer?: TransportAddress;
+}
+
+export interface ResolvedTargets {
+  targets: Target[];
+  serverNetns: string;
+  lab?: string;
+}
+
+/** Which NATs to probe from where, and where the server runs. */
+export async function resolveTargets(options: CheckOptions): Promise<ResolvedTargets> {
+  if (options.lab) {
+    const lab = options.lab;
+    if (options.nat && !lab.nats.some((n) => n.name === options.nat)) {
+      throw new CheckInputError(`lab "${lab.name}" has no NAT "${options.nat}" (it has ${lab.nats.map((n) => n.name).join(', ') || 'none'})`);
+    }
+    const targets = labTargets(lab, options.nat);
+    const present = new Set(listNetns());
+    const needed = [lab.internet.netns, ...targets.flatMap((t) => [t.probe.netns, ...t.path.map((h) => h.netns)])];
+    const missing = [...new Set(needed.filter((n) => !present.has(n)))];
+    if (missing.length) throw new CheckInputError(`lab "${lab.name}" is not up (no namespace ${missing.join(', ')}): run \`labctl net up ${lab.source}\` first`);
+    if (options.localPort !== undefined) for (const t of targets) Object.assign(t, { localPort: options.localPort, mappingPort: options.localPort });
+    return { targets, serverNetns: lab.internet.netns, lab: lab.name };
+  }
+  const namespaces = options.namespaces ?? [];
+  if (namespaces.length === 0) throw new CheckInputError('give a lab file, or --namespace NS for namespaces labctl did not build');
+  const paths = await Promise.all(namespaces.map((ns) => discoverPath(ns, options.serverNamespace)));
+  const ends = [...new Set(paths.map((p) => p.end))];
+  if (ends.length > 1) throw new CheckInputError(`the namespaces reach different internets (${ends.join(', ')}); give --server-namespace`);
+  const serverNetns = options.serverNamespace ?? ends[0]!;
+  const targets = namespaces.map((ns, i): Target => {
+    const hops = paths[i]!.hops;
+    const notes = [`path found by following default routes: ${[ns, ...hops.map((h) => h.netns), serverNetns].join(' -> ')}`];
+    if (hops.length === 0) notes.push(`${ns} reaches ${serverNetns} without a NAT in between`);
+    const declared: Declared | undefined = options.expect ? { ...options.expect } : undefined;
+    return {
+      name: hops[0]?.netns ?? ns,
+      probe: { netns: ns },
+      path: hops,
+      group: hops[hops.length - 1]?.netns ?? ns,
+      ...(options.localPort !== undefined ? { localPort: options.localPort, mappingPort: options.localPort } : {}),
+      ...(declared ? { declared } : {}),
+      notes,
+    };
+  });
+  return { targets, serverNetns };
+}
+
+/** Slot numbers of concurrent probes: targets that share an outside NAT never share a server port pair. */
+export function assignSlots(targets: Target[], perTarget: number): Map<Target, number> {
+  const byGroup = new Map<string, Target[]>();
+  for (const t of targets) byGroup.set(t.group, [...(byGroup.get(t.group) ?? []), t]);
+  const base = new Map<Target, number>();
+  for (const ts of byGroup.values()) ts.forEach((t, i) => base.set(t, i * perTarget));
+  return base;
+}
+
+export function pairsNeeded(targets: Target[], perTarget: number): number {
+  const byGroup = new Map<string, number>();
+  for (const t of targets) byGroup.set(t.group, (byGroup.get(t.group) ?? 0) + 1);
+  return Math.max(1, ...byGroup.values()) * perTarget;
+}
+
+interface Task<R> {
+  target: Target;
+  slot: number;
+  run: (instance: ServerInstance) => Promise<R>;
+  result?: R;
+  error?: string;
+}
+
+/** Runs tasks concurrently, in waves of at most one task per server port pair, flushing NATs between waves. */
+export async function runWaves<R>(session: Session, tasks: Task<R>[], hops: PathHop[]): Promise<void> {
+  const n = session.instances.length;
+  const waves = new Map<number, Task<R>[]>();
+  for (const t of tasks) {
+    const w = Math.floor(t.slot / n);
+    waves.set(w, [...(waves.get(w) ?? []), t]);
+  }
+  const order = [...waves.keys()].sort((a, b) => a - b);
+  for (const [i, w] of order.entries()) {
+    if (i > 0) await flushHops(hops);
+    await Promise.all(
+      waves.get(w)!.map(async (t) => {
+        try {
+          t.result = await t.run(session.instances[t.slot % n]!);
+        } catch (e) {
+          t.error = (e as Error).message;
+        }
+      }),
+    );
+  }
+}
+
+export async function runCheck(options: CheckOptions): Promise<CheckReport> {
+  const started = Date.now();
+  const R = options.repetitions ?? 3;
+  const { targets, serverNetns, lab } = await resolveTargets(options);
+  const hops = targets.flatMap((t) => t.path);
+  // Between the phases, only NATs whose probes share outside ports need to forget: those
+  // that send every flow from one port. Elsewhere every probe has its own inside port and so
+  // its own mapping. (For NATs labctl did not build nothing is known: all of them.)
+  const fixed = new Set(options.lab?.nats.filter((n) => n.behaviour.fixedPort !== undefined).map((n) => n.name));
+  const betweenPhases = options.lab ? targets.filter((t) => t.path.some((h) => fixed.has(h.name))).flatMap((t) => t.path) : hops;
+  const perTarget = 2 * R; // phase 1: R filtering + R hairpinning runs
+  const slots = assignSlots(targets, perTarget);
+  return withSession(
+    {
+      serverNetns,
+      // NATs forget earlier flows while the server and agents start.
+      prepare: () => flushHops(hops),
+      clientNetns: targets.map((t) => t.probe.netns),
+      portPairs: pairsNeeded(targets, perTarget),
+      ...(options.lab ? { lab: options.lab } : { scanNetns: [...targets.map((t) => t.probe.netns), ...hops.map((h) => h.netns)] }),
+      ...(options.serverAddresses ? { serverAddresses: options.serverAddresses } : {}),
+      ...(options.externalServer ? { externalServer: options.externalServer } : {}),
+    },
+    async (session) => {
+      const heldPorts = targets.filter((t) => t.localPort !== undefined);
+      await Promise.all(heldPorts.map((t) => session.agent(t.probe.netns).call('hold', { port: t.localPort })));
+      const lp = (t: Target) => (t.localPort !== undefined ? { localPort: t.localPort } : {});
+      trace('flushed');
+      // Phase 1: filtering and hairpinning.
+      const filtering: Task<FilteringResult>[] = [];
+      const hairpin: Task<HairpinResult>[] = [];
+      for (const t of targets) {
+        const a = session.agent(t.probe.netns);
+        for (let k = 0; k < R; k++) {
+          filtering.push({ target: t, slot: slots.get(t)! + k, run: (server) => a.call<FilteringResult>('filtering', { server, ...lp(t) }) });
+          hairpin.push({ target: t, slot: slots.get(t)! + R + k, run: (server) => a.call<HairpinResult>('hairpin', { server, ...(t.localPort !== undefined ? { localPortA: t.localPort } : {}) }) });
+        }
+      }
+      await runWaves<FilteringResult | HairpinResult>(session, [...filtering, ...hairpin] as Task<FilteringResult | HairpinResult>[], hops);
+      trace('phase 1 (filtering, hairpinning) done');
+      await flushHops(betweenPhases);
+      // Phase 2: mapping.
+      const mapSlots = assignSlots(targets, R);
+      const mapping: Task<MappingResult>[] = [];
+      for (const t of targets) {
+        const a = session.agent(t.probe.netns);
+        const mp = t.mappingPort !== undefined ? { localPort: t.mappingPort } : {};
+        for (let k = 0; k < R; k++) mapping.push({ target: t, slot: mapSlots.get(t)! + k, run: (server) => a.call<MappingResult>('mapping', { server, ...mp }) });
+      }
+      await runWaves(session, mapping, hops);
+      trace('phase 2 (mapping) done');
+      session.atEnd(() => flushHops(hops));
+
+      const reports: TargetReport[] = targets.map((t) => {
+        const errors = [...filtering, ...hairpin, ...mapping].filter((x) => x.target === t && x.error).map((x) => x.error!);
+        if (errors.length) throw new Error(`probing ${t.name} from ${t.probe.netns} failed: ${errors[0]}`);
+        const runs: TargetRuns = {
+          filtering: filtering.filter((x) => x.target === t).map((x) => x.result!),
+          hairpin: hairpin.filter((x) => x.target === t).map((x) => x.result!),
+          mapping: mapping.filter((x) => x.target === t).map((x) => x.result!),
+        };
+        const a = analyse(runs, t.declared);
+        return {
+          name: t.name,
+          probe: t.probe,
+          path: t.path.map((h) => h.name),
+          ...(t.declared ? { declared: t.declared } : {}),
+          ...a,
+          notes: [...t.notes, ...a.notes],
+        };
+      });
+      return {
+        ...(lab ? { lab } : {}),
+        server: session.server,
+        repetitions: R,
+        targets: reports,
+        match: reports.every((r) => r.match !== false),
+        durationMs: Date.now() - started,
+      };
+    },
+  );
+}
+
+/**
+ * `labctl check --serve`: labctl's STUN server alone, on its two addresses in the internet
+ * namespace, for third-party clients (turnutils_stunclient, turnutils_natdiscovery, a WebRTC
+ * stack...), until SIGINT/SIGTERM or `seconds`. onReady gets where it listens.
+ */
+export async function runServe(options: CheckOptions & { seconds?: number }, onReady: (server: CheckReport['server']) => void): Promise<void> {
+  const { serverNetns, targets } = await resolveTargets(options);
+  await withSession(
+    {
+      serverNetns,
+      clientNetns: [],
+      portPairs: 1,
+      ...(options.lab ? { lab: options.lab } : { scanNetns: [...targets.map((t) => t.probe.netns), ...targets.flatMap((t) => t.path.map((h) => h.netns))] }),
+      ...(options.serverAddresses ? { serverAddresses: options.serverAddresses } : {}),
+    },
+    async (session) => {
+      onReady(session.server);
+      const stop = untilSignal();
+      if (options.seconds !== undefined) await Promise.race([stop, new Promise((r) => setTimeout(r, options.seconds! * 1000))]);
+      else await stop;
+    },
+  );
+}

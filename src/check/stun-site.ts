@@ -1,0 +1,163 @@
+// Where labctl's STUN server lives during a check: two addresses that check adds inside
+// the internet namespace, on a veth pair of its own (both ends in that namespace: the
+// dummy module is not available everywhere, and an address on lo would need lo up, which
+// the article's script never does). The internet namespace forwards and every NAT
+// default-routes to it, so the addresses are reachable from every site. The lab's plan
+// and files are never changed; check removes the pair (and so the addresses) afterwards.
+import { closeSync, openSync, readFileSync, unlinkSync, writeSync, mkdirSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { run } from '../exec/run.js';
+import { STATE_DIR } from '../apply/state.js';
+import { cidrContains, parseIpv4 } from '../lab/schema.js';
+
+export const STUN_IFNAME = 'lcstun0';
+export const STUN_PEER_IFNAME = 'lcstun1';
+
+/** Documentation and benchmarking ranges, unlikely in a lab: the first pair that clashes with nothing is used. */
+export const ADDRESS_CANDIDATES: [string, string][] = [
+  ['203.0.113.1', '203.0.113.2'],
+  ['198.51.100.1', '198.51.100.2'],
+  ['192.0.2.1', '192.0.2.2'],
+  ['198.18.0.1', '198.18.0.2'],
+  ['198.19.0.1', '198.19.0.2'],
+];
+
+/** IPv4 subnets (a.b.c.d/len) configured in a namespace. */
+export async function namespaceSubnets(netns: string): Promise<string[]> {
+  const r = await run(['ip', '-n', netns, '-j', '-4', 'addr', 'show'], { step: `read addresses in ${netns}` });
+  const links = JSON.parse(r.stdout || '[]') as { ifname: string; addr_info?: { local: string; prefixlen: number }[] }[];
+  const out: string[] = [];
+  for (const l of links) {
+    if (l.ifname === STUN_IFNAME) continue;
+    for (const a of l.addr_info ?? []) out.push(`${a.local}/${a.prefixlen}`);
+  }
+  return out;
+}
+
+/** The first candidate pair that lies in none of these subnets (a.b.c.d/len, host bits allowed). */
+export function chooseAddresses(subnets: string[]): [string, string] {
+  const nets = subnets
+    .map((s) => {
+      const [a, l] = s.split('/');
+      const addr = parseIpv4(a ?? '');
+      const len = Number(l);
+      if (addr === undefined || !(len >= 0 && len <= 32)) return undefined;
+      const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
+      return { network: (addr & mask) >>> 0, prefix: len };
+    })
+    .filter((c): c is { network: number; prefix: number } => c !== undefined);
+  for (const pair of ADDRESS_CANDIDATES) {
+    if (pair.every((a) => !nets.some((n) => cidrContains(n, parseIpv4(a)!)))) return pair;
+  }
+  throw new Error(`no free address pair for the STUN server: every candidate (${ADDRESS_CANDIDATES.map((p) => p.join('/')).join(', ')}) is in use in the lab; pass --server-address A1,A2`);
+}
+
+export function validAddressPair(text: string): [string, string] {
+  const parts = text.split(',').map((s) => s.trim());
+  if (parts.length !== 2 || parts.some((p) => parseIpv4(p) === undefined) || parts[0] === parts[1]) {
+    throw new Error(`--server-address wants two different IPv4 addresses, "A1,A2" (got "${text}")`);
+  }
+  return parts as [string, string];
+}
+
+export interface StunSite {
+  netns: string;
+  addresses: [string, string];
+}
+
+// ---------------------------------------------------------------- a lock per server namespace
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Holds /run/labctl/check-NETNS.lock while fn runs: two checks against one internet namespace take turns. */
+export async function withCheckLock<T>(netns: string, fn: () => Promise<T>, waitMs = 120_000): Promise<T> {
+  if (!existsSync(STATE_DIR)) mkdirSync(STATE_DIR, { recursive: true, mode: 0o700 });
+  const path = join(STATE_DIR, `check-${netns}.lock`);
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    try {
+      const fd = openSync(path, 'wx', 0o600);
+      writeSync(fd, String(process.pid));
+      closeSync(fd);
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    let holder = 0;
+    try {
+      holder = Number(readFileSync(path, 'utf8').trim());
+    } catch {
+      continue; // released meanwhile
+    }
+    if (!holder || !alive(holder)) {
+      try {
+        unlinkSync(path); // its holder is gone
+      } catch {
+        /* someone else removed it first */
+      }
+      continue;
+    }
+    if (Date.now() > deadline) throw new Error(`another labctl check (pid ${holder}) is using ${netns}; try again when it has finished`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const release = () => {
+    try {
+      if (readFileSync(path, 'utf8').trim() === String(process.pid)) unlinkSync(path);
+    } catch {
+      /* already gone */
+    }
+  };
+  process.once('exit', release);
+  try {
+    return await fn();
+  } finally {
+    process.off('exit', release);
+    release();
+  }
+}
+
+// ---------------------------------------------------------------- add / remove
+
+async function linkExists(netns: string): Promise<boolean> {
+  const r = await run(['ip', '-n', netns, 'link', 'show', 'dev', STUN_IFNAME], { allowFailure: true });
+  return r.exitCode === 0;
+}
+
+/** Adds the veth pair and the two addresses in the server namespace (replacing a leftover of a crashed check). */
+export async function addStunSite(netns: string, addresses: [string, string]): Promise<StunSite> {
+  const batch = [
+    `link add ${STUN_IFNAME} type veth peer name ${STUN_PEER_IFNAME}`,
+    `addr add ${addresses[0]}/32 dev ${STUN_IFNAME}`,
+    `addr add ${addresses[1]}/32 dev ${STUN_IFNAME}`,
+    `link set ${STUN_PEER_IFNAME} up`,
+    `link set ${STUN_IFNAME} up`,
+  ].join('\n');
+  const add = () => run(['ip', '-n', netns, '-batch', '-'], { step: `add the STUN server's addresses in ${netns}`, input: batch + '\n' });
+  try {
+    await add();
+  } catch (e) {
+    // A leftover of a check that crashed (its lock holder is gone): replace it once.
+    if (!(await linkExists(netns))) throw e;
+    await removeStunSite({ netns, addresses });
+    try {
+      await add();
+    } catch (e2) {
+      await removeStunSite({ netns, addresses });
+      throw e2;
+    }
+  }
+  return { netns, addresses };
+}
+
+export async function removeStunSite(site: StunSite): Promise<void> {
+  // Deleting one end removes the pair and its addresses.
+  await run(['ip', '-n', site.netns, 'link', 'del', 'dev', STUN_IFNAME], { step: `remove the STUN server's addresses in ${site.netns}`, allowFailure: true });
+}
+

@@ -1,0 +1,144 @@
+// `labctl check`: classify the lab's NAT routers from inside the lab with labctl's own STUN
+// server and client (RFC 5389/5780), measure mapping lifetimes, and try UDP hole punching
+// between every pair of nodes. Exit codes: 0 everything as declared, 1 something differs,
+// 2 an error (bad input, lab not up, a probe that could not run).
+import type { Command } from 'commander';
+import { example, printJson, requireRoot } from './common.js';
+
+interface CheckCliOptions {
+  nat?: string;
+  json?: boolean;
+  lifetime?: boolean;
+  pairs?: boolean;
+  namespace?: string[];
+  serverNamespace?: string;
+  port?: string;
+  expect?: string;
+  runs?: string;
+  serverAddress?: string;
+  server?: string;
+  lifetimeMax?: string;
+  serve?: boolean;
+  serveSeconds?: string;
+}
+
+const EXIT_DIFFERS = 1;
+const EXIT_ERROR = 2;
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, ...value.split(',').filter(Boolean)];
+}
+
+function intOption(name: string, v: string | undefined, min: number, max: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name} wants a whole number from ${min} to ${max} (got "${v}")`);
+  return n;
+}
+
+export function registerCheckCommands(program: Command): void {
+  example(
+    program
+      .command('check')
+      .description('classify every NAT router from inside the lab (RFC 5780 tests with labctl\'s own STUN server and client) and compare with the lab file')
+      .argument('[file]', 'lab file, or the name of a built-in lab (its network must be up)')
+      .option('--nat <name>', 'only this NAT router')
+      .option('--json', 'print one JSON document')
+      .option('--lifetime', 'measure how long idle UDP mappings live (to about 1 s) and the keepalive that keeps them, instead of the behaviour tests')
+      .option('--pairs', 'also try UDP hole punching between every pair of nodes and explain who can talk directly')
+      .option('--namespace <ns>', 'probe from this inside namespace of a lab labctl did not build (repeatable)', collect)
+      .option('--server-namespace <ns>', 'with --namespace: the internet namespace for the STUN server (default: where default routes end)')
+      .option('--port <port>', 'inside port for the filtering and hairpinning probes (e.g. the port a fixed-port NAT forwards to)')
+      .option('--expect <type>', 'with --namespace: the behaviour the NAT should have (full-cone, restricted-cone, port-restricted-cone, symmetric, or MAPPING+FILTERING such as EIM+ADF)')
+      .option('--runs <n>', 'repetitions of each test', '3')
+      .option('--server-address <a1,a2>', 'the two addresses the STUN server gets in the internet namespace (default: a free documentation range)')
+      .option('--server <addr[:port]>', 'use this RFC 5780 STUN server (e.g. coturn\'s turnserver) instead of starting labctl\'s')
+      .option('--lifetime-max <seconds>', 'with --lifetime: give up on a mapping that lives longer than this')
+      .option('--serve', 'only run labctl\'s STUN server on its two addresses in the internet namespace, for third-party clients, until Ctrl-C')
+      .option('--serve-seconds <seconds>', 'with --serve: stop after this long')
+      .action(async (file: string | undefined, opts: CheckCliOptions) => {
+        let code: number;
+        try {
+          code = await checkCommand(file, opts);
+        } catch (e) {
+          process.stderr.write(`labctl: ${e instanceof Error ? e.message : String(e)}\n`);
+          if (process.env.LABCTL_DEBUG && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);
+          code = EXIT_ERROR;
+        }
+        process.exitCode = code;
+      }),
+    'sudo labctl check',
+    'sudo labctl check my-lab.yaml --nat home-nat --json',
+    'sudo labctl check my-lab.yaml --lifetime',
+    'sudo labctl check my-lab.yaml --pairs',
+    'sudo labctl check --namespace ns-c1 --server-namespace ns-inet --expect restricted-cone',
+  );
+}
+
+async function checkCommand(file: string | undefined, opts: CheckCliOptions): Promise<number> {
+  const { loadLab } = await import('../lab/load.js');
+  const { parseExpect, parseServer } = await import('../check/options.js');
+  const { validAddressPair } = await import('../check/stun-site.js');
+  if (file && opts.namespace?.length) throw new Error('give a lab file or --namespace, not both');
+  if (!opts.namespace?.length && (opts.serverNamespace || opts.expect)) throw new Error('--server-namespace and --expect go with --namespace');
+  const lab = opts.namespace?.length ? undefined : loadLab(file);
+  requireRoot('check');
+  const runs = intOption('--runs', opts.runs, 1, 10)!;
+  const port = intOption('--port', opts.port, 1, 65535);
+  const lifetimeMax = intOption('--lifetime-max', opts.lifetimeMax, 2, 3600);
+  const common = {
+    ...(lab ? { lab } : { namespaces: opts.namespace! }),
+    ...(opts.nat ? { nat: opts.nat } : {}),
+    ...(opts.serverNamespace ? { serverNamespace: opts.serverNamespace } : {}),
+    ...(port !== undefined ? { localPort: port } : {}),
+    ...(opts.expect ? { expect: parseExpect(opts.expect) } : {}),
+    ...(opts.serverAddress ? { serverAddresses: validAddressPair(opts.serverAddress) } : {}),
+    ...(opts.server ? { externalServer: parseServer(opts.server) } : {}),
+    repetitions: runs,
+  };
+  if (opts.serve) {
+    const { runServe } = await import('../check/run.js');
+    const seconds = intOption('--serve-seconds', opts.serveSeconds, 1, 86400);
+    await runServe({ ...common, ...(seconds !== undefined ? { seconds } : {}) }, (server) => {
+      if (opts.json) process.stdout.write(JSON.stringify({ event: 'ready', server }) + '\n');
+      else {
+        const [a1, a2] = server.addresses;
+        const [p1, p2] = server.ports;
+        process.stdout.write(`labctl's STUN server (RFC 5389, RFC 5780) is listening in ${server.netns} on ${a1}:${p1}, ${a1}:${p2}, ${a2}:${p1} and ${a2}:${p2}\n`);
+        process.stdout.write(`  e.g. ip netns exec NODE-NS turnutils_natdiscovery -m -f -L NODE-ADDRESS ${a1}\n`);
+        process.stdout.write(seconds ? `stopping in ${seconds} s\n` : 'Ctrl-C stops it and removes its addresses\n');
+      }
+    });
+    if (opts.json) process.stdout.write(JSON.stringify({ event: 'stopped' }) + '\n');
+    return 0;
+  }
+  const doc: Record<string, unknown> = {};
+  const text: string[] = [];
+  let match = true;
+  if (!opts.lifetime || opts.pairs) {
+    const { runCheck } = await import('../check/run.js');
+    const { formatCheck } = await import('../check/report.js');
+    const report = await runCheck(common);
+    Object.assign(doc, report);
+    text.push(formatCheck(report));
+    match &&= report.match;
+    if (opts.pairs) {
+      const { runPairs, formatPairs } = await import('../check/pairs.js');
+      const pairs = await runPairs(common, report);
+      doc.pairs = pairs;
+      text.push(formatPairs(pairs));
+      match &&= pairs.match !== false;
+    }
+  }
+  if (opts.lifetime) {
+    const { runLifetime, formatLifetime } = await import('../check/lifetime.js');
+    const lifetime = await runLifetime({ ...common, ...(lifetimeMax !== undefined ? { maxSeconds: lifetimeMax } : {}) });
+    doc.lifetime = lifetime;
+    text.push(formatLifetime(lifetime));
+    match &&= lifetime.match !== false;
+  }
+  const code = match ? 0 : EXIT_DIFFERS;
+  if (opts.json) printJson({ ...doc, match, exitCode: code });
+  else process.stdout.write(text.join('\n'));
+  return code;
+}

@@ -1,0 +1,192 @@
+// Running a build: the plan's steps as listr2 tasks, cleanup on failure or signal.
+import { existsSync, renameSync } from 'node:fs';
+import { Listr, type ListrTaskWrapper } from 'listr2';
+import { InterruptedError } from './errors.js';
+import type { ImageMeta } from './meta.js';
+import { resolveDataDir } from './paths.js';
+import { createContext, planBuild, type BuildContext, type BuildOptions, type StepIO } from './plan.js';
+import { loadRecipe, withMirror, type Recipe } from './recipe.js';
+import { mountAt, loopMount } from './mount.js';
+import { imageState, readFsid, readMeta } from './meta.js';
+import { removeNewBuild } from './steps.js';
+
+export type RendererName = 'default' | 'simple' | 'verbose' | 'silent';
+
+export interface BuildImageOptions {
+  dataDir?: string;
+  /** where caches live (default DATA/cache); lets several data dirs share downloads */
+  cacheDir?: string;
+  /** replaces the recipe's mirror */
+  mirror?: string;
+  /** build the recipe under another image name */
+  name?: string;
+  /** default true; false = --no-cache (rebuild from nothing, then refresh the cache) */
+  cache?: boolean;
+  /** default true; false = --insecure-no-verify */
+  verify?: boolean;
+  /** stream every command's output to log */
+  verbose?: boolean;
+  renderer?: RendererName;
+  /** install SIGINT/SIGTERM handlers that clean up and exit 130 (the CLI does) */
+  handleSignals?: boolean;
+  /** where NAME recipes are looked up (default images/ of the project) */
+  recipesDir?: string;
+  /** where --verbose lines go (default stderr) */
+  log?: (line: string) => void;
+}
+
+export interface BuildResult {
+  name: string;
+  dataDir: string;
+  imageFile: string;
+  metaFile: string;
+  /** DATA/mnt/NAME/rootfs: where the read-only rootfs is once mounted */
+  rootfs: string;
+  mounted: boolean;
+  baseFromCache: boolean;
+  seconds: number;
+  steps: { name: string; seconds: number }[];
+  meta: ImageMeta;
+}
+
+/** Resolves NAME/FILE to a recipe with the build's mirror. */
+export function resolveRecipe(nameOrRecipe: string | Recipe, options: Pick<BuildImageOptions, 'mirror' | 'name' | 'recipesDir'> = {}): Recipe {
+  let recipe =
+    typeof nameOrRecipe === 'string'
+      ? loadRecipe(nameOrRecipe, { ...(options.recipesDir ? { recipesDir: options.recipesDir } : {}), ...(options.name ? { name: options.name } : {}) })
+      : { ...nameOrRecipe, ...(options.name ? { name: options.name } : {}) };
+  recipe = withMirror(recipe, options.mirror);
+  return recipe;
+}
+
+/** Builds an image: NAME (images/NAME.yaml), a recipe FILE, or a parsed recipe. */
+export async function buildImage(nameOrRecipe: string | Recipe, options: BuildImageOptions = {}): Promise<BuildResult> {
+  const recipe = resolveRecipe(nameOrRecipe, options);
+  const buildOptions: BuildOptions = {
+    cache: options.cache !== false,
+    verify: options.verify !== false,
+    verbose: Boolean(options.verbose),
+  };
+  const dataDir = resolveDataDir(options.dataDir);
+  const ctx = createContext({ recipe, options: buildOptions, dataDir, ...(options.cacheDir ? { cacheDir: options.cacheDir } : {}) });
+  ctx.cacheHit = buildOptions.cache && existsSync(ctx.baseStream);
+  const plan = planBuild({ recipe, options: buildOptions, cacheHit: ctx.cacheHit });
+  const log = options.log ?? ((line: string) => process.stderr.write(`  ${line}\n`));
+  const renderer = options.renderer ?? (buildOptions.verbose ? 'simple' : 'default');
+  const interactive = renderer === 'default' && Boolean(process.stdout.isTTY);
+
+  let cleanup: Promise<void> | undefined;
+  const cleanUp = () => (cleanup ??= cleanupFailedBuild(ctx));
+  let signalHandler: ((signal: NodeJS.Signals) => void) | undefined;
+  if (options.handleSignals) {
+    signalHandler = (signal) => {
+      if (ctx.interrupted) {
+        process.stderr.write(`\nlabctl: still cleaning up after ${ctx.interrupted}, please wait\n`);
+        return;
+      }
+      ctx.interrupted = signal;
+      process.stderr.write(`\nlabctl: ${signal}: stopping the build and cleaning up\n`);
+      void cleanUp()
+        .then(() => process.stderr.write('labctl: build interrupted; cleaned up (no mount, loop device or partial image left)\n'))
+        .catch((e: unknown) => process.stderr.write(`labctl: cleanup failed: ${(e as Error).message}\n`))
+        .finally(() => {
+          if (process.stderr.isTTY) process.stderr.write('\x1b[?25h');
+          process.exit(130);
+        });
+    };
+    process.on('SIGINT', signalHandler);
+    process.on('SIGTERM', signalHandler);
+  }
+
+  const timings: { name: string; seconds: number }[] = [];
+  let failure: unknown;
+  const tasks = new Listr<BuildContext>(
+    plan.map((step) => ({
+      title: step.title,
+      task: async (_: BuildContext, task: ListrTaskWrapper<BuildContext, any, any>) => {
+        if (ctx.interrupted) throw new InterruptedError(ctx.interrupted);
+        const started = Date.now();
+        let lastStage: string | undefined;
+        const io: StepIO = {
+          progress(text, stage) {
+            // In a log (no TTY) only a change of stage is worth a line.
+            if (!interactive && stage !== undefined && stage === lastStage) return;
+            lastStage = stage;
+            task.output = text;
+          },
+          log,
+        };
+        ctx.io = io;
+        try {
+          await step.run(ctx, io);
+        } catch (error) {
+          // A step killed by the cleanup of an interrupted build failed because of the signal.
+          if (ctx.interrupted) throw new InterruptedError(ctx.interrupted);
+          // The task list shows the first line; the caller gets the whole error.
+          failure = error;
+          const first = error instanceof Error ? (error.message.split('\n')[0] ?? '') : String(error);
+          throw new Error(first.length > 160 ? `${first.slice(0, 157)}...` : first);
+        }
+        timings.push({ name: step.name, seconds: (Date.now() - started) / 1000 });
+        if (ctx.interrupted) throw new InterruptedError(ctx.interrupted);
+      },
+    })),
+    {
+      concurrent: false,
+      exitOnError: true,
+      registerSignalListeners: false,
+      renderer,
+      fallbackRenderer: 'simple',
+      rendererOptions: { collapseSubtasks: false },
+      ctx,
+    } as never,
+  );
+
+  try {
+    await tasks.run();
+  } catch (error) {
+    await cleanUp();
+    if (ctx.interrupted) {
+      // The signal handler exits the process; when it does not (no handler), say so.
+      throw new InterruptedError(ctx.interrupted);
+    }
+    throw failure ?? error;
+  } finally {
+    ctx.releaseBuildLock?.();
+    if (signalHandler) {
+      process.off('SIGINT', signalHandler);
+      process.off('SIGTERM', signalHandler);
+    }
+  }
+  const paths = ctx.paths;
+  return {
+    name: ctx.name,
+    dataDir,
+    imageFile: paths.imageFile,
+    metaFile: paths.metaFile,
+    rootfs: paths.rootfs,
+    mounted: Boolean(mountAt(paths.mountDir)),
+    baseFromCache: ctx.cacheHit,
+    seconds: (Date.now() - ctx.startedAt) / 1000,
+    steps: timings,
+    meta: ctx.meta!,
+  };
+}
+
+async function cleanupFailedBuild(ctx: BuildContext): Promise<void> {
+  // Only a build that took the image's build lock made anything (and may remove it).
+  if (!ctx.releaseBuildLock) return;
+  if (ctx.swapped) return; // the new image is in place: nothing half-made is left
+  const p = ctx.paths;
+  if (readFsid(p.imageFile) === ctx.fsid && readMeta(p.newMetaFile)?.fsid === ctx.fsid) {
+    // Stopped between the two renames of the swap: finish it rather than break both images.
+    renameSync(p.newMetaFile, p.metaFile);
+    ctx.swapped = true;
+    return;
+  }
+  await removeNewBuild(ctx);
+  // A failed swap may have unmounted the previous image: put it back as it was.
+  if (ctx.oldWasMounted && !mountAt(ctx.paths.mountDir) && imageState(ctx.paths).state === 'ready') {
+    await loopMount(ctx.paths.imageFile, ctx.paths.mountDir, { step: 'cleanup', allowFailure: true });
+  }
+}

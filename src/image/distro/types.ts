@@ -1,0 +1,23 @@
+// What differs between distributions. Everything else in a build is shared.
+import type { Recipe } from '../recipe.js';
+
+export interface Distribution {
+  id: 'debian' | 'ubuntu';
+  label: string;
+  /** Suites this module knows how to build (a recipe naming another is rejected). */
+  suites: readonly string[];
+  defaultMirror: string;
+  defaultComponents: readonly string[];
+  defaultKeyring: string;
+  /** Human text naming the package or file that provides a keyring, for "keyring missing" errors. */
+  keyringProvider(keyring: string): string;
+  /**
+   * The debootstrap script, passed explicitly as debootstrap's 4th argument so that
+   * a suite newer than the host's debootstrap still builds (e.g. noble on Debian 12).
+   */
+  debootstrapScript: string;
+  /** Extra debootstrap options for this distribution and suite. */
+  debootstrapArgs(recipe: Recipe): string[];
+  /** Content of /etc/apt/sources.list inside the image. */
+  sourcesList(recipe: Recipe): string;
+}

@@ -1,0 +1,380 @@
+// Image recipes: one YAML file per image under images/, validated with zod.
+// Unknown keys are rejected; every error names the file, the field path and the reason.
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { basename, dirname, extname, isAbsolute, join, resolve } from 'node:path';
+import { parseDocument } from 'yaml';
+import { z } from 'zod';
+import { DISTRIBUTIONS } from './distro/index.js';
+import { UsageError } from './errors.js';
+import { RECIPES_DIR, checkImageName } from './paths.js';
+
+/** What every image must contain for the lab; added to a recipe's packages if it forgot one. */
+export const REQUIRED_PACKAGES = [
+  'systemd',
+  'systemd-sysv',
+  'dbus',
+  'iproute2',
+  'iptables',
+  'nftables',
+  'conntrack',
+  'netcat-openbsd',
+  'socat',
+  'tcpdump',
+  'iputils-ping',
+] as const;
+
+/** Bump when the build steps change in a way that makes older caches wrong. */
+export const PLAN_VERSION = 1;
+
+export const MIN_IMAGE_SIZE = 512 * 1024 ** 2;
+export const MAX_IMAGE_SIZE = 1024 ** 4;
+
+const SIZE_RE = /^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$/i;
+
+/** "2G", "1536M", "2GiB" or a number of bytes -> bytes (binary units). */
+export function parseSize(value: string | number): number | undefined {
+  if (typeof value === 'number') return Number.isInteger(value) && value > 0 ? value : undefined;
+  const m = SIZE_RE.exec(value.trim());
+  if (!m) return undefined;
+  const unit = (m[2] ?? '').toUpperCase();
+  const power = { '': 0, K: 1, M: 2, G: 3, T: 4 }[unit] ?? 0;
+  return Math.round(Number(m[1]) * 1024 ** power);
+}
+
+const PACKAGE_RE = /^[a-z0-9][a-z0-9+.-]+$/;
+const SUITE_RE = /^[a-z][a-z0-9-]*$/;
+const ARCHITECTURES = ['amd64', 'arm64', 'armhf', 'i386', 'ppc64el', 's390x', 'riscv64'] as const;
+
+export function checkMirror(url: string): string | undefined {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return 'not a URL';
+  }
+  if (!['http:', 'https:', 'file:'].includes(parsed.protocol)) return 'must be an http://, https:// or file:// URL';
+  return undefined;
+}
+
+const mirrorSchema = z.string().superRefine((url, ctx) => {
+  const problem = checkMirror(url);
+  if (problem) ctx.addIssue({ code: 'custom', message: `${problem}: ${JSON.stringify(url)}` });
+});
+
+const fileSchema = z
+  .strictObject({
+    path: z
+      .string()
+      .refine((p) => p.startsWith('/') && !p.split('/').includes('..') && p !== '/', 'must be an absolute path inside the image, without ..'),
+    content: z.string().optional(),
+    source: z.string().min(1).optional(),
+    mode: z
+      .string()
+      .regex(/^0?[0-7]{3,4}$/, 'must be an octal mode like "0644"')
+      .optional(),
+  })
+  .refine((f) => (f.content === undefined) !== (f.source === undefined), {
+    message: 'give exactly one of content (the text) or source (a file beside the recipe)',
+  });
+
+const commandSchema = z.union([z.string().min(1), z.array(z.string()).min(1)], {
+  error: 'must be a shell command string (run with /bin/sh -c inside the image) or a non-empty argument list',
+});
+
+/** The YAML document as written (kebab-case keys). */
+export const recipeSchema = z.strictObject({
+  name: z.string().optional(),
+  description: z.string().optional(),
+  distribution: z.enum(['debian', 'ubuntu']),
+  suite: z.string().regex(SUITE_RE, 'must be a suite code name like bookworm or noble'),
+  mirror: mirrorSchema,
+  components: z.array(z.string().regex(/^[a-z0-9/-]+$/, 'must be an archive component like main')).min(1).optional(),
+  keyring: z.string().refine(isAbsolute, 'must be an absolute path to a keyring file').optional(),
+  architecture: z.enum(ARCHITECTURES),
+  variant: z.enum(['minbase', 'buildd', 'default']).default('minbase'),
+  packages: z.array(z.string().regex(PACKAGE_RE, 'must be a Debian package name')).default([]),
+  size: z.union([z.string(), z.number()]).superRefine((value, ctx) => {
+    const bytes = parseSize(value);
+    if (bytes === undefined) ctx.addIssue({ code: 'custom', message: `must be a size like 2G or 1536M, got ${JSON.stringify(value)}` });
+    else if (bytes < MIN_IMAGE_SIZE) ctx.addIssue({ code: 'custom', message: `must be at least 512M (got ${value})` });
+    else if (bytes > MAX_IMAGE_SIZE) ctx.addIssue({ code: 'custom', message: `must be at most 1T (got ${value})` });
+  }),
+  files: z.array(fileSchema).default([]),
+  commands: z.array(commandSchema).default([]),
+  'root-password-file': z.string().min(1).optional(),
+});
+
+export type RawRecipe = z.input<typeof recipeSchema>;
+
+export interface RecipeFile {
+  path: string;
+  mode: number;
+  content?: string;
+  /** absolute path on the host */
+  source?: string;
+}
+
+/** A validated recipe with defaults filled in and paths made absolute. */
+export interface Recipe {
+  name: string;
+  description?: string;
+  distribution: 'debian' | 'ubuntu';
+  suite: string;
+  mirror: string;
+  components: string[];
+  keyring: string;
+  architecture: string;
+  variant: 'minbase' | 'buildd' | 'default';
+  /** as the recipe lists them */
+  packages: string[];
+  size: string;
+  sizeBytes: number;
+  files: RecipeFile[];
+  /** argument lists run inside the image (strings become ['/bin/sh', '-c', s]) */
+  commands: string[][];
+  /** absolute path on the host */
+  rootPasswordFile?: string;
+  /** the recipe file, when it came from one */
+  sourceFile?: string;
+}
+
+export class RecipeError extends UsageError {
+  constructor(
+    readonly file: string,
+    readonly problems: string[],
+  ) {
+    super(`${file}: invalid recipe:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+    this.name = 'RecipeError';
+  }
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const part of path) {
+    if (typeof part === 'number') out += `[${part}]`;
+    else out += out ? `.${String(part)}` : String(part);
+  }
+  return out || '(top level)';
+}
+
+function valueAt(data: unknown, path: readonly PropertyKey[]): unknown {
+  let v: unknown = data;
+  for (const k of path) {
+    if (v === null || typeof v !== 'object') return undefined;
+    v = (v as Record<PropertyKey, unknown>)[k];
+  }
+  return v;
+}
+
+function issueText(issue: z.core.$ZodIssue, allowed: string[], data: unknown): string[] {
+  if (issue.code === 'unrecognized_keys') {
+    const at = issue.path.length ? `${formatPath(issue.path)}.` : '';
+    return issue.keys.map((k) => {
+      if (k === 'root-password' || k === 'password') {
+        return `${at}${k}: a literal password is not allowed in a recipe; use root-password-file: PATH`;
+      }
+      const hint = issue.path.length ? '' : ` (allowed: ${allowed.join(', ')})`;
+      return `${at}${k}: unknown key${hint}`;
+    });
+  }
+  if (issue.path.length && valueAt(data, issue.path) === undefined) return [`${formatPath(issue.path)}: is required`];
+  let message = issue.message.replace(/^Invalid input: /, '');
+  if (issue.code === 'invalid_value' && 'values' in issue) message = `must be one of ${issue.values.map((v) => String(v)).join(', ')}`;
+  if (issue.code === 'invalid_type' && issue.message.includes('received undefined')) message = 'is required';
+  return [`${formatPath(issue.path)}: ${message}`];
+}
+
+export interface ParseOptions {
+  /** name when the recipe has no name: field (default: the file name without .yaml) */
+  name?: string;
+  /** file the text came from (for messages and relative paths) */
+  file?: string;
+}
+
+/** Validates a recipe given as YAML text. Pure apart from reading nothing: paths are only resolved. */
+export function parseRecipe(text: string, options: ParseOptions = {}): Recipe {
+  const file = options.file ?? '<recipe>';
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length) {
+    throw new RecipeError(
+      file,
+      doc.errors.map((e) => {
+        const pos = e.linePos?.[0];
+        const text = (e.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?$/, '');
+        return `${pos ? `line ${pos.line} column ${pos.col}: ` : ''}YAML: ${text}`;
+      }),
+    );
+  }
+  const data: unknown = doc.toJS();
+  if (data === null || typeof data !== 'object' || Array.isArray(data)) {
+    throw new RecipeError(file, ['(top level): must be a mapping of keys like distribution:, suite:, packages:']);
+  }
+  const allowed = Object.keys(recipeSchema.shape);
+  const result = recipeSchema.safeParse(data);
+  if (!result.success) throw new RecipeError(file, result.error.issues.flatMap((i) => issueText(i, allowed, data)));
+  const raw = result.data;
+  const distro = DISTRIBUTIONS[raw.distribution];
+  const problems: string[] = [];
+  if (!distro.suites.includes(raw.suite)) {
+    problems.push(`suite: ${raw.suite} is not a ${distro.label} suite labctl knows (known: ${distro.suites.join(', ')})`);
+  }
+  const name = raw.name ?? options.name;
+  if (!name) problems.push('name: is required when the recipe does not come from a file');
+  else {
+    try {
+      checkImageName(name);
+    } catch (e) {
+      problems.push(`name: ${(e as Error).message}`);
+    }
+  }
+  const seen = new Set<string>();
+  raw.packages.forEach((p, i) => {
+    if (seen.has(p)) problems.push(`packages[${i}]: ${p} is listed twice`);
+    seen.add(p);
+  });
+  const seenPaths = new Set<string>();
+  raw.files.forEach((f, i) => {
+    if (seenPaths.has(f.path)) problems.push(`files[${i}].path: ${f.path} is listed twice`);
+    seenPaths.add(f.path);
+  });
+  if (problems.length) throw new RecipeError(file, problems);
+
+  const baseDir = options.file ? dirname(resolve(options.file)) : process.cwd();
+  const recipe: Recipe = {
+    name: name!,
+    distribution: raw.distribution,
+    suite: raw.suite,
+    mirror: raw.mirror.replace(/\/+$/, ''),
+    components: raw.components ?? [...distro.defaultComponents],
+    keyring: raw.keyring ?? distro.defaultKeyring,
+    architecture: raw.architecture,
+    variant: raw.variant,
+    packages: raw.packages,
+    size: String(raw.size),
+    sizeBytes: parseSize(raw.size)!,
+    files: raw.files.map((f) => ({
+      path: f.path,
+      mode: f.mode ? parseInt(f.mode, 8) : 0o644,
+      ...(f.content !== undefined ? { content: f.content } : {}),
+      ...(f.source !== undefined ? { source: resolve(baseDir, f.source) } : {}),
+    })),
+    commands: raw.commands.map((c) => (typeof c === 'string' ? ['/bin/sh', '-c', c] : c)),
+    ...(raw.description ? { description: raw.description } : {}),
+    ...(raw['root-password-file'] ? { rootPasswordFile: resolve(baseDir, raw['root-password-file']) } : {}),
+    ...(options.file ? { sourceFile: resolve(options.file) } : {}),
+  };
+  return recipe;
+}
+
+/** True when the argument names a recipe file rather than a shipped recipe. */
+export function looksLikeFile(nameOrFile: string): boolean {
+  return nameOrFile.includes('/') || /\.ya?ml$/i.test(nameOrFile);
+}
+
+/** Loads NAME (images/NAME.yaml) or FILE and validates it. */
+export function loadRecipe(nameOrFile: string, options: { recipesDir?: string; name?: string } = {}): Recipe {
+  let file: string;
+  if (looksLikeFile(nameOrFile)) {
+    file = resolve(nameOrFile);
+    if (!existsSync(file)) throw new UsageError(`recipe file ${nameOrFile} does not exist`);
+  } else {
+    const dir = options.recipesDir ?? RECIPES_DIR;
+    file = join(dir, `${nameOrFile}.yaml`);
+    if (!existsSync(file)) {
+      throw new UsageError(`no recipe named ${nameOrFile} (looked for ${file}); known: ${listRecipeNames(dir).join(', ') || 'none'}`);
+    }
+  }
+  const text = readFileSync(file, 'utf8');
+  const recipe = parseRecipe(text, { file, name: basename(file, extname(file)) });
+  if (options.name) {
+    checkImageName(options.name);
+    recipe.name = options.name;
+  }
+  return recipe;
+}
+
+export function listRecipeNames(dir = RECIPES_DIR): string[] {
+  try {
+    return readdirSync(dir)
+      .filter((f) => f.endsWith('.yaml'))
+      .map((f) => f.slice(0, -5))
+      .sort();
+  } catch {
+    return [];
+  }
+}
+
+/** Replaces the mirror (the --mirror option). */
+export function withMirror(recipe: Recipe, mirror: string | undefined): Recipe {
+  if (!mirror) return recipe;
+  const problem = checkMirror(mirror);
+  if (problem) throw new UsageError(`--mirror ${mirror}: ${problem}`);
+  return { ...recipe, mirror: mirror.replace(/\/+$/, '') };
+}
+
+/** The recipe's packages plus any required one it left out, in a stable order. */
+export function effectivePackages(recipe: Recipe): string[] {
+  const out = [...recipe.packages];
+  for (const p of REQUIRED_PACKAGES) if (!out.includes(p)) out.push(p);
+  return out;
+}
+
+function sha256(text: string | Buffer): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+/** JSON with sorted keys, so equal values always hash the same. */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/**
+ * Hash of what debootstrap produces: the key of the cached base. Changing only the
+ * package list changes it (and debootstrap then reuses the cached .debs).
+ */
+export function baseHash(recipe: Recipe, verify: boolean): string {
+  return sha256(
+    canonicalJson({
+      v: PLAN_VERSION,
+      distribution: recipe.distribution,
+      suite: recipe.suite,
+      mirror: recipe.mirror,
+      components: recipe.components,
+      keyring: recipe.keyring,
+      architecture: recipe.architecture,
+      variant: recipe.variant,
+      packages: [...effectivePackages(recipe)].sort(),
+      verify,
+    }),
+  ).slice(0, 32);
+}
+
+/**
+ * Hash of everything that makes the image: the base plus files, commands, size and
+ * password file contents. Reads the files the recipe refers to.
+ */
+export function recipeHash(recipe: Recipe, verify: boolean): string {
+  const fileHashes = recipe.files.map((f) => ({
+    path: f.path,
+    mode: f.mode,
+    content: f.content !== undefined ? sha256(f.content) : f.source && existsSync(f.source) ? sha256(readFileSync(f.source)) : null,
+  }));
+  const password = recipe.rootPasswordFile && existsSync(recipe.rootPasswordFile) ? sha256(readFileSync(recipe.rootPasswordFile)) : null;
+  return sha256(
+    canonicalJson({
+      base: baseHash(recipe, verify),
+      sizeBytes: recipe.sizeBytes,
+      files: fileHashes,
+      commands: recipe.commands,
+      password,
+    }),
+  ).slice(0, 32);
+}

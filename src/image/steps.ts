@@ -1,0 +1,601 @@
+// The build steps. Each is a named function over the one BuildContext; plan.ts
+// decides which run and in what order. Every host command goes through run().
+import { constants as fsc, renameSync } from 'node:fs';
+import {
+  access,
+  chmod,
+  copyFile,
+  lstat,
+  mkdir,
+  readFile,
+  readdir,
+  realpath,
+  rename,
+  rm,
+  rmdir,
+  stat,
+  symlink,
+  truncate,
+  unlink,
+  utimes,
+  writeFile,
+  open,
+} from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { CommandError, run, type RunOptions, type RunResult } from '../exec/run.js';
+import { DebootstrapProgress, debootstrapCommand } from './debootstrap.js';
+import { ImageInUseError, UsageError } from './errors.js';
+import { imageInUseBy } from './inuse.js';
+import { readFsid, writeJsonAtomic, imageState, type ImageMeta } from './meta.js';
+import { detachLoops, loopMount, mountAt, unmountTree, warnings } from './mount.js';
+import { inRoot } from './paths.js';
+import { acquireLock, withLock } from './lock.js';
+import { killProcessesUsing } from './procs.js';
+import type { BuildContext, Step, StepIO } from './plan.js';
+
+/** Runs a host command for a step: output streams to io.log (shown with --verbose). */
+async function sh(ctx: BuildContext, step: string, command: string[], options: RunOptions = {}): Promise<RunResult> {
+  if (ctx.interrupted) throw new Error(`${step}: interrupted`);
+  if (ctx.options.verbose) ctx.io.log(`$ ${command.join(' ')}`);
+  const verboseTap = ctx.options.verbose ? (line: string) => ctx.io.log(line) : undefined;
+  const userTap = options.onLine;
+  return run(command, {
+    step,
+    ...options,
+    ...(verboseTap || userTap
+      ? {
+          onLine: (line: string, stream: 'stdout' | 'stderr') => {
+            verboseTap?.(line);
+            userTap?.(line, stream);
+          },
+        }
+      : {}),
+  });
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function hostHas(tool: string): Promise<boolean> {
+  for (const dir of ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin']) {
+    try {
+      await access(join(dir, tool), fsc.X_OK);
+      return true;
+    } catch {
+      /* next */
+    }
+  }
+  return false;
+}
+
+const TOOL_PACKAGES: Record<string, string> = {
+  debootstrap: 'debootstrap',
+  'mkfs.btrfs': 'btrfs-progs',
+  btrfs: 'btrfs-progs',
+  losetup: 'mount',
+  mount: 'mount',
+  umount: 'mount',
+  chroot: 'coreutils',
+  'systemd-nspawn': 'systemd-container',
+  dpkg: 'dpkg',
+};
+
+// ---------------------------------------------------------------------------
+
+export const checkHost: Step = {
+  name: 'check-host',
+  title: 'Check the host',
+  async run(ctx, io) {
+    const { recipe } = ctx;
+    if (process.getuid?.() !== 0) throw new UsageError('building an image needs root (loop devices, mounts, debootstrap)');
+    const tools = ['mkfs.btrfs', 'btrfs', 'losetup', 'mount', 'umount', 'chroot', 'dpkg'];
+    if (!ctx.cacheHit) tools.push('debootstrap');
+    if (recipe.commands.length) tools.push('systemd-nspawn');
+    const missing: string[] = [];
+    for (const t of tools) if (!(await hostHas(t))) missing.push(`${t} (package ${TOOL_PACKAGES[t] ?? t})`);
+    if (missing.length) throw new UsageError(`missing host tools: ${missing.join(', ')}`);
+    const hostArch = (await sh(ctx, 'check-host', ['dpkg', '--print-architecture'])).stdout.trim();
+    if (hostArch !== recipe.architecture) {
+      throw new UsageError(`${recipe.sourceFile ?? recipe.name}: architecture ${recipe.architecture} differs from the host's ${hostArch}; foreign-architecture builds are not supported`);
+    }
+    if (ctx.options.verify && !ctx.cacheHit && !(await exists(recipe.keyring))) {
+      throw new UsageError(
+        `keyring ${recipe.keyring} (needed to check the ${ctx.distro.label} archive's signatures for ${recipe.suite}) is missing: ` +
+          `${ctx.distro.keyringProvider(recipe.keyring)}. ` +
+          '(--insecure-no-verify skips signature checks; that is insecure.)',
+      );
+    }
+    if (!ctx.cacheHit && !(await exists(ctx.distro.debootstrapScript))) {
+      throw new UsageError(`debootstrap script ${ctx.distro.debootstrapScript} is missing (package debootstrap)`);
+    }
+    for (const f of recipe.files) {
+      if (f.source && !(await exists(f.source))) throw new UsageError(`${recipe.sourceFile ?? recipe.name}: files: source ${f.source} (for ${f.path}) does not exist`);
+    }
+    if (recipe.rootPasswordFile) {
+      try {
+        await access(recipe.rootPasswordFile, fsc.R_OK);
+      } catch {
+        throw new UsageError(`${recipe.sourceFile ?? recipe.name}: root-password-file ${recipe.rootPasswordFile} cannot be read`);
+      }
+    }
+    // The previous image is swapped out at the end: that needs it unused.
+    const users = await imageInUseBy(ctx.name, { dataDir: ctx.paths.dataDir });
+    if (users.length) throw new ImageInUseError(ctx.name, users, 'rebuild');
+    io.progress(`${ctx.distro.label} ${recipe.suite} ${recipe.architecture}, base ${ctx.cacheHit ? 'from cache' : 'by debootstrap'}`);
+  },
+};
+
+export const prepare: Step = {
+  name: 'prepare',
+  title: 'Prepare the data directory',
+  async run(ctx) {
+    const p = ctx.paths;
+    for (const d of [p.dataDir, p.imagesDir, p.mntRoot, p.locksDir, p.cacheDir, dirname(ctx.baseStream), ctx.debCache]) {
+      await mkdir(d, { recursive: true });
+    }
+    // One build per image at a time (a second one fails at once rather than waiting).
+    ctx.releaseBuildLock = await acquireLock(p.buildLock, { waitMs: 0, what: `another build of image ${ctx.name} is running` });
+    // Leftovers of a build that was killed hard (SIGKILL, power loss).
+    await removeNewBuild(ctx);
+    await mkdir(p.newMountDir, { recursive: true });
+  },
+};
+
+export const createImageFile: Step = {
+  name: 'create-image-file',
+  title: 'Create the sparse image file',
+  async run(ctx, io) {
+    const f = await open(ctx.paths.newImageFile, 'wx', 0o600);
+    await f.close();
+    await truncate(ctx.paths.newImageFile, ctx.recipe.sizeBytes);
+    io.progress(`${ctx.recipe.size} sparse: ${ctx.paths.newImageFile}`);
+  },
+};
+
+export const makeFilesystem: Step = {
+  name: 'mkfs',
+  title: 'Make the btrfs filesystem',
+  async run(ctx) {
+    await sh(ctx, 'mkfs', ['mkfs.btrfs', '--quiet', '--uuid', ctx.fsid, '--label', `labctl-${ctx.name}`.slice(0, 255), ctx.paths.newImageFile]);
+  },
+};
+
+export const mountImage: Step = {
+  name: 'mount',
+  title: 'Loop-mount the new image',
+  async run(ctx, io) {
+    await loopMount(ctx.paths.newImageFile, ctx.paths.newMountDir, { step: 'mount' });
+    io.progress(ctx.paths.newMountDir);
+  },
+};
+
+export const createSubvolume: Step = {
+  name: 'create-subvolume',
+  title: 'Create the rootfs subvolume',
+  async run(ctx) {
+    await sh(ctx, 'create-subvolume', ['btrfs', 'subvolume', 'create', ctx.paths.newRootfs]);
+  },
+};
+
+export const debootstrap: Step = {
+  name: 'debootstrap',
+  title: 'Bootstrap the system (debootstrap)',
+  async run(ctx, io) {
+    const command = debootstrapCommand(ctx, ctx.paths.newRootfs);
+    const progress = new DebootstrapProgress();
+    const suite = `${ctx.recipe.suite} from ${ctx.recipe.mirror}`;
+    io.progress(`starting: ${suite}`, 'start');
+    try {
+      await sh(ctx, 'debootstrap', command, {
+        onLine(line) {
+          const update = progress.feed(line);
+          if (update) io.progress(update.text, update.stage);
+        },
+      });
+    } catch (e) {
+      if (!(e instanceof CommandError)) throw e;
+      // Say what went wrong in debootstrap's words: its E:/W: lines and the end of its log.
+      const said = [
+        ...new Set(
+          `${e.stdout}\n${e.stderr}`
+            .split('\n')
+            .map((l) => l.trim())
+            .filter((l) => /^[EW]: /.test(l)),
+        ),
+      ].slice(-6);
+      const log = await readFile(join(ctx.paths.newRootfs, 'debootstrap', 'debootstrap.log'), 'utf8').catch(() => '');
+      const tail = log.trim().split('\n').slice(-6);
+      const firstError = said.find((l) => l.startsWith('E: ')) ?? said[0];
+      const detail = [...said.filter((l) => l !== firstError), ...(tail.length ? ['debootstrap.log ends with:', ...tail.map((l) => `  ${l}`)] : [])];
+      throw new Error(
+        `debootstrap ${ctx.recipe.suite} from ${ctx.recipe.mirror} failed (exit ${e.exitCode ?? '?'})${firstError ? `: ${firstError}` : ''}` +
+          (detail.length ? `\n${detail.join('\n')}` : ''),
+        { cause: e },
+      );
+    }
+    io.progress(`${progress.total} packages, ${progress.downloaded} downloaded, ${progress.total - progress.downloaded} from the cache`, 'done');
+  },
+};
+
+export const configureApt: Step = {
+  name: 'configure-apt',
+  title: 'Configure the package sources',
+  async run(ctx) {
+    await writeFile(inRoot(ctx.paths.newRootfs, '/etc/apt/sources.list'), ctx.distro.sourcesList(ctx.recipe));
+  },
+};
+
+async function emptyDir(dir: string, keep: string[] = []): Promise<void> {
+  let entries: string[];
+  try {
+    entries = await readdir(dir);
+  } catch {
+    return;
+  }
+  for (const e of entries) if (!keep.includes(e)) await rm(join(dir, e), { recursive: true, force: true });
+}
+
+async function cleanPackageCaches(ctx: BuildContext): Promise<void> {
+  const root = ctx.paths.newRootfs;
+  await emptyDir(join(root, 'var/cache/apt/archives'), ['partial', 'lock']);
+  await emptyDir(join(root, 'var/cache/apt/archives/partial'));
+  for (const f of await readdir(join(root, 'var/cache/apt')).catch(() => [] as string[])) {
+    if (f.endsWith('.bin')) await rm(join(root, 'var/cache/apt', f), { force: true });
+  }
+  await emptyDir(join(root, 'var/lib/apt/lists'), ['partial', 'lock', 'auxfiles']);
+  await emptyDir(join(root, 'var/lib/apt/lists/partial'));
+  await rm(join(root, 'debootstrap'), { recursive: true, force: true });
+}
+
+export const cleanPackages: Step = {
+  name: 'clean-packages',
+  title: 'Clean the package caches',
+  async run(ctx) {
+    await cleanPackageCaches(ctx);
+  },
+};
+
+export const cleanAfterCommands: Step = {
+  name: 'clean-after-commands',
+  title: 'Clean the package caches again',
+  async run(ctx) {
+    await cleanPackageCaches(ctx);
+  },
+};
+
+const BASE_SUBVOLUME = 'base';
+
+export const saveBase: Step = {
+  name: 'save-base',
+  title: 'Save the bootstrapped base to the cache',
+  async run(ctx, io) {
+    const snap = join(ctx.paths.newMountDir, BASE_SUBVOLUME);
+    const partial = `${ctx.baseStream}.partial-${process.pid}`;
+    await sh(ctx, 'save-base', ['btrfs', 'subvolume', 'snapshot', '-r', ctx.paths.newRootfs, snap]);
+    try {
+      await saveStream(ctx, io, snap, partial);
+    } catch (e) {
+      // The cache only speeds up later builds: without it this image is still good.
+      if (ctx.interrupted) throw e;
+      warnings.emit(`could not save the base to the cache (${(e as Error).message.split('\n')[0]}); the next build bootstraps again`);
+      io.progress('not cached (see warning)');
+    } finally {
+      await rm(partial, { force: true });
+      await sh(ctx, 'save-base', ['btrfs', 'subvolume', 'delete', snap], { allowFailure: true });
+    }
+    await pruneBaseCache(dirname(ctx.baseStream), ctx.baseStream);
+  },
+};
+
+async function saveStream(ctx: BuildContext, io: StepIO, snap: string, partial: string): Promise<void> {
+  await sh(ctx, 'save-base', ['btrfs', 'send', '--quiet', '-f', partial, snap]);
+  await rename(partial, ctx.baseStream);
+  writeJsonAtomic(`${ctx.baseStream.replace(/\.stream$/, '')}.json`, {
+    baseHash: ctx.hashes.base,
+    distribution: ctx.recipe.distribution,
+    suite: ctx.recipe.suite,
+    architecture: ctx.recipe.architecture,
+    mirror: ctx.recipe.mirror,
+    packages: ctx.packages,
+    created: new Date().toISOString(),
+  });
+  io.progress(`${ctx.baseStream} (${formatBytes((await stat(ctx.baseStream)).size)})`);
+}
+
+/** Keeps the newest few cached bases (each is a full root filesystem). */
+async function pruneBaseCache(dir: string, keep: string, max = 4): Promise<void> {
+  const entries = (await readdir(dir).catch(() => [] as string[])).filter((f) => f.endsWith('.stream'));
+  const withTimes = await Promise.all(entries.map(async (f) => ({ f: join(dir, f), t: (await stat(join(dir, f))).mtimeMs })));
+  withTimes.sort((a, b) => b.t - a.t);
+  for (const { f } of withTimes.slice(max)) {
+    if (f === keep) continue;
+    await rm(f, { force: true });
+    await rm(f.replace(/\.stream$/, '.json'), { force: true });
+  }
+}
+
+export const restoreBase: Step = {
+  name: 'restore-base',
+  title: 'Restore the base from the cache',
+  async run(ctx, io) {
+    const received = join(ctx.paths.newMountDir, BASE_SUBVOLUME);
+    try {
+      await sh(ctx, 'restore-base', ['btrfs', 'receive', '-f', ctx.baseStream, ctx.paths.newMountDir]);
+    } catch (e) {
+      if (ctx.interrupted) throw e;
+      // A damaged cache entry must not fail every later build: drop it.
+      await rm(ctx.baseStream, { force: true });
+      await rm(ctx.baseStream.replace(/\.stream$/, '.json'), { force: true });
+      throw new Error(`the cached base ${ctx.baseStream} could not be restored and was removed; build again to bootstrap it afresh: ${(e as Error).message}`, { cause: e });
+    }
+    await sh(ctx, 'restore-base', ['btrfs', 'subvolume', 'snapshot', received, ctx.paths.newRootfs]);
+    await sh(ctx, 'restore-base', ['btrfs', 'subvolume', 'delete', received]);
+    // Mark it recently used so pruning keeps it.
+    const now = new Date();
+    await utimes(ctx.baseStream, now, now).catch(() => undefined);
+    io.progress(`base ${ctx.hashes.base.slice(0, 12)} from ${ctx.baseStream}`);
+  },
+};
+
+/** Makes sure writing root+path stays inside root (no symlink out of it). */
+async function safeTarget(root: string, path: string): Promise<string> {
+  const target = inRoot(root, path);
+  await mkdir(dirname(target), { recursive: true });
+  const parent = await realpath(dirname(target));
+  const realRoot = await realpath(root);
+  if (parent !== realRoot && !parent.startsWith(`${realRoot}/`)) throw new UsageError(`files: ${path} resolves outside the image (through a symlink)`);
+  const finalTarget = join(parent, target.slice(dirname(target).length + 1));
+  try {
+    if ((await lstat(finalTarget)).isSymbolicLink()) await unlink(finalTarget);
+  } catch {
+    /* does not exist yet */
+  }
+  return finalTarget;
+}
+
+export const addFiles: Step = {
+  name: 'add-files',
+  title: 'Add files',
+  async run(ctx, io) {
+    for (const f of ctx.recipe.files) {
+      const target = await safeTarget(ctx.paths.newRootfs, f.path);
+      if (f.source) await copyFile(f.source, target);
+      else await writeFile(target, f.content ?? '');
+      await chmod(target, f.mode);
+      io.progress(f.path);
+    }
+  },
+};
+
+export const runCommands: Step = {
+  name: 'run-commands',
+  title: 'Run the recipe commands',
+  async run(ctx, io) {
+    for (const [i, command] of ctx.recipe.commands.entries()) {
+      io.progress(`${i + 1}/${ctx.recipe.commands.length}: ${command.join(' ')}`);
+      await sh(ctx, `run-commands[${i}]`, [
+        'systemd-nspawn',
+        '--register=no',
+        '--keep-unit',
+        '--quiet',
+        '--as-pid2',
+        '--resolv-conf=off',
+        '--timezone=off',
+        '--link-journal=no',
+        `--directory=${ctx.paths.newRootfs}`,
+        '--setenv=DEBIAN_FRONTEND=noninteractive',
+        '--',
+        ...command,
+      ]);
+    }
+  },
+};
+
+export const setRootPassword: Step = {
+  name: 'set-root-password',
+  title: 'Set the root password (from root-password-file)',
+  async run(ctx) {
+    const file = ctx.recipe.rootPasswordFile!;
+    const password = (await readFile(file, 'utf8')).split('\n')[0]?.replace(/\r$/, '') ?? '';
+    if (!password) throw new UsageError(`root-password-file ${file} is empty`);
+    if (/[:\n]/.test(password)) throw new UsageError(`root-password-file ${file}: the password may not contain ':'`);
+    // The password goes on standard input, never on a command line.
+    await run(['chroot', ctx.paths.newRootfs, 'chpasswd'], { step: 'set-root-password', input: `root:${password}\n` });
+  },
+};
+
+/** Makes root's password field "*" (no password, no login by password) unless one was asked for. */
+async function lockRootPassword(root: string): Promise<void> {
+  const shadow = join(root, 'etc/shadow');
+  const text = await readFile(shadow, 'utf8');
+  const lines = text.split('\n').map((line) => {
+    const fields = line.split(':');
+    if (fields[0] === 'root' && fields.length > 2 && !['*', '!', '!*'].includes(fields[1] ?? '')) {
+      fields[1] = '*';
+      return fields.join(':');
+    }
+    return line;
+  });
+  await writeFile(shadow, lines.join('\n'));
+}
+
+export const resetIdentity: Step = {
+  name: 'reset-identity',
+  title: 'Reset machine-id and hostname (fresh in each booted copy)',
+  async run(ctx) {
+    const root = ctx.paths.newRootfs;
+    // Empty /etc/machine-id: systemd (or nspawn) makes a new one for every booted copy.
+    const machineId = join(root, 'etc/machine-id');
+    await rm(machineId, { force: true });
+    await writeFile(machineId, '', { mode: 0o444 });
+    const dbusId = join(root, 'var/lib/dbus/machine-id');
+    if (await exists(dbusId)) {
+      await rm(dbusId, { force: true });
+      await symlink('/etc/machine-id', dbusId);
+    }
+    // No baked hostname: nspawn gives each machine its name.
+    await rm(join(root, 'etc/hostname'), { force: true });
+    await writeFile(
+      join(root, 'etc/hosts'),
+      '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\nff02::1\t\tip6-allnodes\nff02::2\t\tip6-allrouters\n',
+    );
+    // systemd's first-boot logic must not try to ask questions.
+    await rm(join(root, 'var/lib/systemd/random-seed'), { force: true });
+    if (!ctx.recipe.rootPasswordFile) await lockRootPassword(root);
+  },
+};
+
+export const setReadOnly: Step = {
+  name: 'set-read-only',
+  title: 'Make the rootfs subvolume read-only',
+  async run(ctx) {
+    await sh(ctx, 'set-read-only', ['btrfs', 'property', 'set', '-ts', ctx.paths.newRootfs, 'ro', 'true']);
+  },
+};
+
+export const verifyImage: Step = {
+  name: 'verify',
+  title: 'Verify the image',
+  async run(ctx, io) {
+    const root = ctx.paths.newRootfs;
+    const ro = (await sh(ctx, 'verify', ['btrfs', 'property', 'get', '-ts', root, 'ro'])).stdout.trim();
+    if (ro !== 'ro=true') throw new Error(`verify: ${root} is not read-only (${ro})`);
+    const query = await sh(ctx, 'verify', ['chroot', root, 'dpkg-query', '-W', '-f', '${Package} ${db:Status-Status}\\n', ...ctx.packages], {
+      allowFailure: true,
+    });
+    const installed = new Set(
+      query.stdout
+        .split('\n')
+        .filter((l) => l.endsWith(' installed'))
+        .map((l) => l.split(' ')[0]),
+    );
+    const missing = ctx.packages.filter((p) => !installed.has(p));
+    if (missing.length) throw new Error(`verify: packages not installed in the image: ${missing.join(', ')}`);
+    if ((await stat(join(root, 'etc/machine-id'))).size !== 0) throw new Error('verify: /etc/machine-id is not empty');
+    if (await exists(join(root, 'etc/hostname'))) throw new Error('verify: /etc/hostname is baked into the image');
+    const rootLine = (await readFile(join(root, 'etc/shadow'), 'utf8')).split('\n').find((l) => l.startsWith('root:'));
+    const field = rootLine?.split(':')[1] ?? '';
+    if (!ctx.recipe.rootPasswordFile && !['*', '!', '!*'].includes(field)) throw new Error('verify: root has a password set');
+    io.progress(`${ctx.packages.length} required packages installed, machine-id empty, no hostname, root ${ctx.recipe.rootPasswordFile ? 'password from file' : 'without password'}`);
+  },
+};
+
+export const writeMetadata: Step = {
+  name: 'write-metadata',
+  title: 'Write the image metadata',
+  async run(ctx) {
+    const fsid = readFsid(ctx.paths.newImageFile);
+    if (fsid !== ctx.fsid) throw new Error(`write-metadata: image filesystem ${fsid ?? 'unreadable'} is not the one made (${ctx.fsid})`);
+    const meta: ImageMeta = {
+      format: 1,
+      name: ctx.name,
+      ...(ctx.recipe.description ? { description: ctx.recipe.description } : {}),
+      distribution: ctx.recipe.distribution,
+      suite: ctx.recipe.suite,
+      architecture: ctx.recipe.architecture,
+      variant: ctx.recipe.variant,
+      mirror: ctx.recipe.mirror,
+      packages: ctx.packages,
+      ...(ctx.recipe.sourceFile ? { recipeFile: ctx.recipe.sourceFile } : {}),
+      recipeHash: ctx.hashes.recipe,
+      baseHash: ctx.hashes.base,
+      fsid: ctx.fsid,
+      sizeBytes: ctx.recipe.sizeBytes,
+      verified: ctx.options.verify,
+      rootPassword: Boolean(ctx.recipe.rootPasswordFile),
+      created: new Date().toISOString(),
+      buildSeconds: Math.round((Date.now() - ctx.startedAt) / 100) / 10,
+      baseFromCache: ctx.cacheHit,
+    };
+    writeJsonAtomic(ctx.paths.newMetaFile, meta);
+    ctx.meta = meta;
+  },
+};
+
+export const unmountNew: Step = {
+  name: 'unmount',
+  title: 'Unmount the new image',
+  async run(ctx) {
+    await sh(ctx, 'unmount', ['sync', '-f', ctx.paths.newRootfs], { allowFailure: true });
+    // Give the blocks btrfs freed (downloaded .debs, dpkg's churn) back to the sparse file.
+    await sh(ctx, 'unmount', ['fstrim', ctx.paths.newMountDir], { allowFailure: true });
+    await unmountTree(ctx.paths.newMountDir, { step: 'unmount' });
+    await detachLoops(ctx.paths.newImageFile);
+    await rmdir(ctx.paths.newMountDir).catch(() => undefined);
+  },
+};
+
+export const swap: Step = {
+  name: 'swap',
+  title: 'Replace the previous image',
+  async run(ctx, io) {
+    const p = ctx.paths;
+    await withLock(p.imageLock, { waitMs: 60_000, what: `image ${ctx.name} is busy` }, async () => {
+      const wasMounted = Boolean(mountAt(p.mountDir));
+      if (wasMounted) {
+        const users = await imageInUseBy(ctx.name, { dataDir: p.dataDir });
+        if (users.length) throw new ImageInUseError(ctx.name, users, 'replace');
+        ctx.oldWasMounted = true;
+        await unmountTree(p.mountDir, { step: 'swap' });
+        await detachLoops(p.imageFile);
+      }
+      const hadOld = imageState(p).state !== 'absent';
+      // Both renames back to back, with no await between them: a signal handler cannot
+      // run in the middle, so the file and its metadata always change together.
+      renameSync(p.newImageFile, p.imageFile);
+      renameSync(p.newMetaFile, p.metaFile);
+      ctx.swapped = true;
+      if (wasMounted) {
+        await mkdir(p.mountDir, { recursive: true });
+        await loopMount(p.imageFile, p.mountDir, { step: 'swap' });
+      }
+      io.progress(`${hadOld ? 'replaced' : 'created'} ${p.imageFile}${wasMounted ? `, mounted at ${p.mountDir}` : ''}`);
+    });
+  },
+};
+
+/** Removes what a build in progress made (mount, loop device, .new files). Safe to call twice. */
+export async function removeNewBuild(ctx: BuildContext): Promise<void> {
+  const p = ctx.paths;
+  await killProcessesUsing([p.newMountDir, p.newImageFile]);
+  await unmountTree(p.newMountDir, { killUsers: true, step: 'cleanup' });
+  await detachLoops(p.newImageFile);
+  await rm(p.newImageFile, { force: true });
+  await rm(p.newMetaFile, { force: true });
+  await rmdir(p.newMountDir).catch(() => undefined);
+  const cacheDir = dirname(ctx.baseStream);
+  for (const f of await readdir(cacheDir).catch(() => [] as string[])) {
+    if (f.includes('.partial-')) {
+      const pid = Number(f.split('.partial-')[1]);
+      if (pid === process.pid || !pidAlive(pid)) await rm(join(cacheDir, f), { force: true });
+    }
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v >= 100 || i === 0 ? Math.round(v) : v.toFixed(1)} ${units[i]}`;
+}
+
+export type { StepIO };

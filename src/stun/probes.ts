@@ -1,0 +1,492 @@
+// The client side of labctl's NAT tests, run inside a node's namespace by the agent
+// (src/stun/agent.ts). Each probe takes and returns plain JSON. The host decides what to
+// run when (src/check); these only talk STUN and report what happened, never a verdict.
+import { randomBytes } from 'node:crypto';
+import { type BindingOptions, type BindingResult, type Datagram, rawBindingRequest, requestId, type RetransmitOptions, StunSocket } from './client.js';
+import type { TransportAddress } from './message.js';
+
+/** The server's two addresses and one of its port pairs: an RFC 5780 server. */
+export interface ServerInstance {
+  a1: string;
+  a2: string;
+  p1: number;
+  p2: number;
+}
+
+export interface Observation {
+  /** Where the request went. */
+  to: TransportAddress;
+  /** The reflexive (mapped) address the server saw, or undefined when nothing came back. */
+  mapped?: TransportAddress;
+  /** Where the response came from. */
+  from?: TransportAddress;
+  otherAddress?: TransportAddress;
+  responseOrigin?: TransportAddress;
+  /** Local port it arrived at (RESPONSE-PORT tests). */
+  receivedOn?: number;
+  transmissions?: number;
+  error?: string;
+}
+
+function observe(to: TransportAddress, r: BindingResult | undefined): Observation {
+  if (!r) return { to };
+  return {
+    to,
+    ...(r.reflexive ? { mapped: r.reflexive } : {}),
+    from: r.from,
+    ...(r.info.otherAddress ? { otherAddress: r.info.otherAddress } : {}),
+    ...(r.info.responseOrigin ? { responseOrigin: r.info.responseOrigin } : {}),
+    receivedOn: r.receivedOn,
+    transmissions: r.transmissions,
+    ...(r.ok ? {} : { error: `${r.info.error?.code ?? '?'} ${r.info.error?.reason ?? ''}`.trim() }),
+  };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
+
+/** Every socket a probe opened in this process, so that a datagram that arrives at an unexpected one is still found. */
+const sockets = new Set<StunSocket>();
+
+/** Sockets held open on a fixed inside port for the whole session (`hold`), shared by every probe that asks for that port. */
+const held = new Map<number, StunSocket>();
+
+async function open(port = 0): Promise<StunSocket> {
+  const h = port ? held.get(port) : undefined;
+  if (h) return h;
+  const s = await StunSocket.open(port);
+  sockets.add(s);
+  return s;
+}
+
+function close(...ss: StunSocket[]): void {
+  for (const s of ss) {
+    if (held.get(s.port) === s) continue;
+    s.close();
+    sockets.delete(s);
+  }
+}
+
+/**
+ * Keeps a socket on this inside port until `release`: probes that ask for the port share it
+ * (their transactions are told apart by ID). A NAT that sends every flow from one outside
+ * port and forwards that port to one inside port needs all its probes on that inside port.
+ */
+export async function holdPort(args: { port: number }): Promise<{ port: number }> {
+  if (!held.has(args.port)) {
+    const s = await StunSocket.open(args.port);
+    sockets.add(s);
+    held.set(args.port, s);
+  }
+  return { port: args.port };
+}
+
+export function releasePort(args: { port: number }): { released: boolean } {
+  const s = held.get(args.port);
+  held.delete(args.port);
+  if (s) close(s);
+  return { released: !!s };
+}
+
+/** Resolves after one more pass of the event loop over pending I/O (what a starved process has not read yet). */
+function drainIo(): Promise<void> {
+  return new Promise((r) => setTimeout(() => setImmediate(r), 0));
+}
+
+/** Finds a STUN request with this transaction ID in any open socket's inbox, waiting up to timeoutMs. */
+async function findRequest(id: string, timeoutMs: number): Promise<Datagram | undefined> {
+  const deadline = Date.now() + timeoutMs;
+  const look = () => {
+    for (const s of sockets) {
+      const hit = s.inbox.find((d) => requestId(d.data) === id);
+      if (hit) return hit;
+    }
+    return undefined;
+  };
+  for (;;) {
+    const hit = look();
+    if (hit) return hit;
+    const left = deadline - Date.now();
+    if (left <= 0) {
+      await drainIo();
+      return look();
+    }
+    await sleep(Math.min(left, 10));
+  }
+}
+
+/** How long to wait, after a sentinel's answer, for answers sent just before it. */
+export const SENTINEL_GRACE_MS = 150;
+
+/**
+ * Runs requests that may legitimately get no answer (a filtering test, a lifetime check)
+ * together with a sentinel that must be answered, sent right after them to the same server
+ * socket. The server answers in order, so once the sentinel's answer is in (plus a grace
+ * period), any answer that was let through has arrived too: "no answer" then means
+ * filtered, not "not yet" on a loaded host. Without the sentinel's answer, nothing can be
+ * concluded (the results say so).
+ */
+async function withSentinel(
+  socket: StunSocket,
+  to: TransportAddress,
+  requests: BindingOptions[],
+  sentinelVia: StunSocket = socket,
+): Promise<{ sentinel: BindingResult | undefined; answers: (BindingResult | undefined)[] }> {
+  const ctrl = new AbortController();
+  const patient: Partial<RetransmitOptions> = { rto: 100, maxTransmits: 5, finalWaitFactor: 8 };
+  const pendingAnswers = requests.map((o) => socket.binding(to, { retransmit: patient, ...o, signal: ctrl.signal }));
+  const sentinel = await sentinelVia.binding(to, { retransmit: patient });
+  if (sentinel) await sleep(SENTINEL_GRACE_MS);
+  ctrl.abort();
+  const answers = await Promise.all(pendingAnswers);
+  return { sentinel, answers };
+}
+
+export interface ProbeOptions {
+  /** Local port for the probe's socket (0: any). */
+  localPort?: number;
+  retransmit?: Partial<RetransmitOptions>;
+}
+
+// ------------------------------------------------------------------ mapping
+
+export interface MappingResult {
+  local: number;
+  /** A1:P1, A1:P2, A2:P1, A2:P2, in that order. */
+  observations: Observation[];
+}
+
+/** RFC 5780 4.3, over the server's whole address x port matrix: one inside port to all four server endpoints. */
+export async function mappingProbe(args: { server: ServerInstance } & ProbeOptions): Promise<MappingResult> {
+  const s = await open(args.localPort);
+  try {
+    const { a1, a2, p1, p2 } = args.server;
+    const dests = [
+      { address: a1, port: p1 },
+      { address: a1, port: p2 },
+      { address: a2, port: p1 },
+      { address: a2, port: p2 },
+    ];
+    // The first request creates the mapping; the others go out together after it.
+    const first = await s.binding(dests[0]!, { ...(args.retransmit ? { retransmit: args.retransmit } : {}) });
+    const rest = await Promise.all(dests.slice(1).map((d) => s.binding(d, { ...(args.retransmit ? { retransmit: args.retransmit } : {}) })));
+    return { local: s.port, observations: [observe(dests[0]!, first), ...rest.map((r, i) => observe(dests[i + 1]!, r))] };
+  } finally {
+    close(s);
+  }
+}
+
+// ------------------------------------------------------------------ filtering
+
+export interface FilteringResult {
+  local: number;
+  /** Test I: no change. Then the responses asked to come from elsewhere. */
+  same: Observation;
+  changePort: Observation;
+  changeAddress: Observation;
+  changeBoth: Observation;
+}
+
+/**
+ * RFC 5780 4.4: from one inside port, a Binding to A1:P1 (test I) and requests asking the
+ * server to answer from A1:P2 (port changed), A2:P1 (address changed) and A2:P2 (both).
+ * Everything goes to A1 only, so the NAT learns no other server address.
+ */
+export async function filteringProbe(args: { server: ServerInstance } & ProbeOptions): Promise<FilteringResult> {
+  const s = await open(args.localPort);
+  try {
+    const to = { address: args.server.a1, port: args.server.p1 };
+    // The requests for changed answers go first; the plain request after them is test I and the sentinel.
+    const { sentinel, answers } = await withSentinel(s, to, [{ changePort: true }, { changeIp: true }, { changeIp: true, changePort: true }]);
+    const [changePort, changeAddress, changeBoth] = answers;
+    const unknown = !sentinel;
+    return {
+      local: s.port,
+      same: observe(to, sentinel),
+      changePort: observe(to, unknown ? undefined : changePort),
+      changeAddress: observe(to, unknown ? undefined : changeAddress),
+      changeBoth: observe(to, unknown ? undefined : changeBoth),
+    };
+  } finally {
+    close(s);
+  }
+}
+
+// ------------------------------------------------------------------ hairpinning
+
+export interface HairpinResult {
+  a: { local: number; mapped?: TransportAddress };
+  b: { local: number; mapped?: TransportAddress };
+  /** B's request to A's mapped address came back into the LAN. */
+  delivered: boolean;
+  /** Local port it arrived at (A's, or another probe socket's). */
+  receivedOn?: number;
+  /** The source address and port the hairpinned packet showed. */
+  shownSource?: TransportAddress;
+}
+
+/**
+ * RFC 5780 4.5: socket A learns its mapping (Binding to A1:P1), socket B learns its own
+ * (Binding to A1:P2, another remote endpoint so that a NAT with one outside port for every
+ * flow does not collide them), then B sends a Binding request to A's mapped address.
+ */
+export async function hairpinProbe(args: { server: ServerInstance; localPortA?: number; retransmit?: Partial<RetransmitOptions> }): Promise<HairpinResult> {
+  const a = await open(args.localPortA);
+  const b = await open();
+  try {
+    const rt = args.retransmit ? { retransmit: args.retransmit } : {};
+    const [ra, rb] = await Promise.all([
+      a.binding({ address: args.server.a1, port: args.server.p1 }, rt),
+      b.binding({ address: args.server.a1, port: args.server.p2 }, rt),
+    ]);
+    const result: HairpinResult = {
+      a: { local: a.port, ...(ra?.reflexive ? { mapped: ra.reflexive } : {}) },
+      b: { local: b.port, ...(rb?.reflexive ? { mapped: rb.reflexive } : {}) },
+      delivered: false,
+    };
+    if (!ra?.reflexive) return result;
+    const { transactionId, wire } = rawBindingRequest();
+    const id = transactionId.toString('hex');
+    const target = ra.reflexive;
+    // The hairpin path is the kernel's alone (no process on it answers), so the packet is
+    // back within a millisecond or not at all: three sends over 100 ms, a 300 ms wait, then a
+    // last look at what the socket has received.
+    void b.send(wire, target);
+    const sends = [50, 100].map((t) => setTimeout(() => void b.send(wire, target), t));
+    const hit = await findRequest(id, 300);
+    sends.forEach(clearTimeout);
+    if (hit) {
+      result.delivered = true;
+      result.receivedOn = hit.port;
+      result.shownSource = hit.from;
+    }
+    return result;
+  } finally {
+    close(a, b);
+  }
+}
+
+// ------------------------------------------------------------------ mapping lifetime
+
+export interface LifetimeArgs {
+  /** One server instance per probe (so no two probes share a remote endpoint). */
+  servers: ServerInstance[];
+  /** Idle time before each probe's check, seconds; one entry per server instance. Probes with equal idle times form a group. */
+  idle: number[];
+  /** 'unreplied': one request and its response, then silence. 'stream': traffic both ways for longer than warmupMs first. */
+  kind: 'unreplied' | 'stream';
+  /** Stream flows: a second exchange this long after the first request (the kernel makes a flow ASSURED after 2 s). */
+  warmupMs?: number;
+  /** Skip the checks after the first group in which a mapping was gone. */
+  stopAtDead?: boolean;
+}
+
+export interface LifetimeProbeResult {
+  idle: number;
+  local: number;
+  mapped?: TransportAddress;
+  /** Actual idle time when the check left, seconds. */
+  checkedAt?: number;
+  alive?: boolean;
+  /** The check packet arrived at another inside port (the mapping now points elsewhere). */
+  strayTo?: number;
+  skipped?: boolean;
+  error?: string;
+}
+
+export interface LifetimeResult {
+  kind: 'unreplied' | 'stream';
+  probes: LifetimeProbeResult[];
+}
+
+function sleepUnless(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const t = setTimeout(done, Math.max(0, ms));
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done);
+  });
+}
+
+/**
+ * RFC 5780 4.6, in parallel: probe i creates a mapping from its own fresh inside port X_i
+ * (Binding to A1:P1 of its own server port pair), stays silent for idle[i] seconds, then a
+ * separate socket Y asks the server (at A1:P2 of that pair, CHANGE-REQUEST port,
+ * RESPONSE-PORT = X_i's mapped port) to answer from A1:P1 to X_i's mapping. The answer
+ * reaches X_i only while the NAT still holds X_i's mapping; a plain request from Y right
+ * after it is the sentinel. Checking a probe refreshes only its own mapping.
+ */
+export async function lifetimeProbe(args: LifetimeArgs): Promise<LifetimeResult> {
+  const xs = await Promise.all(args.idle.map(() => open()));
+  const y = await open();
+  const results: LifetimeProbeResult[] = args.idle.map((idle, i) => ({ idle, local: xs[i]!.port }));
+  const idleStart: number[] = args.idle.map(() => 0);
+  const patient: Partial<RetransmitOptions> = { rto: 100, maxTransmits: 5, finalWaitFactor: 8 };
+  try {
+    // Create every mapping (and, for stream, keep each flow busy both ways past warmupMs).
+    await Promise.all(
+      xs.map(async (x, i) => {
+        const inst = args.servers[i]!;
+        const to = { address: inst.a1, port: inst.p1 };
+        const first = await x.binding(to, { retransmit: patient });
+        if (!first?.reflexive) {
+          results[i]!.error = 'no answer to the request that creates the mapping';
+          return;
+        }
+        results[i]!.mapped = first.reflexive;
+        idleStart[i] = Date.now();
+        if (args.kind === 'stream') {
+          // The kernel gives a flow that has seen a reply the stream timeout (and calls it
+          // ASSURED) at its first packet more than 2 s after its first: one more exchange then.
+          const warmup = args.warmupMs ?? 2050;
+          await sleep(idleStart[i]! + warmup - Date.now()); // from the first answer: later than the first packet
+          const r = await x.binding(to, { retransmit: patient });
+          if (!r) {
+            delete results[i]!.mapped;
+            results[i]!.error = 'no answer during the warm-up exchange';
+            return;
+          }
+          idleStart[i] = Date.now();
+        }
+      }),
+    );
+    const stop = new AbortController();
+    const groups = [...new Set(args.idle)].sort((p, q) => p - q);
+    const groupDone = new Map<number, Promise<void>>();
+    for (const [gi, idle] of groups.entries()) {
+      const members = results.map((r, i) => (r.idle === idle ? i : -1)).filter((i) => i >= 0);
+      const prev = gi > 0 ? groupDone.get(groups[gi - 1]!) : undefined;
+      groupDone.set(
+        idle,
+        (async () => {
+          await Promise.all(
+            members.map(async (i) => {
+              const r = results[i]!;
+              if (!r.mapped) return;
+              await sleepUnless(idleStart[i]! + idle * 1000 - Date.now(), stop.signal);
+              if (stop.signal.aborted) {
+                r.skipped = true;
+                return;
+              }
+              const inst = args.servers[i]!;
+              r.checkedAt = (Date.now() - idleStart[i]!) / 1000;
+              const { sentinel, answers } = await withSentinel(y, { address: inst.a1, port: inst.p2 }, [{ changePort: true, responsePort: r.mapped.port }]);
+              const res = answers[0];
+              if (!sentinel) {
+                r.error = 'no answer from the server to the sentinel';
+                return;
+              }
+              r.alive = res?.receivedOn === xs[i]!.port;
+              if (res && !r.alive) r.strayTo = res.receivedOn;
+            }),
+          );
+          // A group ends the run once it (and every group before it) is done and it saw a mapping gone.
+          if (prev) await prev;
+          if (args.stopAtDead && members.some((i) => results[i]!.alive === false)) stop.abort();
+        })(),
+      );
+    }
+    await Promise.all(groupDone.values());
+    return { kind: args.kind, probes: results };
+  } finally {
+    close(...xs, y);
+  }
+}
+
+// ------------------------------------------------------------------ hole punching
+
+/** One socket per node for every peer, as a WireGuard or ICE agent would use it. */
+const punchSockets = new Map<string, StunSocket>();
+
+export interface PunchLearnResult {
+  local: number;
+  mapped?: TransportAddress;
+}
+
+/** Opens the node's punching socket and learns its outside endpoint from the server. */
+export async function punchLearn(args: { key: string; server: ServerInstance; localPort?: number }): Promise<PunchLearnResult> {
+  const s = await open(args.localPort);
+  punchSockets.set(args.key, s);
+  const r = await s.binding({ address: args.server.a1, port: args.server.p1 });
+  return { local: s.port, ...(r?.reflexive ? { mapped: r.reflexive } : {}) };
+}
+
+export interface PunchPeer {
+  name: string;
+  endpoint: TransportAddress;
+}
+
+export interface PunchResult {
+  /** Per peer: what arrived from it (tagged with its name), and from where. */
+  received: { peer: string; from: TransportAddress; port: number }[];
+}
+
+/**
+ * Sends "labctl-punch FROM TO" to every peer's learned endpoint a few times over
+ * durationMs (everyone starts at once), and reports which peers' packets arrived.
+ */
+export async function punch(args: { key: string; self: string; peers: PunchPeer[]; durationMs?: number; intervalMs?: number }): Promise<PunchResult> {
+  const s = punchSockets.get(args.key);
+  if (!s) throw new Error(`no punching socket "${args.key}": run punch-learn first`);
+  const duration = args.durationMs ?? 1000;
+  const interval = args.intervalMs ?? 100;
+  const t0 = Date.now();
+  while (Date.now() - t0 < duration) {
+    for (const p of args.peers) void s.send(Buffer.from(`labctl-punch ${args.self} ${p.name} ${randomBytes(2).toString('hex')}`), p.endpoint);
+    await sleep(interval);
+  }
+  await sleep(interval);
+  const received: PunchResult['received'] = [];
+  const seen = new Set<string>();
+  for (const sock of sockets) {
+    for (const d of sock.inbox) {
+      const m = /^labctl-punch (\S+) (\S+) /.exec(d.data.toString('utf8'));
+      if (!m || m[2] !== args.self || seen.has(m[1]!)) continue;
+      seen.add(m[1]!);
+      received.push({ peer: m[1]!, from: d.from, port: d.port });
+    }
+  }
+  return { received };
+}
+
+export function punchClose(args: { key: string }): { closed: boolean } {
+  const s = punchSockets.get(args.key);
+  if (s) close(s);
+  punchSockets.delete(args.key);
+  return { closed: !!s };
+}
+
+// ------------------------------------------------------------------ plain binding (interop, one-off)
+
+export async function bindingProbe(args: { to: TransportAddress; localPort?: number; changeIp?: boolean; changePort?: boolean; responsePort?: number; retransmit?: Partial<RetransmitOptions> }): Promise<Observation & { local: number }> {
+  const s = await open(args.localPort);
+  try {
+    const r = await s.binding(args.to, {
+      ...(args.changeIp ? { changeIp: true } : {}),
+      ...(args.changePort ? { changePort: true } : {}),
+      ...(args.responsePort !== undefined ? { responsePort: args.responsePort } : {}),
+      ...(args.retransmit ? { retransmit: args.retransmit } : {}),
+    });
+    return { local: s.port, ...observe(args.to, r) };
+  } finally {
+    close(s);
+  }
+}
+
+export const PROBES = {
+  mapping: mappingProbe,
+  filtering: filteringProbe,
+  hairpin: hairpinProbe,
+  lifetime: lifetimeProbe,
+  'punch-learn': punchLearn,
+  punch,
+  'punch-close': punchClose,
+  binding: bindingProbe,
+  hold: holdPort,
+  release: releasePort,
+} as const;
+
+export type ProbeName = keyof typeof PROBES;

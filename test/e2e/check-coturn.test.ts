@@ -1,0 +1,235 @@
+// Interoperability with coturn (Debian's coturn 4.6.1): its clients against labctl's STUN
+// server (`labctl check --serve`), and labctl's client against its server (`turnserver -n`
+// with two -L addresses and --alt-listening-port, `labctl check --server`). Both must agree
+// with what labctl measures with its own server and client.
+//
+// coturn's quirks (see /work/shared/notes): turnserver reports its second -L address as
+// OTHER-ADDRESS whatever address a request came to, so clients are pointed at the first;
+// turnutils_natdiscovery takes a lost reply to its second mapping test for endpoint-
+// independent mapping, so its mapping verdict is checked against the reflexive addresses it
+// prints; it binds a new port for every test unless given -L (and -l for a NAT that maps
+// one fixed inside port).
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { promisify } from 'node:util';
+import { stringify } from 'yaml';
+import { BIN, isRoot, labctl, labctlOk, netnsList, ROOT } from '../support/cli.js';
+import { check, leftovers } from '../fixtures/check/support.js';
+
+const run = promisify(execFile);
+const skip = isRoot ? false : 'needs root';
+const PREFIX = 'ckc-';
+const INET = `ns-${PREFIX}inet`;
+const TURN_LINK = 'ckturn0';
+const TURN_A1 = '198.51.100.1';
+const TURN_A2 = '198.51.100.2';
+
+interface Site {
+  name: string;
+  nat: Record<string, unknown>;
+  /** Inside port natdiscovery must use (-l): a NAT that maps one fixed inside port. */
+  port?: number;
+}
+const SITES: Site[] = [
+  { name: 'fc', nat: { type: 'full-cone' } },
+  { name: 'rc', nat: { type: 'restricted-cone', hairpinning: true } },
+  { name: 'prc', nat: { type: 'port-restricted-cone' } },
+  { name: 'sym', nat: { type: 'symmetric' } },
+  { name: 'fx', nat: { type: 'full-cone', 'fixed-port': 54321, forwards: [{ protocol: 'udp', port: 54321, to: 'fx-n', 'to-port': 12345 }] }, port: 12345 },
+];
+const dir = mkdtempSync(join(tmpdir(), 'labctl-check-coturn-'));
+const file = join(dir, 'coturn.yaml');
+const ours = () => netnsList().filter((n) => n.startsWith(`ns-${PREFIX}`));
+
+interface Target {
+  name: string;
+  probe: { netns: string };
+  measured: { mapping: string; filtering: string; hairpinning: unknown; port: unknown; outsideAddress?: string };
+}
+let baseline: Target[] = [];
+const nodeAddress = new Map<string, string>();
+let turnserver: ChildProcess | undefined;
+let serve: ChildProcess | undefined;
+
+before(async () => {
+  if (!isRoot) return;
+  writeFileSync(file, stringify({ name: 'check-coturn', prefix: PREFIX, sites: SITES.map((s) => ({ name: s.name, nat: s.nat, nodes: [{ name: `${s.name}-n` }] })) }));
+  await labctlOk(['net', 'up', file]);
+  const lab = JSON.parse((await labctlOk(['validate', file, '--json'])).stdout) as { nodes: { name: string; link: { address: string } }[] };
+  for (const n of lab.nodes) nodeAddress.set(n.name, n.link.address);
+  // What labctl measures with its own server and client.
+  const r = await check([file, '--json']);
+  assert.equal(r.exitCode, 0, `labctl's own check of the coturn lab: ${r.stdout}\n${r.stderr}`);
+  baseline = (JSON.parse(r.stdout) as { targets: Target[] }).targets;
+});
+
+after(async () => {
+  if (!isRoot) return;
+  serve?.kill('SIGKILL');
+  turnserver?.kill('SIGKILL');
+  try {
+    execFileSync('ip', ['-n', INET, 'link', 'del', TURN_LINK], { stdio: 'ignore' });
+  } catch {
+    /* not there */
+  }
+  await labctl(['net', 'down', file]);
+  assert.deepEqual(ours(), [], 'no namespace of the coturn lab is left');
+});
+
+const DEP: Record<string, string> = {
+  'Endpoint Independent': 'endpoint-independent',
+  'Address Dependent': 'address-dependent',
+  'Address and Port Dependent': 'address-and-port-dependent',
+};
+
+interface Discovery {
+  mappingVerdict?: string;
+  filteringVerdict?: string;
+  /** Reflexive addresses its mapping test printed: towards A1:P1, A2:P1, A2:P2. */
+  mappingReflexive: string[];
+  hairpinning: boolean;
+  text: string;
+}
+
+function parseNatDiscovery(text: string): Discovery {
+  const section = (name: string) => {
+    const start = text.indexOf(`-= ${name} Behavior Discovery =-`);
+    if (start < 0) return '';
+    const end = text.indexOf('-= ', start + 5);
+    return text.slice(start, end < 0 ? undefined : end);
+  };
+  const m = section('Mapping');
+  const f = section('Filtering');
+  const verdict = (s: string, what: string) => {
+    const v = new RegExp(`NAT with (.+) ${what}!`).exec(s)?.[1];
+    return v ? DEP[v] : undefined;
+  };
+  return {
+    ...(verdict(m, 'Mapping') ? { mappingVerdict: verdict(m, 'Mapping')! } : {}),
+    ...(verdict(f, 'Filtering') ? { filteringVerdict: verdict(f, 'Filtering')! } : {}),
+    mappingReflexive: [...m.matchAll(/UDP reflexive addr: ?(\S+)/g)].map((x) => x[1]!),
+    hairpinning: section('Hairpinning').includes('Received a request (maybe a successful hairpinning)'),
+    text,
+  };
+}
+
+/** The mapping from the reflexive addresses natdiscovery printed, as RFC 5780 4.3 reads them. */
+function mappingFromReflexive(r: string[]): string | undefined {
+  if (r.length === 2 && r[0] === r[1]) return 'endpoint-independent';
+  if (r.length !== 3) return undefined;
+  if (r[0] === r[1]) return undefined; // it stops after two when they agree
+  return r[1] === r[2] ? 'address-dependent' : 'address-and-port-dependent';
+}
+
+/**
+ * natdiscovery's tests one invocation each: only its first test binds -l PORT (later ones
+ * take a fresh port), and a fixed-port NAT forwards to that port only.
+ */
+async function natdiscovery(site: Site, server: string): Promise<Discovery> {
+  const ns = `ns-${PREFIX}${site.name}-n`;
+  let text = '';
+  for (const flag of ['-m', '-f', '-H']) {
+    const args = ['netns', 'exec', ns, 'timeout', '60', 'turnutils_natdiscovery', flag, '-L', nodeAddress.get(`${site.name}-n`)!, ...(site.port ? ['-l', String(site.port)] : []), server];
+    text += (await run('ip', args, { encoding: 'utf8' })).stdout;
+  }
+  return parseNatDiscovery(text);
+}
+
+test('coturn\'s clients against labctl\'s server (labctl check --serve) agree with labctl', { skip }, async () => {
+  serve = spawn(process.execPath, [...(await standaloneOrBin()), 'check', file, '--serve', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  serve.stderr!.on('data', (d) => (stderr += String(d)));
+  const lines = createInterface({ input: serve.stdout! });
+  const ready = await new Promise<{ server: { addresses: string[]; ports: number[] } }>((resolve, reject) => {
+    lines.once('line', (l) => resolve(JSON.parse(l) as { server: { addresses: string[]; ports: number[] } }));
+    serve!.once('exit', (c) => reject(new Error(`labctl check --serve exited ${c}: ${stderr}`)));
+  });
+  const [a1, a2] = ready.server.addresses;
+  assert.deepEqual(ready.server.ports, [3478, 3479]);
+  try {
+
+  // turnutils_stunclient: the reflexive address labctl's server reports is the NAT's outside
+  // address. After an RFC 5780 answer it asks for RESPONSE-PORT = its own port + 1 and waits
+  // without a timeout: behind a NAT nothing is mapped there (coturn's server answers the same
+  // way), so it is stopped after its first answer.
+  for (const t of baseline) {
+    const site = SITES.find((s) => `${s.name}-nat` === t.name)!;
+    const r = await run('ip', ['netns', 'exec', t.probe.netns, 'timeout', '3', 'turnutils_stunclient', '-L', nodeAddress.get(`${site.name}-n`)!, a1!], { encoding: 'utf8' }).catch(
+      (e: { stdout?: string; code?: number }) => ({ stdout: e.stdout ?? '', code: e.code }),
+    );
+    const out = r.stdout;
+    assert.match(out, /RFC 5780 response 1/, `${t.name}: coturn's client sees an RFC 5780 server\n${out}`);
+    assert.match(out, new RegExp(`Other addr: ?: ${a2!.replaceAll('.', '\\.')}:3479`), `${t.name}: OTHER-ADDRESS\n${out}`);
+    assert.match(out, new RegExp(`Response origin: ?: ${a1!.replaceAll('.', '\\.')}:3478`), `${t.name}: RESPONSE-ORIGIN\n${out}`);
+    assert.match(out, new RegExp(`UDP reflexive addr: ?${t.measured.outsideAddress!.replaceAll('.', '\\.')}:\\d+`), `${t.name}: the reflexive address is the NAT's outside address\n${out}`);
+  }
+
+  // stunclient's flows would collide with natdiscovery's on the fixed-port NAT (every flow to
+  // the server leaves from 54321): let the NATs forget them.
+  await labctlOk(['net', 'flush', file]);
+  // turnutils_natdiscovery: mapping, filtering and hairpinning, twice per NAT (one after the
+  // other: two at once from one fixed inside port would collide), all NATs at once.
+  const perSite = await Promise.all(SITES.map(async (s) => [{ site: s, d: await natdiscovery(s, a1!) }, { site: s, d: await natdiscovery(s, a1!) }]));
+  const results = perSite.flat();
+  for (const { site, d } of results) {
+    const t = baseline.find((x) => x.name === `${site.name}-nat`)!;
+    const why = `${site.name}: labctl measured ${JSON.stringify(t.measured)}; natdiscovery said\n${d.text}`;
+    assert.equal(mappingFromReflexive(d.mappingReflexive), t.measured.mapping, `mapping from the reflexive addresses natdiscovery printed (${d.mappingReflexive.join(', ')})\n${why}`);
+    assert.equal(d.mappingVerdict, t.measured.mapping, `natdiscovery's mapping verdict\n${why}`);
+    assert.equal(d.filteringVerdict, t.measured.filtering, `natdiscovery's filtering verdict\n${why}`);
+    assert.equal(d.hairpinning, t.measured.hairpinning, `natdiscovery's hairpinning\n${why}`);
+  }
+
+  } finally {
+    serve.kill('SIGINT');
+  }
+  const code = await new Promise<number | null>((r) => (serve!.exitCode !== null ? r(serve!.exitCode) : serve!.once('exit', (c) => r(c))));
+  assert.equal(code, 0, `--serve stops cleanly on SIGINT: ${stderr}`);
+  serve = undefined;
+  assert.deepEqual(leftovers(INET, ours()), [], '--serve removed its addresses');
+});
+
+test('labctl\'s client against coturn\'s turnserver (labctl check --server) agrees with labctl', { skip }, async () => {
+  for (const cmd of [
+    ['link', 'add', TURN_LINK, 'type', 'veth', 'peer', 'name', 'ckturn1'],
+    ['addr', 'add', `${TURN_A1}/32`, 'dev', TURN_LINK],
+    ['addr', 'add', `${TURN_A2}/32`, 'dev', TURN_LINK],
+    ['link', 'set', TURN_LINK, 'up'],
+    ['link', 'set', 'ckturn1', 'up'],
+  ]) execFileSync('ip', ['-n', INET, ...cmd]);
+  turnserver = spawn('ip', ['netns', 'exec', INET, 'turnserver', '-n', '-L', TURN_A1, '-L', TURN_A2, '--listening-port', '3478', '--alt-listening-port', '3479', '--no-tcp', '--no-tls', '--no-dtls', '--no-cli', '--stun-only', '--log-file', 'stdout', '--simple-log', '--pidfile', join(dir, 'turnserver.pid')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  turnserver.stdout!.on('data', (d) => (log += String(d)));
+  // Wait until it listens on all four sockets.
+  for (let i = 0; i < 100; i++) {
+    const ss = execFileSync('ip', ['netns', 'exec', INET, 'ss', '-unl'], { encoding: 'utf8' });
+    if ([`${TURN_A1}:3478`, `${TURN_A1}:3479`, `${TURN_A2}:3478`, `${TURN_A2}:3479`].every((e) => ss.includes(e))) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const r = await check([file, '--server', `${TURN_A1}:3478`, '--json']);
+  assert.equal(r.exitCode, 0, `every NAT as declared, measured against coturn\n${r.stdout}\n${r.stderr}\n${log.slice(-2000)}`);
+  const doc = JSON.parse(r.stdout) as { server: { external: boolean; addresses: string[]; ports: number[] }; targets: Target[] };
+  assert.deepEqual(doc.server, { netns: INET, addresses: [TURN_A1, TURN_A2], ports: [3478, 3479], portPairs: 1, external: true }, 'OTHER-ADDRESS learned from coturn');
+  for (const t of doc.targets) {
+    const b = baseline.find((x) => x.name === t.name)!;
+    const { outsideAddress: _o, ...mine } = b.measured;
+    const { outsideAddress: _p, ...theirs } = t.measured;
+    assert.deepEqual(theirs, mine, `${t.name}: same measurement with coturn's server as with labctl's`);
+  }
+  turnserver.kill('SIGTERM');
+  await new Promise((res) => turnserver!.once('exit', res));
+  turnserver = undefined;
+  execFileSync('ip', ['-n', INET, 'link', 'del', TURN_LINK]);
+  assert.deepEqual(leftovers(INET, ours()), []);
+});
+
+/** argv for `labctl` (registered) or its standalone check entry. */
+async function standaloneOrBin(): Promise<string[]> {
+  const help = await run(process.execPath, [BIN, 'check', '--help']).catch(() => undefined);
+  return help && help.stdout.includes('--serve') ? [BIN] : [`${ROOT}dist/check/standalone.js`];
+}

@@ -1,0 +1,170 @@
+// In-use detection, locks, metadata checks, mountinfo parsing, the CLI surface (no root needed).
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { Command } from 'commander';
+import { registerImageCommands } from '../../src/cli/image.js';
+import { imageInUseBy, imagePaths, imageState, setImageInUseHook } from '../../src/image/index.js';
+import { machinesInRecord } from '../../src/image/inuse.js';
+import { LockBusyError, withLock } from '../../src/image/lock.js';
+import { readFsid } from '../../src/image/meta.js';
+import { parseMountinfo } from '../../src/image/mount.js';
+
+const tmp = (p: string) => mkdtempSync(join(tmpdir(), `labctl-${p}-`));
+const CLI = ['--import', 'tsx', 'test/support/image-cli.ts'];
+
+describe('imageInUseBy', () => {
+  it('reads machine records tolerantly', () => {
+    assert.deepEqual(machinesInRecord({ lab: 'demo', machines: [{ name: 'a', image: 'bookworm' }, { name: 'b' }, 'junk', null] }, 'f'), [
+      { machine: 'a', image: 'bookworm', lab: 'demo' },
+    ]);
+    assert.deepEqual(machinesInRecord({ machines: { web: { image: 'noble' } } }, 'lab1'), [{ machine: 'web', image: 'noble', lab: 'lab1' }]);
+    assert.deepEqual(machinesInRecord({ name: 'm1', image: 'trixie' }, 'f'), [{ machine: 'm1', image: 'trixie', lab: 'm1' }]);
+    assert.deepEqual(machinesInRecord([1, 2] as never, 'f'), []);
+    assert.deepEqual(machinesInRecord('x' as never, 'f'), []);
+  });
+
+  it('finds machines in /run/labctl-style records, a hook, and nothing else', async () => {
+    const runDir = tmp('run');
+    const dataDir = tmp('data');
+    writeFileSync(join(runDir, 'demo.json'), JSON.stringify({ lab: 'demo', machines: [{ name: 'r1', image: 'bookworm' }, { name: 'r2', image: 'noble' }] }));
+    writeFileSync(join(runDir, 'other.json'), JSON.stringify({ machines: [{ name: 'x', image: 'bookworm', dataDir: '/elsewhere' }] }));
+    writeFileSync(
+      join(runDir, 'lab2.json'),
+      JSON.stringify({
+        lab: 'lab2',
+        machines: [
+          { name: 'y', netns: 'ns-y', image: 'bookworm', directory: '/var/lib/labctl/mnt/bookworm/rootfs', backend: 'direct' },
+          { name: 'z', netns: 'ns-z', image: 'bookworm', directory: join(dataDir, 'mnt/bookworm/rootfs'), backend: 'direct' },
+        ],
+      }),
+    );
+    writeFileSync(join(runDir, 'broken.json'), '{not json');
+    writeFileSync(join(runDir, 'notes.txt'), 'ignored');
+    const opts = { dataDir, runDir, processes: false };
+    assert.deepEqual(await imageInUseBy('bookworm', opts), ['machine r1 (lab demo)', 'machine z (lab lab2)']);
+    assert.deepEqual(await imageInUseBy('trixie', opts), []);
+    assert.deepEqual(await imageInUseBy('trixie', { ...opts, hook: (image) => (image === 'trixie' ? ['t1'] : []) }), ['machine t1']);
+    setImageInUseHook(async () => ['machine hooked']);
+    try {
+      assert.deepEqual(await imageInUseBy('jammy', opts), ['machine hooked']);
+    } finally {
+      setImageInUseHook();
+    }
+    assert.deepEqual(await imageInUseBy('jammy', { ...opts, runDir: join(runDir, 'missing') }), []);
+  });
+});
+
+describe('locks', () => {
+  it('serialises holders in one process', async () => {
+    const file = join(tmp('lock'), 'a.lock');
+    const order: string[] = [];
+    const slow = (tag: string) => withLock(file, { waitMs: 5000 }, async () => {
+      order.push(`${tag}+`);
+      await new Promise((r) => setTimeout(r, 30));
+      order.push(`${tag}-`);
+    });
+    await Promise.all([slow('a'), slow('b'), slow('c')]);
+    assert.deepEqual(order, ['a+', 'a-', 'b+', 'b-', 'c+', 'c-']);
+    assert.ok(!existsSync(file), 'released');
+  });
+
+  it('takes over a lock whose holder is dead, refuses a live one', async () => {
+    const dir = tmp('lock');
+    const stale = join(dir, 'stale.lock');
+    writeFileSync(stale, '999999999\n');
+    assert.equal(await withLock(stale, {}, async () => 'ok'), 'ok');
+    const live = join(dir, 'live.lock');
+    writeFileSync(live, '1\n'); // pid 1 is always alive
+    await assert.rejects(withLock(live, { waitMs: 0, what: 'image x is busy' }, async () => 'no'), (e: Error) => e instanceof LockBusyError && /image x is busy \(process 1 holds /.test(e.message));
+  });
+});
+
+describe('metadata', () => {
+  it('reads the btrfs fsid from the superblock and ties metadata to the file', () => {
+    const dir = tmp('meta');
+    const paths = imagePaths(dir, 'x');
+    mkdirSync(paths.imagesDir, { recursive: true });
+    assert.equal(imageState(paths).state, 'absent');
+    const buf = Buffer.alloc(0x10000 + 0x1000);
+    Buffer.from('00112233445566778899aabbccddeeff', 'hex').copy(buf, 0x10000 + 0x20);
+    buf.write('_BHRfS_M', 0x10000 + 0x40, 'latin1');
+    writeFileSync(paths.imageFile, buf);
+    assert.equal(readFsid(paths.imageFile), '00112233-4455-6677-8899-aabbccddeeff');
+    assert.equal(imageState(paths).state, 'broken', 'an image file without metadata is not an image');
+    const meta = { format: 1, name: 'x', fsid: '00112233-4455-6677-8899-aabbccddeeff', recipeHash: 'h' };
+    writeFileSync(paths.metaFile, JSON.stringify(meta));
+    assert.equal(imageState(paths).state, 'ready');
+    writeFileSync(paths.metaFile, JSON.stringify({ ...meta, fsid: 'ffffffff-4455-6677-8899-aabbccddeeff' }));
+    const st = imageState(paths);
+    assert.equal(st.state, 'broken');
+    assert.match(st.reason!, /does not match its metadata/);
+    writeFileSync(paths.imageFile, Buffer.alloc(100));
+    assert.equal(readFsid(paths.imageFile), undefined);
+  });
+});
+
+describe('mountinfo', () => {
+  it('parses mount points with escapes', () => {
+    const text =
+      '36 35 98:0 / /var/lib/labctl/mnt/my\\040image rw,noatime shared:1 - btrfs /dev/loop3 rw,space_cache=v2\n' +
+      '37 36 0:5 / /var/lib/labctl/mnt/my\\040image/rootfs/proc rw - proc proc rw\n';
+    const m = parseMountinfo(text);
+    assert.equal(m.length, 2);
+    assert.deepEqual(m[0], { root: '/', mountPoint: '/var/lib/labctl/mnt/my image', fsType: 'btrfs', source: '/dev/loop3', shared: true, dev: '98:0', id: 36, parentId: 35 });
+    assert.equal(m[1]!.fsType, 'proc');
+    assert.equal(m[1]!.shared, false);
+  });
+});
+
+describe('CLI', () => {
+  it('registers image build|list|rm|mount|umount with help and examples', () => {
+    const program = new Command('labctl');
+    registerImageCommands(program);
+    const image = program.commands.find((c) => c.name() === 'image')!;
+    assert.deepEqual(image.commands.map((c) => c.name()).sort(), ['build', 'list', 'mount', 'rm', 'umount']);
+    let help = '';
+    const build = image.commands.find((c) => c.name() === 'build')!;
+    build.configureOutput({ writeOut: (s) => (help += s) });
+    build.outputHelp();
+    assert.match(help, /--insecure-no-verify\s+INSECURE/);
+    assert.match(help, /--no-cache/);
+    assert.match(help, /--mirror <url>/);
+    assert.match(help, /Examples:\n\s+labctl image build bookworm/);
+  });
+
+  it('bad input exits 2 with a clear message and creates nothing', () => {
+    const dir = tmp('cli');
+    const dataDir = join(dir, 'data');
+    const bad = join(dir, 'bad.yaml');
+    writeFileSync(bad, 'distribution: debian\nsuite: bookworm\nmirror: http://deb.debian.org/debian\narchitecture: amd64\nsize: 2G\npackages: [systemd]\nflavour: spicy\n');
+    const r = spawnSync(process.execPath, [...CLI, 'image', 'build', bad, '--data-dir', dataDir], { encoding: 'utf8' });
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, new RegExp(`${bad.replace(/[.]/g, '\\.')}: invalid recipe:\\n\\s+flavour: unknown key`));
+    assert.ok(!existsSync(dataDir), 'nothing was created');
+    const unknown = spawnSync(process.execPath, [...CLI, 'image', 'build', 'nosuch', '--data-dir', dataDir], { encoding: 'utf8' });
+    assert.equal(unknown.status, 2);
+    assert.match(unknown.stderr, /no recipe named nosuch/);
+    const opt = spawnSync(process.execPath, [...CLI, 'image', 'build', 'bookworm', '--frobnicate'], { encoding: 'utf8' });
+    assert.equal(opt.status, 2);
+    assert.match(opt.stderr, /unknown option '--frobnicate'/);
+    const mirror = spawnSync(process.execPath, [...CLI, 'image', 'build', 'bookworm', '--mirror', 'nope', '--data-dir', dataDir], { encoding: 'utf8' });
+    assert.equal(mirror.status, 2);
+    assert.match(mirror.stderr, /--mirror nope: not a URL/);
+    const rm = spawnSync(process.execPath, [...CLI, 'image', 'rm', 'ghost', '--data-dir', dataDir], { encoding: 'utf8' });
+    assert.equal(rm.status, 2);
+    assert.match(rm.stderr, /no image named ghost/);
+    assert.ok(!existsSync(dataDir));
+  });
+
+  it('list on an empty data dir', () => {
+    const dataDir = tmp('cli');
+    const r = spawnSync(process.execPath, [...CLI, 'image', 'list', '--json', '--data-dir', dataDir], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), []);
+    assert.deepEqual(readdirSync(dataDir), []);
+  });
+});
