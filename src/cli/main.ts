@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { registerNetCommands } from './net.js';
 import { registerMachineCommands } from './machines.js';
 import { registerConntrackCommand } from './conntrack.js';
+import { registerCheckCommands } from './check.js';
 import { EXIT_BAD_INPUT } from './common.js';
 
 const program = new Command();
@@ -32,6 +33,7 @@ Examples:
 registerMachineCommands(program);
 registerNetCommands(program);
 registerConntrackCommand(program);
+registerCheckCommands(program);
 // The image commands pull in the image builder (listr2 and more); load them only when
 // asked for, so that `net up` and friends start fast.
 const first = process.argv.slice(2).find((a) => !a.startsWith('-'));
