@@ -281,7 +281,7 @@ Recipe: \`images/bookworm.yaml\` (minbase + the lab packages) from ${MIRROR}.
 | its memory: PSS sum of its ${mem.processes.length} processes (smaps_rollup) | ${mib(mem.pssContainer)} (+ ${mib(mem.pssNspawn)} for systemd-nspawn itself) |
 
 Processes of the booted machine: ${mem.processes.map((p) => `${p.comm} ${mib(p.pss)}`).join(', ')}.
-${noisy ? `\nMemAvailable is shared with everything else on the host, and other work moved it by more than the machine uses during these boots (samples ${mem.drops.map(mib).join(', ')}; see the load average): the PSS sum is the figure to trust here.\n` : ''}
+${noisy ? `\nMemAvailable is shared with everything else on the host, and other work moved it by more than the machine uses during these boots (samples ${mem.drops.map(mib).join(', ')}; see the load average): the PSS sum is the figure to trust here.` : ''}
 
 For comparison, the article this design follows measured 3.819 s (ext4) vs 0.213 s (btrfs) for an
 ephemeral start. On a plain directory \`--ephemeral\` copies the whole tree at every start; on btrfs

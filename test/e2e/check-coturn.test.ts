@@ -12,7 +12,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -79,6 +79,7 @@ after(async () => {
   }
   await labctl(['net', 'down', file]);
   assert.deepEqual(ours(), [], 'no namespace of the coturn lab is left');
+  rmSync(dir, { recursive: true, force: true });
 });
 
 const DEP: Record<string, string> = {
@@ -152,39 +153,37 @@ test('coturn\'s clients against labctl\'s server (labctl check --serve) agree wi
   const [a1, a2] = ready.server.addresses;
   assert.deepEqual(ready.server.ports, [3478, 3479]);
   try {
+    // turnutils_stunclient: the reflexive address labctl's server reports is the NAT's outside
+    // address. After an RFC 5780 answer it asks for RESPONSE-PORT = its own port + 1 and waits
+    // without a timeout: behind a NAT nothing is mapped there (coturn's server answers the same
+    // way), so it is stopped after its first answer.
+    for (const t of baseline) {
+      const site = SITES.find((s) => `${s.name}-nat` === t.name)!;
+      const r = await run('ip', ['netns', 'exec', t.probe.netns, 'timeout', '3', 'turnutils_stunclient', '-L', nodeAddress.get(`${site.name}-n`)!, a1!], { encoding: 'utf8' }).catch(
+        (e: { stdout?: string; code?: number }) => ({ stdout: e.stdout ?? '', code: e.code }),
+      );
+      const out = r.stdout;
+      assert.match(out, /RFC 5780 response 1/, `${t.name}: coturn's client sees an RFC 5780 server\n${out}`);
+      assert.match(out, new RegExp(`Other addr: ?: ${a2!.replaceAll('.', '\\.')}:3479`), `${t.name}: OTHER-ADDRESS\n${out}`);
+      assert.match(out, new RegExp(`Response origin: ?: ${a1!.replaceAll('.', '\\.')}:3478`), `${t.name}: RESPONSE-ORIGIN\n${out}`);
+      assert.match(out, new RegExp(`UDP reflexive addr: ?${t.measured.outsideAddress!.replaceAll('.', '\\.')}:\\d+`), `${t.name}: the reflexive address is the NAT's outside address\n${out}`);
+    }
 
-  // turnutils_stunclient: the reflexive address labctl's server reports is the NAT's outside
-  // address. After an RFC 5780 answer it asks for RESPONSE-PORT = its own port + 1 and waits
-  // without a timeout: behind a NAT nothing is mapped there (coturn's server answers the same
-  // way), so it is stopped after its first answer.
-  for (const t of baseline) {
-    const site = SITES.find((s) => `${s.name}-nat` === t.name)!;
-    const r = await run('ip', ['netns', 'exec', t.probe.netns, 'timeout', '3', 'turnutils_stunclient', '-L', nodeAddress.get(`${site.name}-n`)!, a1!], { encoding: 'utf8' }).catch(
-      (e: { stdout?: string; code?: number }) => ({ stdout: e.stdout ?? '', code: e.code }),
-    );
-    const out = r.stdout;
-    assert.match(out, /RFC 5780 response 1/, `${t.name}: coturn's client sees an RFC 5780 server\n${out}`);
-    assert.match(out, new RegExp(`Other addr: ?: ${a2!.replaceAll('.', '\\.')}:3479`), `${t.name}: OTHER-ADDRESS\n${out}`);
-    assert.match(out, new RegExp(`Response origin: ?: ${a1!.replaceAll('.', '\\.')}:3478`), `${t.name}: RESPONSE-ORIGIN\n${out}`);
-    assert.match(out, new RegExp(`UDP reflexive addr: ?${t.measured.outsideAddress!.replaceAll('.', '\\.')}:\\d+`), `${t.name}: the reflexive address is the NAT's outside address\n${out}`);
-  }
-
-  // stunclient's flows would collide with natdiscovery's on the fixed-port NAT (every flow to
-  // the server leaves from 54321): let the NATs forget them.
-  await labctlOk(['net', 'flush', file]);
-  // turnutils_natdiscovery: mapping, filtering and hairpinning, twice per NAT (one after the
-  // other: two at once from one fixed inside port would collide), all NATs at once.
-  const perSite = await Promise.all(SITES.map(async (s) => [{ site: s, d: await natdiscovery(s, a1!) }, { site: s, d: await natdiscovery(s, a1!) }]));
-  const results = perSite.flat();
-  for (const { site, d } of results) {
-    const t = baseline.find((x) => x.name === `${site.name}-nat`)!;
-    const why = `${site.name}: labctl measured ${JSON.stringify(t.measured)}; natdiscovery said\n${d.text}`;
-    assert.equal(mappingFromReflexive(d.mappingReflexive), t.measured.mapping, `mapping from the reflexive addresses natdiscovery printed (${d.mappingReflexive.join(', ')})\n${why}`);
-    assert.equal(d.mappingVerdict, t.measured.mapping, `natdiscovery's mapping verdict\n${why}`);
-    assert.equal(d.filteringVerdict, t.measured.filtering, `natdiscovery's filtering verdict\n${why}`);
-    assert.equal(d.hairpinning, t.measured.hairpinning, `natdiscovery's hairpinning\n${why}`);
-  }
-
+    // stunclient's flows would collide with natdiscovery's on the fixed-port NAT (every flow to
+    // the server leaves from 54321): let the NATs forget them.
+    await labctlOk(['net', 'flush', file]);
+    // turnutils_natdiscovery: mapping, filtering and hairpinning, twice per NAT (one after the
+    // other: two at once from one fixed inside port would collide), all NATs at once.
+    const perSite = await Promise.all(SITES.map(async (s) => [{ site: s, d: await natdiscovery(s, a1!) }, { site: s, d: await natdiscovery(s, a1!) }]));
+    const results = perSite.flat();
+    for (const { site, d } of results) {
+      const t = baseline.find((x) => x.name === `${site.name}-nat`)!;
+      const why = `${site.name}: labctl measured ${JSON.stringify(t.measured)}; natdiscovery said\n${d.text}`;
+      assert.equal(mappingFromReflexive(d.mappingReflexive), t.measured.mapping, `mapping from the reflexive addresses natdiscovery printed (${d.mappingReflexive.join(', ')})\n${why}`);
+      assert.equal(d.mappingVerdict, t.measured.mapping, `natdiscovery's mapping verdict\n${why}`);
+      assert.equal(d.filteringVerdict, t.measured.filtering, `natdiscovery's filtering verdict\n${why}`);
+      assert.equal(d.hairpinning, t.measured.hairpinning, `natdiscovery's hairpinning\n${why}`);
+    }
   } finally {
     serve.kill('SIGINT');
   }

@@ -4,7 +4,7 @@
 // the keepalive that keeps every mapping. Short timeouts keep the run short.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -66,6 +66,7 @@ after(async () => {
   if (!isRoot) return;
   await labctl(['net', 'down', file]);
   assert.deepEqual(ours(), []);
+  rmSync(dir, { recursive: true, force: true });
 });
 
 test('lifetimes measured to within a second, and the keepalive that keeps every mapping', { skip }, async () => {

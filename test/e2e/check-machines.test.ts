@@ -3,7 +3,7 @@
 // machines, and measure the same as on the network alone.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isRoot, labctl, labctlOk, netnsList, ROOT } from '../support/cli.js';
@@ -28,6 +28,7 @@ after(async () => {
   if (!isRoot) return;
   await labctl(['down', file]);
   assert.deepEqual(ours(), [], 'nothing of the lab is left');
+  rmSync(dir, { recursive: true, force: true });
 });
 
 test('machines booted in every namespace: check measures what the lab declares', { skip }, async () => {

@@ -5,7 +5,7 @@
 // otherwise (names and addresses identical) exits 1 and shows the difference.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -101,6 +101,7 @@ after(async () => {
   if (!isRoot) return;
   await labctl(['net', 'down', fileA]);
   assert.deepEqual(ours(), [], 'no namespace of the check matrix lab is left');
+  rmSync(dir, { recursive: true, force: true });
 });
 
 test('every NAT of the matrix measures as declared (exit 0)', { skip }, async () => {
