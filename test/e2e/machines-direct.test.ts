@@ -68,6 +68,17 @@ async function waitListening(netns: string, port: number): Promise<void> {
   }
   throw new Error(`nothing listens on udp/${port} in ${netns}`);
 }
+/** Ends whatever still listens on udp/port in netns (an earlier experiment's nc), seen from the host. */
+function killListeners(netns: string, port: number): void {
+  const out = execFileSync('ip', ['netns', 'exec', netns, 'ss', '-Hlunp', `sport = :${port}`], { encoding: 'utf8' });
+  for (const m of out.matchAll(/pid=(\d+)/g)) {
+    try {
+      process.kill(Number(m[1]), 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+}
 function snapshotsLeft(): string[] {
   return readdirSync(dirname(rootfs)).filter((e) => e.startsWith('.#'));
 }
@@ -159,14 +170,16 @@ test('experiments 2 and 3 typed into the machines: restricted cone, then the ful
   ev2.kill();
   c1l.kill();
   await labctlOk(['net', 'flush', shortLab]);
-  // 3: c1 speaks first.
+  // 3: c1 speaks first. Nothing of experiments 1 and 2 may still listen.
+  killListeners('ns-c0', 12345);
+  killListeners('ns-c1', 12345);
+  await sleep(300);
   const events = start(['exec', 'c1-nat', '--', 'conntrack', '-E']);
   const c0 = start(['exec', 'c0', '--', 'nc', '-l', '12345', '-u']);
   await waitListening('ns-c0', 12345);
   await sleep(500);
-  const c1 = start(['exec', 'c1', '--', 'nc', '100.64.1.100', '54321', '-u']);
-  await sleep(300);
-  c1.write('abc\n');
+  // c1 types abc and keeps nc open for the replies.
+  const c1 = start(['exec', 'c1', '--', 'sh', '-c', '(echo abc; sleep 20) | nc 100.64.1.100 54321 -u']);
   assert.ok(await waitForText(c0, 'abc', 3000), 'c0 gets abc');
   c0.write('reply 1\n');
   assert.ok(await waitForText(c1, 'reply 1', 3000), 'c1 prints reply 1');
