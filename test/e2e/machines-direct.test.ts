@@ -101,8 +101,17 @@ before(async () => {
     readFileSync(join(ROOT, 'machines', 'article.yaml'), 'utf8').replace(/fixed-port: 54321\n/g, 'fixed-port: 54321\n      udp-timeouts: { unreplied: 3, stream: 5 }\n'),
   );
 });
-afterEach(() => {
-  for (const c of running) c.kill('SIGKILL');
+afterEach(async () => {
+  // SIGTERM first: labctl exec passes it on to the command in the machine. A SIGKILLed
+  // labctl would leave nc running there, holding our pipes open and this process alive.
+  for (const c of running) c.kill('SIGTERM');
+  await sleep(500);
+  for (const c of running) {
+    c.kill('SIGKILL');
+    c.stdout?.destroy();
+    c.stderr?.destroy();
+    c.stdin?.destroy();
+  }
 });
 after(async () => {
   if (!isRoot) return;
