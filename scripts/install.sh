@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   iproute2          # ip netns, veth, bridge
   nftables          # NAT rules
+  iptables          # the article's own script (bench/baseline), which check tests classify
   conntrack         # conntrack -L / -E
   procps            # sysctl
   util-linux        # nsenter, losetup, mount
