@@ -17,6 +17,7 @@ PACKAGES=(
   debootstrap       # image builds
   debian-archive-keyring
   systemd-container # systemd-nspawn, machinectl
+  dbus              # a private dbus-daemon in the systemd backend's unit tests
   netcat-openbsd    # the article's experiments
   socat
   tmux              # driving `labctl shell` in tests
