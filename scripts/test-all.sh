@@ -18,10 +18,18 @@ else
 fi
 
 # One file at a time: the end-to-end files share the default lab's namespace names.
-node --import tsx --test --test-concurrency=1 --test-reporter=spec "${files[@]}"
+tap=$(mktemp)
+node --import tsx --test --test-concurrency=1 \
+  --test-reporter=spec --test-reporter-destination=stdout \
+  --test-reporter=tap --test-reporter-destination="$tap" "${files[@]}"
 status=$?
+# The closing lines, in TAP's words and as one plain line.
+grep -E '^# (tests|suites|pass|fail|cancelled|skipped|todo|duration_ms) ' "$tap"
+pass=$(awk '/^# pass /{print $3}' "$tap"); fail=$(awk '/^# fail /{print $3}' "$tap"); skip=$(awk '/^# skipped /{print $3}' "$tap")
+rm -f "$tap"
 
 if [ "$(id -u)" -eq 0 ]; then
   node --import tsx scripts/test-image.ts cleanup --force || status=1
 fi
+echo "${pass:-0} passed, ${fail:-0} failed, ${skip:-0} skipped"
 exit $status
