@@ -5,6 +5,7 @@
 //
 // The unit's properties come from systemd/labctl-machine.unit-properties, read at every
 // start: that file is the truth, this module only knows how to send each key.
+import { formatIpv6 } from '../util/ipv6.js';
 import { existsSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { access, constants as fsConstants } from 'node:fs/promises';
 import { basename, delimiter, dirname, isAbsolute, join } from 'node:path';
@@ -387,28 +388,7 @@ async function ignoring(names: string[], fn: () => Promise<unknown>): Promise<vo
 export function formatAddress(family: number, bytes: Buffer | number[]): string {
   const b = Buffer.from(bytes);
   if (family === 2 && b.length === 4) return [...b].join('.');
-  if (family === 10 && b.length === 16) {
-    const groups: string[] = [];
-    for (let i = 0; i < 16; i += 2) groups.push(b.readUInt16BE(i).toString(16));
-    // Compress the longest run of zero groups (RFC 5952).
-    let best = -1;
-    let bestLen = 0;
-    for (let i = 0; i < 8; ) {
-      if (groups[i] !== '0') {
-        i++;
-        continue;
-      }
-      let j = i;
-      while (j < 8 && groups[j] === '0') j++;
-      if (j - i > bestLen && j - i > 1) {
-        best = i;
-        bestLen = j - i;
-      }
-      i = j;
-    }
-    if (best < 0) return groups.join(':');
-    return `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`;
-  }
+  if (family === 10 && b.length === 16) return formatIpv6(b);
   return b.toString('hex');
 }
 

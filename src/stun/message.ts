@@ -2,6 +2,7 @@
 // MESSAGE-INTEGRITY, FINGERPRINT, ERROR-CODE), RFC 5780 (CHANGE-REQUEST, RESPONSE-PORT,
 // RESPONSE-ORIGIN, OTHER-ADDRESS, PADDING) and enough of RFC 3489 (no magic cookie,
 // CHANGED-ADDRESS, SOURCE-ADDRESS) to answer old clients. Pure: bytes in, bytes out.
+import { formatIpv6 } from '../util/ipv6.js';
 import { createHmac } from 'node:crypto';
 import { isIPv4, isIPv6 } from 'node:net';
 
@@ -244,27 +245,7 @@ function ipv6Bytes(address: string): Buffer {
 }
 
 function formatIp(family: number, bytes: Buffer): string {
-  if (family === 1) return [...bytes].join('.');
-  const groups: string[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(bytes.readUInt16BE(i).toString(16));
-  // Compress the longest run of zero groups (RFC 5952).
-  let best = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== '0') {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === '0') j++;
-    if (j - i > bestLen && j - i > 1) {
-      best = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  if (best < 0) return groups.join(':');
-  return `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`;
+  return family === 1 ? [...bytes].join('.') : formatIpv6(bytes);
 }
 
 /** MAPPED-ADDRESS, RESPONSE-ORIGIN, OTHER-ADDRESS, CHANGED-ADDRESS, SOURCE-ADDRESS. */
