@@ -7,7 +7,7 @@ import type { Lab } from '../lab/model.js';
 import { members } from '../lab/model.js';
 import type { BackendName, MachineBackend, MachineSpec } from '../machine/backend.js';
 import { backendFor, chooseBackend } from '../machine/select.js';
-import { cmdline, nspawnPidsOf } from '../machine/proc.js';
+import { cmdline, nspawnPidsOf, stopNotifyReceivers } from '../machine/proc.js';
 import { NETNS_DIR } from './netns.js';
 import { removeStaleSnapshots } from '../machine/snapshots.js';
 import { inotifyShortfall } from '../machine/limits.js';
@@ -33,6 +33,7 @@ export interface PlannedMachine {
 }
 
 export class LabUpError extends Error {}
+class NotStartedError extends LabUpError {}
 
 /** The machines a lab boots: its prefix + the member's name, in the member's namespace. */
 export function plannedMachines(lab: Lab): PlannedMachine[] {
@@ -145,17 +146,19 @@ export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
     try {
+      // Machines boot while the network is configured: nspawn needs only the namespace to
+      // exist, and `up` returns once both the network and every machine are ready.
+      let namespacesReady!: () => void;
+      let networkFailed!: (e: Error) => void;
+      const namespaces = new Promise<void>((resolve, reject) => {
+        namespacesReady = resolve;
+        networkFailed = reject;
+      });
+      namespaces.catch(() => {});
       const tasks = new Listr(
         [
           {
-            title: `network: ${lab.nats.length} NAT routers, ${lab.nodes.length} nodes`,
-            task: async () => {
-              // Everything an earlier run left (a crash, a reboot, a net-only lab) goes first.
-              await clearLeftovers(lab, machines);
-              await netUpLocked(lab);
-            },
-          },
-          {
+            // First, and alone: a missing image stops `up` before it changes anything.
             title: `image ${image}`,
             task: async (_ctx, task) => {
               directory = (await ensureImageMounted(image, options.dataDir)).path;
@@ -163,27 +166,44 @@ export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult
             },
           },
           {
-            title: `machines (${backend.name} backend)`,
+            title: `network and machines (${backend.name} backend)`,
             task: (_ctx, task) =>
               task.newListr(
-                machines.map((m) => ({
-                  title: `${m.name} in ${m.netns}`,
-                  task: async () => {
-                    const spec: MachineSpec = {
-                      name: m.name,
-                      lab: lab.name,
-                      netns: m.netns,
-                      image,
-                      directory,
-                      readyTimeoutMs: options.readyTimeoutMs ?? 60_000,
-                      consoleLog: join(STATE_DIR, lab.name, `${m.name}.console`),
-                      signal: abort.signal,
-                    };
-                    const state = await backend.start(spec);
-                    started.push(state);
-                    recordMachine(lab.name, state);
+                [
+                  {
+                    title: `network: ${lab.nats.length} NAT routers, ${lab.nodes.length} nodes`,
+                    task: async () => {
+                      try {
+                        // Everything an earlier run left (a crash, a reboot, a net-only lab) goes first.
+                        await clearLeftovers(lab, machines);
+                        await netUpLocked(lab, { namespacesCreated: namespacesReady });
+                        namespacesReady();
+                      } catch (e) {
+                        networkFailed(new NotStartedError('not started: the network failed'));
+                        throw e;
+                      }
+                    },
                   },
-                })),
+                  ...machines.map((m) => ({
+                    title: `${m.name} in ${m.netns}`,
+                    task: async () => {
+                      await namespaces;
+                      const spec: MachineSpec = {
+                        name: m.name,
+                        lab: lab.name,
+                        netns: m.netns,
+                        image,
+                        directory,
+                        readyTimeoutMs: options.readyTimeoutMs ?? 60_000,
+                        consoleLog: join(STATE_DIR, lab.name, `${m.name}.console`),
+                        signal: abort.signal,
+                      };
+                      const state = await backend.start(spec);
+                      started.push(state);
+                      recordMachine(lab.name, state);
+                    },
+                  })),
+                ],
                 { concurrent: true, exitOnError: false },
               ),
           },
@@ -191,7 +211,9 @@ export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult
         { renderer: options.renderer ?? (process.stdout.isTTY ? 'default' : 'simple'), exitOnError: true, registerSignalListeners: false, rendererOptions: { collapseSubtasks: false } },
       );
       await tasks.run();
-      const failures = tasks.errors.filter(Boolean);
+      // The network's own error says more than the machines that did not start because of it.
+      const notStarted = (e: Error) => Number(e instanceof NotStartedError || (e as { error?: Error }).error instanceof NotStartedError);
+      const failures = tasks.errors.filter(Boolean).sort((a, b) => notStarted(a) - notStarted(b));
       if (failures.length) throw failures[0]!;
       if (started.length !== machines.length) throw new LabUpError(`only ${started.length} of ${machines.length} machines started`);
     } catch (e) {
@@ -233,7 +255,9 @@ export async function labDown(labName: string, options: { lab?: Lab; force?: boo
     await stopMachines([...machines, ...extra].filter((m) => m.directory || nspawnPidsOf(m.name).length));
     for (const m of machines) if (m.directory) await removeStaleSnapshots(m.directory);
     const net = await netDownLocked(labName, { ...(options.lab ? { lab: options.lab } : {}), ...(options.force ? { force: true } : {}) });
-    // The machines' console logs go with them.
+    // A readiness receiver outlives an `up` killed with SIGKILL (until its timeout): stop it.
+    await stopNotifyReceivers(join(STATE_DIR, labName));
+    // The machines' console logs and notify sockets go with them.
     rmSync(join(STATE_DIR, labName), { recursive: true, force: true });
     const stopped = [...machines, ...extra].map((m) => m.name);
     return {

@@ -50,10 +50,11 @@ function stateFor(lab: Lab, plan: NetworkPlan, status: LabState['status'], previ
   };
 }
 
-export async function applyNetwork(plan: NetworkPlan): Promise<void> {
+export async function applyNetwork(plan: NetworkPlan, hooks: NetUpHooks = {}): Promise<void> {
   // One ip process creates every namespace, then every veth and bridge inside them.
   const create = [...plan.namespaces.map((n) => ['netns', 'add', n.netns]), ...plan.linkBatch];
   await run(['ip', '-batch', '-'], { step: 'create namespaces, veth pairs and bridges', input: batchText(create) });
+  hooks.namespacesCreated?.();
   await Promise.all(
     plan.namespaces.flatMap((ns) => [
       run(['ip', '-n', ns.netns, '-batch', '-'], { step: `addresses and routes in ${ns.netns}`, input: batchText(ns.ipBatch) }),
@@ -82,12 +83,20 @@ async function looksUp(plan: NetworkPlan): Promise<boolean> {
   return tables.every((r) => r.exitCode === 0);
 }
 
+export interface NetUpHooks {
+  /**
+   * Called once every namespace exists (addresses, routes and NAT rules still to come), so
+   * that `labctl up` can start booting machines into them while the network is configured.
+   */
+  namespacesCreated?: () => void;
+}
+
 export async function netUp(lab: Lab): Promise<NetUpResult> {
   return withLabLock(lab.name, () => netUpLocked(lab));
 }
 
 /** netUp for a caller that already holds the lab's lock (`labctl up`). */
-export async function netUpLocked(lab: Lab): Promise<NetUpResult> {
+export async function netUpLocked(lab: Lab, hooks: NetUpHooks = {}): Promise<NetUpResult> {
   const plan = planNetwork(lab);
   {
     const previous = readState(lab.name);
@@ -105,7 +114,7 @@ export async function netUpLocked(lab: Lab): Promise<NetUpResult> {
     checkNoClash(plan, undefined);
     writeState(stateFor(lab, plan, 'creating'));
     try {
-      await applyNetwork(plan);
+      await applyNetwork(plan, hooks);
     } catch (e) {
       // Roll back: everything this run made lives in the namespaces it created.
       try {
@@ -116,7 +125,8 @@ export async function netUpLocked(lab: Lab): Promise<NetUpResult> {
       }
       throw new NetError(`${(e as Error).message}\nrolled back: nothing of lab "${lab.name}" is left`);
     }
-    writeState(stateFor(lab, plan, 'up'));
+    // Re-read: `labctl up` records machines booting meanwhile, and they must stay recorded.
+    writeState(stateFor(lab, plan, 'up', readState(lab.name)));
     return { lab: lab.name, changed: true, namespaces: plan.namespaces.map((n) => n.netns), message: `lab "${lab.name}" is up: ${plan.namespaces.length} namespaces` };
   }
 }

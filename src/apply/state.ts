@@ -3,6 +3,7 @@
 // lab under /run/labctl (root-only), written before anything is created.
 import { chmodSync, closeSync, existsSync, fstatSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { alive } from '../util/process.js';
 
 export const STATE_DIR = process.env.LABCTL_STATE_DIR ?? '/run/labctl';
 
@@ -79,21 +80,6 @@ export function allStates(): LabState[] {
 }
 
 export class LockedError extends Error {}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  // A killed labctl that its parent has not reaped yet (a zombie) holds nothing.
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
 
 /** What a lock file holds (a pid) and its inode, or undefined when there is no lock file. */
 function lockHolder(path: string): { text: string; pid: number; ino: number } | undefined {

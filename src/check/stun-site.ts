@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { run } from '../exec/run.js';
 import { STATE_DIR } from '../apply/state.js';
 import { cidrContains, parseIpv4 } from '../lab/schema.js';
+import { alive } from '../util/process.js';
 
 export const STUN_IFNAME = 'lcstun0';
 export const STUN_PEER_IFNAME = 'lcstun1';
@@ -66,15 +67,6 @@ export interface StunSite {
 }
 
 // ---------------------------------------------------------------- a lock per server namespace
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** Holds /run/labctl/check-NETNS.lock while fn runs: two checks against one internet namespace take turns. */
 export async function withCheckLock<T>(netns: string, fn: () => Promise<T>, waitMs = 120_000): Promise<T> {

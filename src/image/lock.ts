@@ -2,8 +2,8 @@
 // its own process) and within one process. A lock whose holder died is taken over.
 import { mkdirSync, openSync, readFileSync, unlinkSync, writeSync, closeSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { alive, sleep } from '../util/process.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const localQueues = new Map<string, Promise<void>>();
 
 function holderOf(file: string): number | undefined {
@@ -12,15 +12,6 @@ function holderOf(file: string): number | undefined {
     return Number.isInteger(pid) && pid > 0 ? pid : undefined;
   } catch {
     return undefined;
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

@@ -4,6 +4,7 @@ import { existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { run, type RunOptions } from '../exec/run.js';
 import { killProcessesUsing } from './procs.js';
+import { sleep } from '../util/process.js';
 
 export interface MountEntry {
   mountPoint: string;
@@ -182,7 +183,6 @@ export async function loopMount(file: string, dir: string, options: RunOptions =
   await run(['mount', '-t', 'btrfs', '-o', 'loop,noatime', file, dir], { step, ...options });
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Unmounts everything at or under dir (deepest first). With killUsers, processes

@@ -111,6 +111,6 @@ export function planBuild(input: PlanInput): Step[] {
   if (recipe.files.length) plan.push(steps.addFiles);
   if (recipe.commands.length) plan.push(steps.runCommands, steps.cleanAfterCommands);
   if (recipe.rootPasswordFile) plan.push(steps.setRootPassword);
-  plan.push(steps.resetIdentity, steps.setReadOnly, steps.verifyImage, steps.writeMetadata, steps.unmountNew, steps.swap);
+  plan.push(steps.tuneBoot, steps.resetIdentity, steps.setReadOnly, steps.verifyImage, steps.writeMetadata, steps.unmountNew, steps.swap);
   return plan;
 }

@@ -1,5 +1,6 @@
 // Finding and stopping the processes that use a path (a build's chroot, its mount).
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { alive, sleep } from '../util/process.js';
 
 export interface ProcessUse {
   pid: number;
@@ -74,16 +75,6 @@ export function processesUsing(paths: string[], options: { fds?: boolean; cmdlin
   return found;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Stops every process using the paths: SIGTERM, then SIGKILL for those still there

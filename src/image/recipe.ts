@@ -30,6 +30,11 @@ export const PLAN_VERSION = 1;
 export const MIN_IMAGE_SIZE = 512 * 1024 ** 2;
 export const MAX_IMAGE_SIZE = 1024 ** 4;
 
+// A unit name with its type suffix; no slashes, so a mask can only ever name a unit.
+const UNIT_RE = /^[A-Za-z0-9:_.\\@-]+\.(service|socket|timer|mount|automount|path|target|swap|slice|scope|device)$/;
+
+const GENERATOR_RE = /^[A-Za-z0-9_.@-]+-generator$/;
+
 const SIZE_RE = /^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$/i;
 
 /** "2G", "1536M", "2GiB" or a number of bytes -> bytes (binary units). */
@@ -102,6 +107,10 @@ export const recipeSchema = z.strictObject({
   }),
   files: z.array(fileSchema).default([]),
   commands: z.array(commandSchema).default([]),
+  /** systemd units masked in the image: what a lab machine never needs costs boot time */
+  mask: z.array(z.string().regex(UNIT_RE, 'must be a systemd unit name like apt-daily.timer')).default([]),
+  /** systemd generators disabled in the image: each is a program every boot runs before any unit */
+  'mask-generators': z.array(z.string().regex(GENERATOR_RE, 'must be a generator name like systemd-fstab-generator')).default([]),
   'root-password-file': z.string().min(1).optional(),
 });
 
@@ -133,6 +142,10 @@ export interface Recipe {
   files: RecipeFile[];
   /** argument lists run inside the image (strings become ['/bin/sh', '-c', s]) */
   commands: string[][];
+  /** units masked in the image */
+  mask: string[];
+  /** generators disabled in the image */
+  maskGenerators: string[];
   /** absolute path on the host */
   rootPasswordFile?: string;
   /** the recipe file, when it came from one */
@@ -233,6 +246,13 @@ export function parseRecipe(text: string, options: ParseOptions = {}): Recipe {
     if (seen.has(p)) problems.push(`packages[${i}]: ${p} is listed twice`);
     seen.add(p);
   });
+  for (const key of ['mask', 'mask-generators'] as const) {
+    const seen = new Set<string>();
+    raw[key].forEach((u, i) => {
+      if (seen.has(u)) problems.push(`${key}[${i}]: ${u} is listed twice`);
+      seen.add(u);
+    });
+  }
   const seenPaths = new Set<string>();
   raw.files.forEach((f, i) => {
     if (seenPaths.has(f.path)) problems.push(`files[${i}].path: ${f.path} is listed twice`);
@@ -260,6 +280,8 @@ export function parseRecipe(text: string, options: ParseOptions = {}): Recipe {
       ...(f.source !== undefined ? { source: resolve(baseDir, f.source) } : {}),
     })),
     commands: raw.commands.map((c) => (typeof c === 'string' ? ['/bin/sh', '-c', c] : c)),
+    mask: raw.mask,
+    maskGenerators: raw['mask-generators'],
     ...(raw.description ? { description: raw.description } : {}),
     ...(raw['root-password-file'] ? { rootPasswordFile: resolve(baseDir, raw['root-password-file']) } : {}),
     ...(options.file ? { sourceFile: resolve(options.file) } : {}),
@@ -374,6 +396,8 @@ export function recipeHash(recipe: Recipe, verify: boolean): string {
       sizeBytes: recipe.sizeBytes,
       files: fileHashes,
       commands: recipe.commands,
+      mask: recipe.mask,
+      maskGenerators: recipe.maskGenerators,
       password,
     }),
   ).slice(0, 32);

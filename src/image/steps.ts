@@ -425,6 +425,44 @@ async function lockRootPassword(root: string): Promise<void> {
   await writeFile(shadow, lines.join('\n'));
 }
 
+export const tuneBoot: Step = {
+  name: 'tune-boot',
+  title: 'Mark the image up to date; mask the units and generators the recipe names',
+  async run(ctx, io) {
+    const root = ctx.paths.newRootfs;
+    // The image was just built, so nothing under /usr is newer than /etc and /var. Saying so
+    // (as systemd-update-done would at the first boot) keeps the ConditionNeedsUpdate= units
+    // (systemd-sysusers, ldconfig, hwdb and catalog updates) from running at every boot of
+    // every ephemeral copy, where their work would be thrown away anyway.
+    const usr = await stat(join(root, 'usr'), { bigint: true });
+    // utimes() takes float seconds: round up to the next millisecond, so the stamp is never older than /usr.
+    const stampTime = (Number(usr.mtimeNs / 1_000_000n) + 1) / 1000;
+    for (const dir of ['etc', 'var']) {
+      const stamp = join(root, dir, '.updated');
+      await writeFile(stamp, `# Written by labctl image build: this tree is up to date with /usr.\nTIMESTAMP_NSEC=${usr.mtimeNs}\n`, { mode: 0o644 });
+      await utimes(stamp, stampTime, stampTime);
+    }
+    // Masking is a symlink to /dev/null in /etc/systemd/system, exactly what `systemctl mask` makes.
+    const unitDir = join(root, 'etc/systemd/system');
+    await mkdir(unitDir, { recursive: true });
+    for (const unit of ctx.recipe.mask) {
+      const link = join(unitDir, unit);
+      await rm(link, { force: true, recursive: true });
+      await symlink('/dev/null', link);
+      io.log(`masked ${unit}`);
+    }
+    // A generator is masked the same way, in /etc/systemd/system-generators (systemd.generator(7)).
+    const generatorDir = join(root, 'etc/systemd/system-generators');
+    if (ctx.recipe.maskGenerators.length) await mkdir(generatorDir, { recursive: true });
+    for (const generator of ctx.recipe.maskGenerators) {
+      const link = join(generatorDir, generator);
+      await rm(link, { force: true, recursive: true });
+      await symlink('/dev/null', link);
+      io.log(`masked generator ${generator}`);
+    }
+  },
+};
+
 export const resetIdentity: Step = {
   name: 'reset-identity',
   title: 'Reset machine-id and hostname (fresh in each booted copy)',

@@ -3,15 +3,18 @@
 // leader pid in the state file, and enters machines with nsenter.
 import { spawn } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { run } from '../exec/run.js';
 import type { MachineState } from '../apply/state.js';
 import { NETNS_DIR } from '../apply/netns.js';
 import { MACHINE_ENV, type MachineBackend, type MachineInfo, type MachineSpec, MachineStartError } from './backend.js';
 import { alive, containerLeader, isNspawnOf, nspawnPidsOf, sleep } from './proc.js';
 import { nspawnArgs } from './nspawn.js';
+import { type NotifyWatch, watchReady } from './notify.js';
 
-const STOP_TIMEOUT_MS = 15_000;
+/** How long a clean halt may take before nspawn is told to end the machine at once. */
+const HALT_TIMEOUT_MS = 4_000;
+const STOP_TIMEOUT_MS = 10_000;
 
 export function consoleTail(path: string, lines = 15): string {
   try {
@@ -44,13 +47,31 @@ export class DirectBackend implements MachineBackend {
 
   async start(spec: MachineSpec): Promise<MachineState> {
     mkdirSync(dirname(spec.consoleLog), { recursive: true, mode: 0o700 });
+    // Checked before anything starts, so a rollback's later sweep sees all there is.
+    if (spec.signal?.aborted) throw new MachineStartError(spec.name, 'not started: up is being rolled back');
+    let watch: NotifyWatch | undefined;
+    try {
+      watch = await watchReady(notifySocketOf(spec.consoleLog, spec.name), spec.readyTimeoutMs);
+    } catch {
+      watch = undefined; // fall back to asking the machine's systemd
+    }
+    try {
+      return await this.boot(spec, watch);
+    } finally {
+      watch?.close();
+    }
+  }
+
+  private async boot(spec: MachineSpec, watch: NotifyWatch | undefined): Promise<MachineState> {
     const log = openSync(spec.consoleLog, 'w', 0o600);
     const argv = nspawnArgs(spec, { register: false });
-    // Checked in the same tick as the spawn below, so a rollback's later sweep sees it.
-    if (spec.signal?.aborted) throw new MachineStartError(spec.name, 'not started: up is being rolled back');
+    if (spec.signal?.aborted) {
+      closeSync(log);
+      throw new MachineStartError(spec.name, 'not started: up is being rolled back');
+    }
     // Detached into its own session: the machine outlives this labctl process, and a
     // Ctrl-C in the user's terminal reaches labctl, not the machine.
-    const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', log, log], env: { ...process.env, NOTIFY_SOCKET: '' } });
+    const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', log, log], env: { ...process.env, NOTIFY_SOCKET: watch?.socket ?? '' } });
     closeSync(log);
     child.unref();
     const nspawnPid = child.pid;
@@ -70,14 +91,31 @@ export class DirectBackend implements MachineBackend {
       throw new MachineStartError(spec.name, why, tail);
     };
     const deadline = Date.now() + spec.readyTimeoutMs;
-    // 1. The container's PID 1 appears under nspawn.
+    if (watch) {
+      // nspawn says READY=1 when the machine's systemd has finished booting.
+      let ready = false;
+      let receiverFailed = false;
+      watch.ready.then(
+        () => (ready = true),
+        () => (receiverFailed = true),
+      );
+      while (!ready) {
+        if (!alive(nspawnPid) || child.exitCode !== null) return fail(`systemd-nspawn exited (${child.exitCode ?? 'signal'}) before the machine was ready`);
+        if (Date.now() > deadline) return fail(`not ready after ${spec.readyTimeoutMs} ms`);
+        if (receiverFailed) break; // ask the machine instead, below
+        await sleep(10);
+      }
+      state.leaderPid = containerLeader(nspawnPid);
+      if (ready && state.leaderPid !== undefined) return state;
+    }
+    // Without the notification: wait for the container's PID 1, then ask its systemd.
     while ((state.leaderPid = containerLeader(nspawnPid)) === undefined) {
       if (!alive(nspawnPid) || child.exitCode !== null) return fail(`systemd-nspawn exited (${child.exitCode ?? 'signal'}) before the machine started`);
       if (Date.now() > deadline) return fail(`no container process after ${spec.readyTimeoutMs} ms`);
       await sleep(20);
     }
-    // 2. Its systemd finishes booting. `is-system-running --wait` blocks until then; it
-    //    fails while the machine's systemd does not answer yet, so retry until the deadline.
+    // `is-system-running --wait` blocks until the boot is over; it fails while the machine's
+    // systemd does not answer yet, so retry until the deadline.
     for (;;) {
       const left = deadline - Date.now();
       if (left <= 0) return fail(`not ready after ${spec.readyTimeoutMs} ms`);
@@ -97,7 +135,17 @@ export class DirectBackend implements MachineBackend {
     if (m.nspawnPid && isNspawnOf(m.nspawnPid, m.name)) pids.add(m.nspawnPid);
     await Promise.all(
       [...pids].map(async (pid) => {
-        // SIGTERM makes nspawn power the machine off cleanly; its ephemeral snapshot goes with it.
+        // SIGTERM makes nspawn halt the machine cleanly; its ephemeral snapshot goes with it.
+        try {
+          process.kill(pid, 'SIGTERM');
+        } catch {
+          return;
+        }
+        if (await waitGone(pid, HALT_TIMEOUT_MS)) return;
+        // A halt normally takes well under a second. Seen here now and then: the machine's
+        // systemd-halt.service fails and the machine sits in halt.target. A second SIGTERM
+        // makes nspawn end the machine at once ("Send SIGTERM again to trigger immediate
+        // termination"), still removing its snapshot.
         try {
           process.kill(pid, 'SIGTERM');
         } catch {
@@ -153,5 +201,8 @@ export class DirectBackend implements MachineBackend {
     return leader;
   }
 }
+
+/** The machine's notify socket: beside its console log, in labctl's root-only run directory. */
+export const notifySocketOf = (consoleLog: string, machine: string) => join(dirname(consoleLog), `${machine}.notify`);
 
 export const netnsPath = (netns: string) => `${NETNS_DIR}/${netns}`;

@@ -1,14 +1,8 @@
 // Process facts read from /proc, used to find and verify machines' processes.
 import { readdirSync, readFileSync } from 'node:fs';
+import { alive, sleep } from '../util/process.js';
 
-export function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
+export { alive, sleep };
 
 export function cmdline(pid: number): string[] {
   try {
@@ -63,8 +57,6 @@ export function nspawnPidsOf(name: string): number[] {
   return out;
 }
 
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 /** pid and all its descendants, deepest first. */
 export function descendants(pid: number): number[] {
   const out: number[] = [];
@@ -81,4 +73,30 @@ export function signalTree(pid: number, signal: NodeJS.Signals): void {
       /* gone */
     }
   }
+}
+
+/** Stops the readiness receivers (socat, see notify.ts) listening on sockets in `dir`, and waits until they are gone. */
+export async function stopNotifyReceivers(dir: string): Promise<void> {
+  const pids = notifyReceiversIn(dir);
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {
+      /* gone */
+    }
+  }
+  const deadline = Date.now() + 2000;
+  while (pids.some(alive) && Date.now() < deadline) await sleep(20);
+}
+
+/** Receivers (socat UNIX-RECV) whose socket lies in `dir`. */
+export function notifyReceiversIn(dir: string): number[] {
+  const prefix = `UNIX-RECV:${dir}/`;
+  const out: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const argv = cmdline(Number(entry));
+    if ((argv[0] ?? '').endsWith('socat') && argv.some((a) => a.startsWith(prefix))) out.push(Number(entry));
+  }
+  return out;
 }

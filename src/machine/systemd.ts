@@ -14,6 +14,7 @@ import type { MachineState } from '../apply/state.js';
 import { run } from '../exec/run.js';
 import { MACHINE_ENV, MachineStartError, type MachineBackend, type MachineInfo, type MachineSpec } from './backend.js';
 import { BusError, SYSTEM_BUS_SOCKET, Variant, closeSystemBus, isBusError, systemBus, type DBusMessage, type SystemBus } from './dbus.js';
+import { sleep } from '../util/process.js';
 
 const SYSTEMD = 'org.freedesktop.systemd1';
 const SYSTEMD_PATH = '/org/freedesktop/systemd1';
@@ -35,7 +36,6 @@ const START_GRACE_MS = 30_000;
 const POLL_MS = 100;
 const JOURNAL_LINES = 20;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // ---------------------------------------------------------------------------------
 // The unit template: systemd/labctl-machine.unit-properties

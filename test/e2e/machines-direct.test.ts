@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { BIN, isRoot, labctl, labctlOk, netnsList, ROOT } from '../support/cli.js';
 import { getTestImage } from '../support/test-image.js';
+import { notifyReceiversIn } from '../../src/machine/proc.js';
 
 const skip = isRoot ? false : 'needs root';
 const MACHINES = ['c0', 'c0-nat', 'c1', 'c1-nat'];
@@ -88,6 +89,7 @@ function assertClean(what: string): void {
   assert.deepEqual(snapshotsLeft(), [], `${what}: no ephemeral snapshot left`);
   assert.ok(!existsSync('/run/labctl/article.json'), `${what}: no state file left`);
   assert.ok(!existsSync('/run/labctl/article'), `${what}: no console logs left`);
+  assert.deepEqual(notifyReceiversIn('/run/labctl/article'), [], `${what}: no readiness receiver (socat) left`);
 }
 
 before(async () => {
@@ -120,8 +122,11 @@ after(async () => {
 });
 
 test('up boots the four article machines, status shows them, a second up changes nothing', { skip }, async () => {
-  const r = await labctlOk(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir]);
+  const r = await labctlOk(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir], { env: { LABCTL_TRACE: '1' } });
   assert.match(r.stdout, /lab "article" is up: 4 machines \(direct backend\)/);
+  // Readiness came from nspawn's READY=1 (socat is installed here), not from polling the machines.
+  assert.doesNotMatch(r.stderr, /is-system-running/, 'up polled the machines instead of reading their READY=1');
+  assert.deepEqual(notifyReceiversIn('/run/labctl/article'), [], 'the readiness receivers stopped once the machines were ready');
   const status = JSON.parse((await labctlOk(['status', '--json'])).stdout) as { lab: string; machines: { name: string; state: string; backend: string; netns: string; addresses: string[] }[]; bareNamespaces: string[] }[];
   const lab = status.find((l) => l.lab === 'article')!;
   assert.deepEqual(lab.machines.map((m) => m.name).sort(), [...MACHINES].sort());

@@ -22,6 +22,7 @@ describe('planBuild', () => {
       'configure-apt',
       'clean-packages',
       'save-base',
+      'tune-boot',
       'reset-identity',
       'set-read-only',
       'verify',
@@ -52,7 +53,7 @@ root-password-file: /root/pw
       { name: 'x' },
     );
     const steps = names(planBuild({ recipe: r, options: opts(), cacheHit: true }));
-    const order = ['restore-base', 'add-files', 'run-commands', 'clean-after-commands', 'set-root-password', 'reset-identity', 'set-read-only'];
+    const order = ['restore-base', 'add-files', 'run-commands', 'clean-after-commands', 'set-root-password', 'tune-boot', 'reset-identity', 'set-read-only'];
     let last = -1;
     for (const s of order) {
       const i = steps.indexOf(s);

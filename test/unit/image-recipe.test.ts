@@ -143,6 +143,28 @@ describe('parseRecipe', () => {
     assert.ok(p.includes('files[1].path: /etc/a is listed twice'));
   });
 
+  it('checks mask entries: unit names only, each once', () => {
+    const p = problemsOf(`${GOOD}mask: [apt-daily.timer, ../../etc/passwd, getty, apt-daily.timer]\n`);
+    assert.ok(p.some((x) => /^mask\[1\]: must be a systemd unit name/.test(x)), p.join('\n'));
+    assert.ok(p.some((x) => /^mask\[2\]: must be a systemd unit name/.test(x)), p.join('\n'));
+    const dup = problemsOf(`${GOOD}mask: [apt-daily.timer, apt-daily.timer]\n`);
+    assert.deepEqual(dup, ['mask[1]: apt-daily.timer is listed twice']);
+    const gens = problemsOf(`${GOOD}mask-generators: [systemd-fstab-generator, ../systemd-fstab-generator, fstab, systemd-fstab-generator]\n`);
+    assert.deepEqual(gens, [
+      'mask-generators[1]: must be a generator name like systemd-fstab-generator',
+      'mask-generators[2]: must be a generator name like systemd-fstab-generator',
+    ]);
+    assert.deepEqual(problemsOf(`${GOOD}mask-generators: [systemd-fstab-generator, systemd-fstab-generator]\n`), ['mask-generators[1]: systemd-fstab-generator is listed twice']);
+  });
+
+  it('a mask changes the recipe hash but not the base (no new debootstrap)', () => {
+    const a = parseRecipe(GOOD, { name: 'x' });
+    const b = parseRecipe(`${GOOD}mask: [apt-daily.timer]\n`, { name: 'x' });
+    assert.deepEqual(b.mask, ['apt-daily.timer']);
+    assert.equal(baseHash(a, true), baseHash(b, true));
+    assert.notEqual(recipeHash(a, true), recipeHash(b, true));
+  });
+
   it('checks files entries', () => {
     const p = problemsOf(`${GOOD}files:\n  - path: etc/x\n  - path: /etc/y\n    content: a\n    source: b\n  - path: /etc/z\n    content: a\n    mode: rwx\n`);
     assert.ok(p.some((x) => /^files\[0\]\.path: must be an absolute path/.test(x)));
