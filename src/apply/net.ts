@@ -1,5 +1,6 @@
 // `labctl net up|down`: applies a NetworkPlan to the host, recording ownership in the
 // state file first, and rolling back this run's namespaces when a step fails.
+import { existsSync } from 'node:fs';
 import type { Lab } from '../lab/model.js';
 import { type NetworkPlan, planNetwork } from '../plan/network.js';
 import { run } from '../exec/run.js';
@@ -62,7 +63,9 @@ export async function applyNetwork(plan: NetworkPlan, hooks: NetUpHooks = {}): P
       // before the sysctls: the UDP timeouts exist only once conntrack is in use.
       (async () => {
         if (ns.nftRuleset) await run(inNetns(ns.netns, ['nft', '-f', '-']), { step: `NAT rules in ${ns.netns}`, input: ns.nftRuleset });
-        const sysctls = Object.entries(ns.sysctls);
+        // Modules are global, so what the host's /proc/sys has, every namespace has.
+        const present = Object.entries(ns.optionalSysctls).filter(([k]) => existsSync(`/proc/sys/${k.replaceAll('.', '/')}`));
+        const sysctls = [...Object.entries(ns.sysctls), ...present];
         if (sysctls.length) {
           await run(inNetns(ns.netns, ['sysctl', '-q', '-w', ...sysctls.map(([k, v]) => `${k}=${v}`)]), { step: `sysctls in ${ns.netns}` });
         }

@@ -30,19 +30,49 @@ function q(ifname: string): string {
   return `"${ifname}"`;
 }
 
-/** The `snat ip to ...` target of the NAT's mapping behaviour. */
+/** The `snat ip to ...` target of the NAT's mapping behaviour (for hashed ports: the first choice). */
 export function snatTarget(nat: Nat): string {
   const b = nat.behaviour;
   const out = nat.outside.address;
   if (b.fixedPort !== undefined) return `${out}:${b.fixedPort}`;
-  switch (b.mapping) {
-    case 'endpoint-independent':
-      return b.portPreservation ? out : `${out}:jhash ip saddr . th sport mod ${EPHEMERAL_COUNT} offset ${EPHEMERAL_LOW}`;
-    case 'address-dependent':
-      return `${out}:jhash ip saddr . th sport . ip daddr mod ${EPHEMERAL_COUNT} offset ${EPHEMERAL_LOW}`;
-    case 'address-and-port-dependent':
-      return `${out}:${EPHEMERAL_LOW}-65535 fully-random`;
-  }
+  const key = hashKey(nat);
+  if (key) return `${out}:${portHash(key, HASH_SEEDS[0]!)}`;
+  // APDM: a fresh random port for every new flow.
+  return b.mapping === 'address-and-port-dependent' ? `${out}:${EPHEMERAL_LOW}-65535 fully-random` : out;
+}
+
+/** What the outside port is a hash of, or undefined when the port is not hashed. */
+function hashKey(nat: Nat): string | undefined {
+  const b = nat.behaviour;
+  if (b.fixedPort !== undefined) return undefined;
+  if (b.mapping === 'endpoint-independent') return b.portPreservation ? undefined : 'ip saddr . th sport';
+  if (b.mapping === 'address-dependent') return 'ip saddr . th sport . ip daddr';
+  return undefined;
+}
+
+// nft 1.0.6 hands jhash's result (host byte order) to the NAT as a port (network byte order)
+// without converting it, so the port the kernel uses is the hash's two low bytes swapped:
+// port = (h & 0xff) << 8 | h >> 8. The hash's range cannot be chosen to keep that above
+// 1023, so each rule checks the swapped port's high byte (h & 0xff) first, and a key whose
+// hash would give a port below 1024 tries the next seed. Each choice depends only on the
+// key, so a key always gets the same port; all three seeds fail for 1 key in ~260,000,
+// which then keeps its inside port where it can (the kernel's default), still the same
+// port for every destination.
+const HASH_SEEDS = [0x6c6162, 0x6e6174, 0x6d6170];
+
+function portHash(key: string, seed: number): string {
+  return `jhash ${key} mod ${EPHEMERAL_COUNT} seed 0x${seed.toString(16)} offset ${EPHEMERAL_LOW}`;
+}
+
+/** The srcnat statements of the mapping behaviour, tried in order; the first whose match holds translates. */
+export function snatStatements(nat: Nat): string[] {
+  const key = hashKey(nat);
+  if (!key) return [`snat ip to ${snatTarget(nat)}`];
+  const out = nat.outside.address;
+  return [
+    ...HASH_SEEDS.map((seed) => `${portHash(key, seed)} & 0xff >= 4 snat ip to ${out}:${portHash(key, seed)}`),
+    `snat ip to ${out}`,
+  ];
 }
 
 /** The extra match a new inbound flow must pass under the NAT's filtering, or null when none may pass. */
@@ -67,7 +97,7 @@ export function compileNatRuleset(nat: Nat): string {
   const udpStream = `${b.udpTimeouts.stream}s`;
   const tcpTimeout = `${b.tcpMappingTimeout}s`;
   const filter = filterMatch(nat);
-  const target = snatTarget(nat);
+  const snat = snatStatements(nat);
   const L: string[] = [];
   const add = (s = '') => L.push(s);
 
@@ -134,11 +164,11 @@ export function compileNatRuleset(nat: Nat): string {
   add();
   add(`\tchain srcnat {`);
   add(`\t\ttype nat hook postrouting priority srcnat; policy accept;`);
-  add(`\t\toifname ${OUTIF} ip saddr ${LAN} meta l4proto { tcp, udp } snat ip to ${target}`);
+  for (const st of snat) add(`\t\toifname ${OUTIF} ip saddr ${LAN} meta l4proto { tcp, udp } ${st}`);
   add(`\t\toifname ${OUTIF} ip saddr ${LAN} snat ip to ${OUT}`);
   if (b.hairpinning) {
     add(`\t\t# hairpinned packets show the sender's outside address and port`);
-    add(`\t\toifname ${LANIF} ip saddr ${LAN} ct status dnat meta l4proto { tcp, udp } snat ip to ${target}`);
+    for (const st of snat) add(`\t\toifname ${LANIF} ip saddr ${LAN} ct status dnat meta l4proto { tcp, udp } ${st}`);
   }
   add(`\t}`);
   add();
@@ -178,6 +208,22 @@ export function compileNatRuleset(nat: Nat): string {
 }
 
 /** Per-namespace sysctls of a NAT router (set inside its namespace only). */
+/**
+ * Sysctls a NAT namespace gets only where the kernel has them. With br_netfilter loaded (as
+ * on this kind of host, and wherever Docker runs) frames crossing a bridged LAN also pass
+ * the NAT's nftables hooks and conntrack as if routed, which breaks hairpinning back to the
+ * sender over br-lan; the switches are per namespace, so turning them off here touches only
+ * the lab.
+ */
+export function natOptionalSysctls(nat: Nat): Record<string, string> {
+  if (!nat.lan.bridged) return {};
+  return {
+    'net.bridge.bridge-nf-call-iptables': '0',
+    'net.bridge.bridge-nf-call-ip6tables': '0',
+    'net.bridge.bridge-nf-call-arptables': '0',
+  };
+}
+
 export function natSysctls(nat: Nat): Record<string, string> {
   return {
     'net.ipv4.ip_forward': '1',

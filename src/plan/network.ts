@@ -5,7 +5,7 @@
 // deletes everything in them.
 import { createHash } from 'node:crypto';
 import { type Lab, members } from '../lab/model.js';
-import { compileNatRuleset, natSysctls } from '../nat/compile.js';
+import { compileNatRuleset, natOptionalSysctls, natSysctls } from '../nat/compile.js';
 import { LAN_BRIDGE } from '../lab/ifnames.js';
 
 export type Role = 'node' | 'nat' | 'internet';
@@ -19,6 +19,8 @@ export interface NamespacePlan {
   ipBatch: string[][];
   /** Per-namespace sysctls, set inside the namespace. */
   sysctls: Record<string, string>;
+  /** Sysctls set only where the running kernel has them (a module may provide them). */
+  optionalSysctls: Record<string, string>;
   /** nftables ruleset for NAT routers. */
   nftRuleset?: string;
 }
@@ -42,6 +44,7 @@ export function planNetwork(lab: Lab): NetworkPlan {
       role: m.kind,
       ipBatch: [['link', 'set', 'lo', 'up']],
       sysctls: {},
+      optionalSysctls: {},
     };
     namespaces.push(ns);
     byNetns.set(m.netns, ns);
@@ -73,6 +76,7 @@ export function planNetwork(lab: Lab): NetworkPlan {
     addr(ns, nat.outside.ifname, nat.outside.address, nat.outside.prefix);
     ns.ipBatch.push(['route', 'add', 'default', 'via', nat.outside.gateway, 'dev', nat.outside.ifname]);
     ns.sysctls = natSysctls(nat);
+    ns.optionalSysctls = natOptionalSysctls(nat);
     ns.nftRuleset = compileNatRuleset(nat);
   }
   const inet = byNetns.get(lab.internet.netns)!;

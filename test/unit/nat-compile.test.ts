@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import { loadLab } from '../../src/lab/load.js';
 import type { Nat } from '../../src/lab/model.js';
 import { parseLab } from '../../src/lab/resolve.js';
-import { NAT_TABLE, compileNatRuleset, natSysctls, snatTarget } from '../../src/nat/compile.js';
+import { NAT_TABLE, compileNatRuleset, natOptionalSysctls, natSysctls, snatStatements, snatTarget } from '../../src/nat/compile.js';
 
 const OUT = '100.64.1.100';
 const OUTIF = '"ve-a-nat-inet"';
@@ -75,16 +75,26 @@ describe('mapping: the srcnat target', () => {
     assert.ok(rules.includes(`oifname ${OUTIF} ip saddr ${LAN} meta l4proto { tcp, udp } snat ip to ${OUT}`), rules.join('\n'));
   });
 
-  test('EIM without port preservation: port = jhash(inside addr . inside port)', () => {
+  test('EIM without port preservation: port = jhash(inside addr . inside port), never below 1024', () => {
     const n = natOf('{ type: port-restricted-cone, port-preservation: false }');
-    assert.equal(snatTarget(n), `${OUT}:jhash ip saddr . th sport mod 64512 offset 1024`);
-    assert.ok(!snatTarget(n).includes('daddr'), 'endpoint-independent: the remote does not enter the hash');
-    assert.ok(srcnat(compileNatRuleset(n)).includes(`oifname ${OUTIF} ip saddr ${LAN} meta l4proto { tcp, udp } snat ip to ${OUT}:jhash ip saddr . th sport mod 64512 offset 1024`));
+    const hash = (seed: string) => `jhash ip saddr . th sport mod 64512 seed ${seed} offset 1024`;
+    assert.equal(snatTarget(n), `${OUT}:${hash('0x6c6162')}`);
+    assert.deepEqual(snatStatements(n), [
+      `${hash('0x6c6162')} & 0xff >= 4 snat ip to ${OUT}:${hash('0x6c6162')}`,
+      `${hash('0x6e6174')} & 0xff >= 4 snat ip to ${OUT}:${hash('0x6e6174')}`,
+      `${hash('0x6d6170')} & 0xff >= 4 snat ip to ${OUT}:${hash('0x6d6170')}`,
+      `snat ip to ${OUT}`,
+    ]);
+    assert.ok(!snatStatements(n).join('\n').includes('daddr'), 'endpoint-independent: the remote does not enter the hash');
+    const rules = srcnat(compileNatRuleset(n));
+    for (const st of snatStatements(n)) assert.ok(rules.includes(`oifname ${OUTIF} ip saddr ${LAN} meta l4proto { tcp, udp } ${st}`), rules.join('\n'));
   });
 
   test('ADM: the hash includes the remote address', () => {
     const n = natOf('{ mapping: address-dependent, filtering: address-dependent }');
-    assert.equal(snatTarget(n), `${OUT}:jhash ip saddr . th sport . ip daddr mod 64512 offset 1024`);
+    assert.equal(snatTarget(n), `${OUT}:jhash ip saddr . th sport . ip daddr mod 64512 seed 0x6c6162 offset 1024`);
+    assert.equal(snatStatements(n).length, 4);
+    for (const st of snatStatements(n).slice(0, 3)) assert.match(st, /^jhash ip saddr \. th sport \. ip daddr mod 64512 seed 0x[0-9a-f]+ offset 1024 & 0xff >= 4 snat ip to /);
   });
 
   test('APDM: a fresh random port per flow', () => {
@@ -194,6 +204,7 @@ describe('hairpinning', () => {
       `meta l4proto { tcp, udp } ${MAPPED}`,
     ]);
     assert.ok(srcnat(text).includes(`oifname ${LANIF} ip saddr ${LAN} ct status dnat meta l4proto { tcp, udp } snat ip to ${snatTarget(n)}`));
+    assert.deepEqual(snatStatements(n), [`snat ip to ${snatTarget(n)}`]);
   });
 });
 
@@ -224,6 +235,15 @@ describe('timeouts', () => {
     assert.ok(rules.some((r) => r.startsWith('meta l4proto udp ct status assured ') && r.includes('timeout 120s')));
     assert.ok(rules.some((r) => r.startsWith('meta l4proto udp ct status & assured == 0 ') && r.includes('timeout 30s')));
     assert.ok(rules.some((r) => r.startsWith('meta l4proto tcp ') && r.includes('timeout 7440s')));
+  });
+
+  test('a bridged LAN turns br_netfilter off in the NAT namespace, where the kernel has it', () => {
+    assert.deepEqual(natOptionalSysctls(natOf('{ type: full-cone }')), {}, 'one node: no bridge');
+    assert.deepEqual(natOptionalSysctls(natOf('{ type: full-cone, hairpinning: true }', '[{ name: a1 }, { name: a2 }]')), {
+      'net.bridge.bridge-nf-call-iptables': '0',
+      'net.bridge.bridge-nf-call-ip6tables': '0',
+      'net.bridge.bridge-nf-call-arptables': '0',
+    });
   });
 
   test('natSysctls sets forwarding and conntrack UDP timeouts', () => {
