@@ -1,12 +1,14 @@
 // `labctl net up|down`: applies a NetworkPlan to the host, recording ownership in the
 // state file first, and rolling back this run's namespaces when a step fails.
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Lab } from '../lab/model.js';
 import { type NetworkPlan, planNetwork } from '../plan/network.js';
 import { run } from '../exec/run.js';
 import { batchText, deleteNetns, inNetns, listNetns } from './netns.js';
 import { NAT_TABLE } from '../nat/compile.js';
-import { allStates, type LabState, readState, removeState, withLabLock, writeState } from './state.js';
+import { allStates, type LabState, readState, removeState, STATE_DIR, withLabLock, writeState } from './state.js';
+import { configureNamespaces } from './configure.js';
 
 export class NetError extends Error {}
 
@@ -56,23 +58,23 @@ export async function applyNetwork(plan: NetworkPlan, hooks: NetUpHooks = {}): P
   const create = [...plan.namespaces.map((n) => ['netns', 'add', n.netns]), ...plan.linkBatch];
   await run(['ip', '-batch', '-'], { step: 'create namespaces, veth pairs and bridges', input: batchText(create) });
   hooks.namespacesCreated?.();
-  await Promise.all(
-    plan.namespaces.flatMap((ns) => [
-      run(['ip', '-n', ns.netns, '-batch', '-'], { step: `addresses and routes in ${ns.netns}`, input: batchText(ns.ipBatch) }),
-      // Rules match interfaces by name, so they load beside the addresses. They load
-      // before the sysctls: the UDP timeouts exist only once conntrack is in use.
-      (async () => {
-        if (ns.nftRuleset) await run(inNetns(ns.netns, ['nft', '-f', '-']), { step: `NAT rules in ${ns.netns}`, input: ns.nftRuleset });
-        // Modules are global, so what the host's /proc/sys has, every namespace has.
-        const present = Object.entries(ns.optionalSysctls).filter(([k]) => existsSync(`/proc/sys/${k.replaceAll('.', '/')}`));
-        const sysctls = [...Object.entries(ns.sysctls), ...present];
-        if (sysctls.length) {
-          await run(inNetns(ns.netns, ['sysctl', '-q', '-w', ...sysctls.map(([k, v]) => `${k}=${v}`)]), { step: `sysctls in ${ns.netns}` });
-        }
-      })(),
-    ]),
+  await configureNamespaces(
+    plan.namespaces.map((ns) => {
+      // Modules are global, so what the host's /proc/sys has, every namespace has.
+      const present = Object.entries(ns.optionalSysctls).filter(([k]) => existsSync(`/proc/sys/${k.replaceAll('.', '/')}`));
+      return {
+        netns: ns.netns,
+        ipBatch: batchText(ns.ipBatch),
+        ...(ns.nftRuleset ? { ruleset: ns.nftRuleset } : {}),
+        sysctls: [...Object.entries(ns.sysctls), ...present],
+      };
+    }),
+    configureDir(plan.lab),
   );
 }
+
+/** Scratch space of one lab's `net up` (the namespaces' command output). */
+const configureDir = (lab: string) => join(STATE_DIR, `.${lab}.configure`);
 
 /** True when every namespace of the plan exists and holds the expected NAT table. */
 async function looksUp(plan: NetworkPlan): Promise<boolean> {
@@ -161,6 +163,7 @@ export async function netDownLocked(labName: string, options: { lab?: Lab; force
   const present = new Set(listNetns());
   const removed = doomed.filter((n) => present.has(n));
   await deleteNetns(doomed);
+  rmSync(configureDir(labName), { recursive: true, force: true });
   removeState(labName);
   return { lab: labName, removed, message: removed.length ? `lab "${labName}" is down: removed ${removed.length} namespaces` : `lab "${labName}" is down (its namespaces were already gone)` };
 }

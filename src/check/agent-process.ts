@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { execa, type ResultPromise } from 'execa';
-import { commandLog, inNetns } from '../exec/run.js';
+import { commandLog, ipNetnsExec } from '../exec/run.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '..', '..');
@@ -64,7 +64,7 @@ export class Agent {
   ) {}
 
   static async start(netns: string, mode: 'client' | 'server', arg?: unknown, timeoutMs = 60_000): Promise<Agent> {
-    const command = inNetns(netns, [...agentCommand(), mode, ...(arg !== undefined ? [JSON.stringify(arg)] : [])]);
+    const command = ipNetnsExec(netns, [...agentCommand(), mode, ...(arg !== undefined ? [JSON.stringify(arg)] : [])]);
     commandLog.push(command);
     const proc = execa(command[0]!, command.slice(1), { stdin: 'pipe', stdout: 'pipe', stderr: 'pipe', reject: false, buffer: false });
     const agent = new Agent(netns, mode, proc);

@@ -12,6 +12,8 @@ export interface RunOptions {
   env?: Record<string, string>;
   timeoutMs?: number;
   cwd?: string;
+  /** The command as errors and traces show it, where the real argv is unreadable (a script, a whole ruleset). */
+  display?: string[];
   /** Called with each line the command prints, as it prints it (for progress and --verbose). The output is still collected in the result. */
   onLine?: (line: string, stream: 'stdout' | 'stderr') => void;
 }
@@ -87,7 +89,7 @@ export async function run(command: string[], options: RunOptions = {}): Promise<
     }
     const fail = (exitCode: number | undefined, why: string) => {
       if (options.allowFailure) resolve({ command, exitCode: exitCode ?? -1, stdout, stderr: stderr || why });
-      else reject(new CommandError(options.step, command, exitCode, stderr || why, stdout));
+      else reject(new CommandError(options.step, options.display ?? command, exitCode, stderr || why, stdout));
     };
     child.on('error', (e) => {
       if (timer) clearTimeout(timer);
@@ -97,14 +99,18 @@ export async function run(command: string[], options: RunOptions = {}): Promise<
     child.on('close', (code, signal) => {
       if (timer) clearTimeout(timer);
       flush();
-      if (process.env.LABCTL_TRACE) process.stderr.write(`labctl: ${(performance.now() - started).toFixed(0)} ms ${command.join(' ')}\n`);
+      if (process.env.LABCTL_TRACE) process.stderr.write(`labctl: ${(performance.now() - started).toFixed(0)} ms ${(options.display ?? command).join(' ')}\n`);
       if (code === 0) return resolve({ command, exitCode: 0, stdout, stderr });
       fail(code ?? undefined, timedOut ? `timed out after ${options.timeoutMs} ms` : signal ? `killed by ${signal}` : '');
     });
   });
 }
 
-/** Runs a command inside a named network namespace with `ip netns exec` (which also gives it the namespace's /etc/netns files and a fresh /sys). */
-export function inNetns(netns: string, command: string[]): string[] {
+/**
+ * A command run inside a named network namespace with `ip netns exec`, which also gives it
+ * the namespace's /etc/netns files and a fresh /sys. Costs a mount namespace per command;
+ * for plain network work, apply/netns.ts's nsenter-based inNetns is cheaper.
+ */
+export function ipNetnsExec(netns: string, command: string[]): string[] {
   return ['ip', 'netns', 'exec', netns, ...command];
 }

@@ -252,7 +252,9 @@ test('transactional up: a failing step names itself and rolls back everything of
   const lab = useLab('rollback.yaml');
   const stubs = mkdtempSync(join(tmpdir(), 'labctl-lc2-'));
   try {
-    for (const cmd of ['nft', 'sysctl']) {
+    // nft fails in the NAT namespaces; nsenter (which enters every namespace that gets NAT
+    // rules or sysctls) fails there and in the internet's: both after the namespaces exist.
+    for (const cmd of ['nft', 'nsenter']) {
       const dir = join(stubs, cmd);
       mkdirSync(dir);
       writeFileSync(join(dir, cmd), `#!/bin/sh\necho "stub ${cmd}: refusing to work (net-lifecycle test)" >&2\nexit 1\n`);
@@ -261,9 +263,13 @@ test('transactional up: a failing step names itself and rolls back everything of
       const r = await labctl(['net', 'up', lab.file], { env: { PATH: `${dir}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` } });
       t.diagnostic(`with a failing ${cmd}: ${r.stderr.trim().replace(/\n/g, ' | ')}`);
       assert.equal(r.exitCode, 1, `net up with a failing ${cmd} exits 1; stderr: ${r.stderr}`);
-      const step = cmd === 'nft' ? /NAT rules in ns-lc2-[a-z0-9-]+: `nsenter --net=\/run\/netns\/ns-lc2-[a-z0-9-]+ -- nft -f -` exited 1/ : /sysctls in ns-lc2-[a-z0-9-]+: `nsenter --net=\/run\/netns\/ns-lc2-[a-z0-9-]+ -- sysctl /;
+      const step =
+        cmd === 'nft'
+          ? /NAT rules, sysctls in ns-lc2-[a-z0-9-]+: `nsenter --net=\/run\/netns\/ns-lc2-[a-z0-9-]+ -- sh \(ip -batch -; nft -- <ruleset of \d+ lines>; sysctl net\.ipv4\.ip_forward=1[^`]*\)` exited 1/
+          : /sysctls in ns-lc2-[a-z0-9-]+: `nsenter --net=\/run\/netns\/ns-lc2-[a-z0-9-]+ -- sh \(ip -batch -; (nft -- <ruleset of \d+ lines>; )?sysctl net\.ipv4\.ip_forward=1[^`]*\)` exited 1/;
       assert.match(r.stderr, step, 'the message names the step that failed and its command');
       assert.match(r.stderr, new RegExp(`stub ${cmd}: refusing to work`), 'and what the command said');
+      if (cmd === 'nft') assert.match(r.stderr, /labctl: nft \(the NAT ruleset\) failed/, 'and which part of it');
       assert.match(r.stderr, /rolled back: nothing of lab "lc2-rollback" is left/, 'and that it rolled back');
       assertNothingOf(lab, `after the failed up (${cmd})`);
       assert.equal(hostNetworkFingerprint(), before, "the host's namespace is unchanged");

@@ -1,0 +1,164 @@
+// Configures a lab's namespaces once they exist: in each, addresses and routes (`ip -n NS
+// -batch`), then the NAT rules (`nft`), then the sysctls. The rules load after the addresses
+// because they name interfaces, and before the sysctls because the UDP timeouts exist only
+// once conntrack is in use.
+//
+// One small shell process starts all of these commands, in a few parallel lanes, instead of
+// labctl starting each: on this kind of VM every process labctl (a large process) starts
+// blocks it for ~10 ms, and a 50-site lab needs ~250 of them. The script is a constant; the
+// namespace names, batches, rulesets and sysctl assignments reach it as positional arguments,
+// never as shell text.
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { CommandError, run } from '../exec/run.js';
+import { NETNS_DIR } from './netns.js';
+
+export interface NamespaceJob {
+  netns: string;
+  /** `ip -batch` text: addresses, routes, links up */
+  ipBatch: string;
+  /** nftables ruleset, loaded atomically */
+  ruleset?: string;
+  /** sysctls as [key, value], like ['net.ipv4.ip_forward', '1'] (neither holds a space) */
+  sysctls: [string, string][];
+}
+
+// Runs inside a namespace (under nsenter): addresses and routes from standard input, the
+// ruleset ($1, may be empty), then each sysctl (PATH=VALUE under /proc/sys, written by the
+// shell itself: /proc/sys/net shows the values of the namespace of the process that opens it).
+export const IN_NAMESPACE_SCRIPT = [
+  'ip -batch - || { echo "labctl: ip -batch - (addresses and routes) failed" >&2; exit 1; }',
+  'if [ -n "$1" ]; then nft -- "$1" || { echo "labctl: nft (the NAT ruleset) failed" >&2; exit 1; }; fi',
+  'shift',
+  'for kv; do',
+  '  printf "%s\\n" "${kv##*=}" >"${kv%=*}" || { echo "labctl: sysctl ${kv#/proc/sys/} failed" >&2; exit 1; }',
+  'done',
+].join('\n');
+
+// Arguments after the script: OUTDIR LANES INNER, then four per job: NETNS BATCH RULESET
+// SYSCTLS (SYSCTLS: PATH=VALUE words; labctl makes both parts, neither holds a space;
+// INNER: the script above). Lane L runs jobs L, L+LANES, L+2*LANES, ... one after another;
+// the lanes run at once. Each job's output goes to OUTDIR/INDEX, and "INDEX STATUS" to
+// standard output when it ends. A namespace with neither rules nor sysctls takes one process
+// (ip -n); the others take four (nsenter, sh, ip, nft).
+export const LANES_SCRIPT = [
+  'set -f',
+  'out=$1; lanes=$2; inner=$3; shift 3',
+  'lane=0',
+  'while [ "$lane" -lt "$lanes" ]; do',
+  '  (',
+  '    i=0',
+  '    while [ "$#" -ge 4 ]; do',
+  '      if [ $((i % lanes)) -eq "$lane" ]; then',
+  '        if [ -z "$3" ] && [ -z "$4" ]; then',
+  `          printf '%s' "$2" | ip -n "$1" -batch - >"$out/$i" 2>&1`,
+  '        else',
+  `          printf '%s' "$2" | nsenter --net="${NETNS_DIR}/$1" -- /bin/sh -c "$inner" labctl-configure "$3" $4 >"$out/$i" 2>&1`,
+  '        fi',
+  '        echo "$i $?"',
+  '      fi',
+  '      i=$((i + 1))',
+  '      shift 4',
+  '    done',
+  '  ) &',
+  '  lane=$((lane + 1))',
+  'done',
+  'wait',
+].join('\n');
+
+/** How many jobs run at once: the work is CPU-bound process starts and kernel locks. */
+export const CONFIGURE_LANES = Number(process.env.LABCTL_NET_LANES) || Math.max(2, availableParallelism() * 2);
+
+/** Keeps one launcher's arguments well under the kernel's limit (ARG_MAX, usually 2 MiB). */
+const MAX_ARGS_BYTES = 512 * 1024;
+
+/** The job's sysctls as the script takes them: /proc/sys/PATH=VALUE words. */
+export function sysctlWords(job: NamespaceJob): string {
+  return job.sysctls
+    .map(([key, value]) => {
+      if (!/^[a-z0-9_.-]+$/i.test(key) || !/^[0-9]+$/.test(value)) throw new Error(`sysctl ${key}=${value}: labctl sets only numeric values of plain keys`);
+      return `/proc/sys/${key.replaceAll('.', '/')}=${value}`;
+    })
+    .join(' ');
+}
+
+/** What a job runs, as errors show it. */
+export function jobDisplay(job: NamespaceJob): string[] {
+  const steps = [
+    `ip -batch -`,
+    ...(job.ruleset ? [`nft -- <ruleset of ${job.ruleset.split('\n').length} lines>`] : []),
+    ...(job.sysctls.length ? [`sysctl ${job.sysctls.map(([k, v]) => `${k}=${v}`).join(' ')}`] : []),
+  ];
+  return ['nsenter', `--net=${NETNS_DIR}/${job.netns}`, '--', `sh (${steps.join('; ')})`];
+}
+
+export function jobStep(job: NamespaceJob): string {
+  return `addresses, routes, ${job.ruleset ? 'NAT rules, ' : ''}${job.sysctls.length ? 'sysctls ' : ''}in ${job.netns}`.replace(', in', ' in');
+}
+
+/** Splits jobs into launcher-sized groups. */
+export function chunkJobs(jobs: NamespaceJob[], maxBytes = MAX_ARGS_BYTES): NamespaceJob[][] {
+  const chunks: NamespaceJob[][] = [];
+  let current: NamespaceJob[] = [];
+  let size = 0;
+  for (const job of jobs) {
+    const bytes = job.netns.length + job.ipBatch.length + (job.ruleset?.length ?? 0) + sysctlWords(job).length + 4;
+    if (current.length && size + bytes > maxBytes) {
+      chunks.push(current);
+      current = [];
+      size = 0;
+    }
+    current.push(job);
+    size += bytes;
+  }
+  if (current.length) chunks.push(current);
+  return chunks;
+}
+
+/** Runs every job; on failure throws the first failed job's error (in job order) once all have ended. */
+export async function configureNamespaces(jobs: NamespaceJob[], workDir: string, lanes = CONFIGURE_LANES): Promise<void> {
+  if (!jobs.length) return;
+  // workDir is the lab's own (removed by `net down` too, should this process be killed).
+  mkdirSync(workDir, { recursive: true, mode: 0o700 });
+  const out = mkdtempSync(join(workDir, 'configure-'));
+  try {
+    const chunks = chunkJobs(jobs);
+    const perChunk = Math.max(1, Math.floor(lanes / chunks.length));
+    const failed: { job: NamespaceJob; status: number; output: string }[] = [];
+    await Promise.all(
+      chunks.map(async (chunk, c) => {
+        const dir = join(out, String(c));
+        mkdirSync(dir);
+        const args = chunk.flatMap((j) => [j.netns, j.ipBatch, j.ruleset ?? '', sysctlWords(j)]);
+        const r = await run(['/bin/sh', '-c', LANES_SCRIPT, 'labctl-configure', dir, String(Math.min(perChunk, chunk.length)), IN_NAMESPACE_SCRIPT, ...args], {
+          step: 'configure the namespaces',
+          display: ['sh', `(configure ${chunk.length} namespaces in ${Math.min(perChunk, chunk.length)} lanes)`],
+        });
+        const statuses = new Map<number, number>();
+        for (const line of r.stdout.split('\n')) {
+          const m = /^(\d+) (\d+)$/.exec(line.trim());
+          if (m) statuses.set(Number(m[1]), Number(m[2]));
+        }
+        chunk.forEach((job, i) => {
+          const status = statuses.get(i);
+          if (status === 0) return;
+          let output = '';
+          try {
+            output = readFileSync(join(dir, String(i)), 'utf8');
+          } catch {
+            output = 'did not run';
+          }
+          failed.push({ job, status: status ?? -1, output });
+        });
+      }),
+    );
+    if (failed.length) {
+      failed.sort((a, b) => jobs.indexOf(a.job) - jobs.indexOf(b.job));
+      const first = failed[0]!;
+      throw new CommandError(jobStep(first.job), jobDisplay(first.job), first.status, first.output, '');
+    }
+  } finally {
+    rmSync(workDir, { recursive: true, force: true });
+  }
+}
