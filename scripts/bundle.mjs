@@ -2,7 +2,11 @@
 // command loads only what it uses). One file per chunk instead of hundreds of small
 // modules halves labctl's start-up time, which dominates `labctl net up`.
 // dbus-next stays external: it is CommonJS with optional native parts.
+import { rmSync } from 'node:fs';
 import { build } from 'esbuild';
+
+// Chunk names carry content hashes: start empty, or old chunks pile up beside the new ones.
+rmSync('dist/bundle', { recursive: true, force: true });
 
 await build({
   entryPoints: ['src/cli/main.ts'],

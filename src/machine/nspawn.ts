@@ -14,6 +14,8 @@ export function nspawnArgs(spec: Pick<MachineSpec, 'name' | 'netns' | 'directory
     '--ephemeral',
     '--notify-ready=yes',
     '--settings=no',
+    // On stop: an immediate power-off, not an orderly halt (see systemd/labctl-machine.unit-properties).
+    '--kill-signal=SIGRTMIN+14',
     `--directory=${spec.directory}`,
     `--network-namespace-path=${NETNS_DIR}/${spec.netns}`,
     '--capability=CAP_NET_ADMIN',

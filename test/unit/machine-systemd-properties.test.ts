@@ -88,6 +88,7 @@ describe('the shipped unit template', () => {
       '--ephemeral',
       '--notify-ready=yes',
       '--settings=no',
+      '--kill-signal=SIGRTMIN+14',
       '--directory=/var/lib/labctl/mnt/my image/rootfs', // a space stays inside one argument
       '--network-namespace-path=/run/netns/ns-c1-nat',
       '--capability=CAP_NET_ADMIN',
