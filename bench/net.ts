@@ -54,7 +54,7 @@ writeFileSync(
   }),
 );
 
-const samples: Record<string, number[]> = { labUp: [], labDown: [], baseUp: [], baseDown: [], fiftyUp: [], fiftyDown: [] };
+const samples: Record<string, number[]> = { labUp: [], labDown: [], baseUp: [], baseDown: [], fiftyUp: [], fiftyDown: [], version: [], node: [] };
 for (let i = 0; i < runs; i++) {
   // Alternate the order so that neither side always runs on a warmer machine.
   const order = i % 2 ? ['base', 'lab'] : ['lab', 'base'];
@@ -67,6 +67,9 @@ for (let i = 0; i < runs; i++) {
       samples.baseDown!.push(timed(['bash', BASELINE, 'clean']));
     }
   }
+  // What any labctl command costs before it does anything, and Node's own start.
+  samples.version!.push(timed([process.execPath, BIN, '--version']));
+  samples.node!.push(timed([process.execPath, '-e', '0']));
   samples.fiftyUp!.push(timed([process.execPath, BIN, 'net', 'up', fifty]));
   samples.fiftyDown!.push(timed([process.execPath, BIN, 'net', 'down', fifty]));
 }
@@ -87,8 +90,10 @@ ${row('article script `create` (sequential ip/iptables calls)', 'baseUp')}
 ${row('article script `clean`', 'baseDown')}
 ${row('`labctl net up` of 50 sites (101 namespaces, 100 veth pairs, 50 NAT rulesets)', 'fiftyUp')}
 ${row('`labctl net down` of 50 sites', 'fiftyDown')}
+${row('`labctl --version` (start-up alone: Node, the bundle, commander)', 'version')}
+${row('`node -e 0` (Node alone)', 'node')}
 
-- Default lab \`net up\` / article script: **${ratio.toFixed(2)}** of the baseline's median time (target: under 0.33).
+- Default lab \`net up\` / article script: **${ratio.toFixed(2)}** of the baseline's median time (target: under 0.33). Of its ${ms(s.labUp!.median)}, ${ms(s.version!.median)} is what any labctl command takes to start (\`labctl --version\`; Node alone: ${ms(s.node!.median)}); the rest is the lab file's validation and planning, the state file and lock, one \`ip -batch\` that creates the namespaces and veths, and one launcher that configures them (in the NAT namespaces: nsenter, sh, ip and nft, ~40 ms each). The target would need labctl's whole run in about ${ms(s.baseUp!.median / 3)}.
 - 50 sites \`net up\`: **${(s.fiftyUp!.median / 1000).toFixed(2)} s** median (target: under 3 s).
 `;
 process.stdout.write(body);

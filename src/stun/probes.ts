@@ -116,6 +116,8 @@ async function findRequest(id: string, timeoutMs: number): Promise<Datagram | un
 
 /** How long to wait, after a sentinel's answer, for answers sent just before it. */
 export const SENTINEL_GRACE_MS = 150;
+/** The same for a server in the lab itself (the lifetime probes: one check ends the run). */
+export const LAB_SENTINEL_GRACE_MS = 50;
 
 /**
  * Runs requests that may legitimately get no answer (a filtering test, a lifetime check)
@@ -130,12 +132,13 @@ async function withSentinel(
   to: TransportAddress,
   requests: BindingOptions[],
   sentinelVia: StunSocket = socket,
+  graceMs = SENTINEL_GRACE_MS,
 ): Promise<{ sentinel: BindingResult | undefined; answers: (BindingResult | undefined)[] }> {
   const ctrl = new AbortController();
   const patient: Partial<RetransmitOptions> = { rto: 100, maxTransmits: 5, finalWaitFactor: 8 };
   const pendingAnswers = requests.map((o) => socket.binding(to, { retransmit: patient, ...o, signal: ctrl.signal }));
   const sentinel = await sentinelVia.binding(to, { retransmit: patient });
-  if (sentinel) await sleep(SENTINEL_GRACE_MS);
+  if (sentinel) await sleep(graceMs);
   ctrl.abort();
   const answers = await Promise.all(pendingAnswers);
   return { sentinel, answers };
@@ -341,8 +344,10 @@ export async function lifetimeProbe(args: LifetimeArgs): Promise<LifetimeResult>
         if (args.kind === 'stream') {
           // The kernel gives a flow that has seen a reply the stream timeout (and calls it
           // ASSURED) at its first packet more than 2 s after its first: one more exchange then.
-          const warmup = args.warmupMs ?? 2050;
-          await sleep(idleStart[i]! + warmup - Date.now()); // from the first answer: later than the first packet
+          // Counted from the answer, which the NAT passed after it saw the first packet; the
+          // 25 ms past 2 s cover conntrack's clock (a jiffy: at most 10 ms) and timer slack.
+          const warmup = args.warmupMs ?? 2025;
+          await sleep(idleStart[i]! + warmup - Date.now());
           const r = await x.binding(to, { retransmit: patient });
           if (!r) {
             delete results[i]!.mapped;
@@ -373,7 +378,9 @@ export async function lifetimeProbe(args: LifetimeArgs): Promise<LifetimeResult>
               }
               const inst = args.servers[i]!;
               r.checkedAt = (Date.now() - idleStart[i]!) / 1000;
-              const { sentinel, answers } = await withSentinel(y, { address: inst.a1, port: inst.p2 }, [{ changePort: true, responsePort: r.mapped.port }]);
+              // labctl's own server, inside the lab (--lifetime needs one port pair per probe):
+              // an answer sent before the sentinel's arrives within milliseconds.
+              const { sentinel, answers } = await withSentinel(y, { address: inst.a1, port: inst.p2 }, [{ changePort: true, responsePort: r.mapped.port }], y, LAB_SENTINEL_GRACE_MS);
               const res = answers[0];
               if (!sentinel) {
                 r.error = 'no answer from the server to the sentinel';
