@@ -223,6 +223,20 @@ test('down stops every machine and leaves nothing behind', { skip }, async () =>
   assertClean('after down');
 });
 
+test('without a working socat, up asks each machine whether it has booted instead', { skip }, async () => {
+  // A socat that cannot receive stands in for a host without one.
+  const stubs = join(dir, 'no-socat');
+  mkdirSync(stubs, { recursive: true });
+  writeFileSync(join(stubs, 'socat'), '#!/bin/sh\necho "socat stand-in: not available" >&2\nexit 1\n', { mode: 0o755 });
+  const r = await labctlOk(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir], { env: { LABCTL_TRACE: '1', PATH: `${stubs}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` } });
+  assert.match(r.stdout, /lab "article" is up: 4 machines \(direct backend\)/);
+  assert.match(r.stderr, /systemctl is-system-running --wait/, 'readiness came from asking the machines');
+  const status = JSON.parse((await labctlOk(['status', '--json'])).stdout) as { lab: string; machines: { state: string }[] }[];
+  for (const m of status.find((l) => l.lab === 'article')!.machines) assert.ok(['running', 'degraded'].includes(m.state), `a machine is ${m.state}`);
+  await labctlOk(['down', shortLab]);
+  assertClean('after up and down without socat');
+});
+
 test('a machine that does not boot in time fails up with its console lines, and up rolls back', { skip }, async () => {
   const r = await labctl(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir, '--timeout', '0.3']);
   assert.equal(r.exitCode, 1, r.stdout + r.stderr);
