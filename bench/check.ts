@@ -4,44 +4,29 @@
 //   sudo flock /tmp/labctl-article-names.lock node --import tsx bench/check.ts [--runs N] [--no-write]
 // Wall times of whole commands, as a user sees them (process start included).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { machineLine, ms, stats, writeSection } from './report.js';
+import { machineLine, ms, netnsNames, requireRoot, stats, writeSection } from './report.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BIN = join(ROOT, 'bin', 'labctl.js');
-const STANDALONE = join(ROOT, 'dist', 'check', 'standalone.js');
 const args = process.argv.slice(2);
 const runs = Number(args[args.indexOf('--runs') + 1]) || 7;
 const lifetimeRuns = Math.max(1, Math.min(3, runs));
 const write = !args.includes('--no-write');
 const ARTICLE_NS = ['ns-c0', 'ns-c0-nat', 'ns-c1', 'ns-c1-nat', 'ns-inet'];
 
-const netns = () => {
-  try {
-    return readdirSync('/run/netns');
-  } catch {
-    return [];
-  }
-};
-
-if (process.getuid?.() !== 0) {
-  console.error('bench/check: run as root (it creates network namespaces)');
-  process.exit(1);
-}
-if (netns().some((n) => ARTICLE_NS.includes(n))) {
+requireRoot('bench/check');
+if (netnsNames().some((n) => ARTICLE_NS.includes(n))) {
   console.error('bench/check: the article lab\'s namespaces exist; bring it down first (and run this under flock /tmp/labctl-article-names.lock)');
   process.exit(1);
 }
 execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'ignore' });
 
-/** `labctl check` once src/cli/main.ts registers it, else its standalone entry. */
-const help = spawnSync(process.execPath, [BIN, 'check', '--help'], { encoding: 'utf8' });
-const CHECK = help.status === 0 && help.stdout.includes('--lifetime') ? [process.execPath, BIN, 'check'] : [process.execPath, STANDALONE, 'check'];
-const viaMain = CHECK[1] === BIN;
+const CHECK = [process.execPath, BIN, 'check'];
 
 function run(argv: string[], env: NodeJS.ProcessEnv = process.env): { ms: number; stdout: string; stderr: string; status: number | null } {
   const t0 = process.hrtime.bigint();
@@ -122,7 +107,7 @@ try {
     labctl('net', 'down', life);
   }
 } finally {
-  const left = netns().filter((n) => ARTICLE_NS.includes(n) || n.startsWith('ns-bc16-') || n.startsWith('ns-bcl-'));
+  const left = netnsNames().filter((n) => ARTICLE_NS.includes(n) || n.startsWith('ns-bc16-') || n.startsWith('ns-bcl-'));
   if (left.length) console.error(`bench/check: left behind: ${left.join(' ')}`);
   rmSync(dir, { recursive: true, force: true });
 }
@@ -132,7 +117,7 @@ const s = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, stats(v
 const over = stats(lifetimeOver);
 const row = (what: string, k: string) => `| ${what} | ${ms(s[k]!.median)} | ${ms(s[k]!.min)} | ${ms(s[k]!.max)} |`;
 const body = `
-Measured ${new Date().toISOString().slice(0, 10)} on ${machineLine()}, by \`bench/check.ts\` (${runs} runs each, ${lifetimeRuns} for --lifetime; ${viaMain ? '`labctl check`' : 'the standalone entry `dist/check/standalone.js check` (not yet registered in src/cli/main.ts)'}; wall time of whole commands, process start included). Load average at the start ${loadStart}, at the end ${loadEnd} (a shared machine: other work ran meanwhile).
+Measured ${new Date().toISOString().slice(0, 10)} on ${machineLine()}, by \`bench/check.ts\` (${runs} runs each, ${lifetimeRuns} for --lifetime; \`labctl check\`; wall time of whole commands, process start included). Load average at the start ${loadStart}, at the end ${loadEnd} (a shared machine: other work ran meanwhile).
 
 Each check runs every RFC 5780 test 3 times per NAT (mapping over the 2 x 2 server matrix, filtering, hairpinning), all NATs at once, with NAT state flushed before, between the two phases and after; the STUN server's addresses are added in the internet namespace and removed again by each run.
 

@@ -3,12 +3,12 @@
 //   sudo node --import tsx bench/net.ts [--runs N] [--no-write]
 // Wall times of whole commands, as a user sees them (process start included).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { machineLine, ms, stats, writeSection } from './report.js';
+import { machineLine, ms, netnsNames, requireRoot, stats, writeSection } from './report.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BIN = join(ROOT, 'bin', 'labctl.js');
@@ -25,19 +25,8 @@ function timed(argv: string[]): number {
   return t;
 }
 
-const netns = () => {
-  try {
-    return readdirSync('/run/netns');
-  } catch {
-    return [];
-  }
-};
-
-if (process.getuid?.() !== 0) {
-  console.error('bench/net: run as root (it creates network namespaces)');
-  process.exit(1);
-}
-if (netns().some((n) => ['ns-c0', 'ns-c0-nat', 'ns-c1', 'ns-c1-nat', 'ns-inet'].includes(n))) {
+requireRoot('bench/net');
+if (netnsNames().some((n) => ['ns-c0', 'ns-c0-nat', 'ns-c1', 'ns-c1-nat', 'ns-inet'].includes(n))) {
   console.error('bench/net: the article lab\'s namespaces exist; bring it down first');
   process.exit(1);
 }
@@ -73,7 +62,7 @@ for (let i = 0; i < runs; i++) {
   samples.fiftyUp!.push(timed([process.execPath, BIN, 'net', 'up', fifty]));
   samples.fiftyDown!.push(timed([process.execPath, BIN, 'net', 'down', fifty]));
 }
-const ours = netns().filter((n) => ['ns-c0', 'ns-c0-nat', 'ns-c1', 'ns-c1-nat', 'ns-inet'].includes(n) || n.startsWith('ns-b50-'));
+const ours = netnsNames().filter((n) => ['ns-c0', 'ns-c0-nat', 'ns-c1', 'ns-c1-nat', 'ns-inet'].includes(n) || n.startsWith('ns-b50-'));
 if (ours.length) console.error(`bench/net: left behind: ${ours.join(' ')}`);
 
 const s = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, stats(v)]));

@@ -1,6 +1,6 @@
 // Shared by the benchmarks: machine facts and replacing one section of BENCHMARKS.md.
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
@@ -38,3 +38,19 @@ export function stats(samples: number[]): { median: number; min: number; max: nu
 }
 
 export const ms = (x: number) => `${Math.round(x)} ms`;
+
+/** Names of the host's network namespaces. */
+export function netnsNames(): string[] {
+  try {
+    return readdirSync('/run/netns');
+  } catch {
+    return [];
+  }
+}
+
+/** Exits with a message unless this runs as root (the benchmarks create namespaces and mounts). */
+export function requireRoot(bench: string): void {
+  if (process.getuid?.() === 0) return;
+  console.error(`${bench}: run as root (it creates network namespaces)`);
+  process.exit(1);
+}

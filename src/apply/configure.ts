@@ -13,6 +13,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { CommandError, run } from '../exec/run.js';
 import { NETNS_DIR } from './netns.js';
+import { sysctlPath } from '../util/sysctl.js';
 
 export interface NamespaceJob {
   netns: string;
@@ -78,7 +79,7 @@ export function sysctlWords(job: NamespaceJob): string {
   return job.sysctls
     .map(([key, value]) => {
       if (!/^[a-z0-9_.-]+$/i.test(key) || !/^[0-9]+$/.test(value)) throw new Error(`sysctl ${key}=${value}: labctl sets only numeric values of plain keys`);
-      return `/proc/sys/${key.replaceAll('.', '/')}=${value}`;
+      return `${sysctlPath(key)}=${value}`;
     })
     .join(' ');
 }
@@ -94,7 +95,8 @@ export function jobDisplay(job: NamespaceJob): string[] {
 }
 
 export function jobStep(job: NamespaceJob): string {
-  return `addresses, routes, ${job.ruleset ? 'NAT rules, ' : ''}${job.sysctls.length ? 'sysctls ' : ''}in ${job.netns}`.replace(', in', ' in');
+  const parts = ['addresses', 'routes', ...(job.ruleset ? ['NAT rules'] : []), ...(job.sysctls.length ? ['sysctls'] : [])];
+  return `${parts.join(', ')} in ${job.netns}`;
 }
 
 /** Splits jobs into launcher-sized groups. */

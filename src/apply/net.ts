@@ -9,6 +9,7 @@ import { batchText, deleteNetns, inNetns, listNetns } from './netns.js';
 import { NAT_TABLE } from '../nat/compile.js';
 import { allStates, type LabState, readState, removeState, STATE_DIR, withLabLock, writeState } from './state.js';
 import { configureNamespaces } from './configure.js';
+import { sysctlPath } from '../util/sysctl.js';
 
 export class NetError extends Error {}
 
@@ -61,7 +62,7 @@ export async function applyNetwork(plan: NetworkPlan, hooks: NetUpHooks = {}): P
   await configureNamespaces(
     plan.namespaces.map((ns) => {
       // Modules are global, so what the host's /proc/sys has, every namespace has.
-      const present = Object.entries(ns.optionalSysctls).filter(([k]) => existsSync(`/proc/sys/${k.replaceAll('.', '/')}`));
+      const present = Object.entries(ns.optionalSysctls).filter(([k]) => existsSync(sysctlPath(k)));
       return {
         netns: ns.netns,
         ipBatch: batchText(ns.ipBatch),

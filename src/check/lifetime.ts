@@ -12,7 +12,7 @@ import { run } from '../exec/run.js';
 import { inNetns } from '../apply/netns.js';
 import type { LifetimeProbeResult, LifetimeResult } from '../stun/probes.js';
 import type { PathHop, ServerInfo, Target } from './model.js';
-import { assignSlots, pairsNeeded, resolveTargets, type CheckOptions } from './run.js';
+import { assignSlots, resolveTargets, targetsSession, type CheckOptions } from './run.js';
 import { serverLine } from './report.js';
 import { flushHops, trace, withSession } from './session.js';
 import { table } from '../report/table.js';
@@ -148,77 +148,65 @@ export async function runLifetime(options: CheckOptions & { maxSeconds?: number 
   for (const t of targets) grids.set(t, { unreplied: idleGrid(capFor(t, 'unreplied')), stream: idleGrid(capFor(t, 'stream')) });
   const perTarget = Math.max(...targets.map((t) => (grids.get(t)!.unreplied.length + grids.get(t)!.stream.length) * PER_POINT));
   const slots = assignSlots(targets, perTarget);
-  return withSession(
-    {
-      serverNetns,
-      // NATs forget earlier flows while the server and agents start.
-      prepare: () => flushHops(hops),
-      clientNetns: targets.map((t) => t.probe.netns),
-      portPairs: pairsNeeded(targets, perTarget),
-      ...(options.lab ? { lab: options.lab } : { scanNetns: [...targets.map((t) => t.probe.netns), ...hops.map((h) => h.netns)] }),
-      ...(options.serverAddresses ? { serverAddresses: options.serverAddresses } : {}),
-      ...(options.externalServer ? { externalServer: options.externalServer } : {}),
-    },
-    async (session) => {
-      if (session.instances.length < perTarget) {
-        throw new Error(`--lifetime needs one server port pair per probe (${perTarget}); a third-party server has ${session.instances.length}: run it without --server`);
-      }
-      trace('flushed; lifetime probes start');
-      const results = await Promise.all(
-        targets.map(async (t) => {
-          const a = session.agent(t.probe.netns);
-          let slot = slots.get(t)!;
-          const calls = KINDS.map((kind) => {
-            const idle = grids.get(t)![kind].flatMap((x) => Array<number>(PER_POINT).fill(x));
-            const servers = idle.map(() => session.instances[slot++]!);
-            const timeout = (Math.max(...idle) + 30) * 1000;
-            return a.call<LifetimeResult>('lifetime', { servers, idle, kind, stopAtDead: true }, timeout);
-          });
-          return { t, results: await Promise.all(calls) };
-        }),
-      );
-      trace('lifetime probes done');
-      session.atEnd(() => flushHops(hops));
-      const reports: LifetimeTargetReport[] = results.map(({ t, results: rs }) => {
-        const exp = expected.get(t);
-        const kinds: KindReport[] = rs.map((r) => {
-          const estimate = estimateLifetime(r.probes, capFor(t, r.kind));
-          const e = exp?.[r.kind];
-          const declared = exp?.from === 'declared';
-          return {
-            kind: r.kind,
-            ...(e !== undefined ? { expected: e, expectedFrom: exp!.from } : {}),
-            estimate,
-            ...(declared && e !== undefined ? { match: lifetimeMatches(estimate, e) } : {}),
-            probes: r.probes.length,
-          };
+  return withSession(targetsSession(options, serverNetns, targets, perTarget), async (session) => {
+    if (session.instances.length < perTarget) {
+      throw new Error(`--lifetime needs one server port pair per probe (${perTarget}); a third-party server has ${session.instances.length}: run it without --server`);
+    }
+    trace('flushed; lifetime probes start');
+    const results = await Promise.all(
+      targets.map(async (t) => {
+        const a = session.agent(t.probe.netns);
+        let slot = slots.get(t)!;
+        const calls = KINDS.map((kind) => {
+          const idle = grids.get(t)![kind].flatMap((x) => Array<number>(PER_POINT).fill(x));
+          const servers = idle.map(() => session.instances[slot++]!);
+          const timeout = (Math.max(...idle) + 30) * 1000;
+          return a.call<LifetimeResult>('lifetime', { servers, idle, kind, stopAtDead: true }, timeout);
         });
-        const measured = kinds.map((k) => k.estimate.seconds).filter((s): s is number => s !== undefined);
-        const allMeasured = measured.length === kinds.length;
-        const ms = kinds.map((k) => k.match).filter((m): m is boolean => m !== undefined);
+        return { t, results: await Promise.all(calls) };
+      }),
+    );
+    trace('lifetime probes done');
+    session.atEnd(() => flushHops(hops));
+    const reports: LifetimeTargetReport[] = results.map(({ t, results: rs }) => {
+      const exp = expected.get(t);
+      const kinds: KindReport[] = rs.map((r) => {
+        const estimate = estimateLifetime(r.probes, capFor(t, r.kind));
+        const e = exp?.[r.kind];
+        const declared = exp?.from === 'declared';
         return {
-          name: t.name,
-          probe: t.probe,
-          path: t.path.map((h) => h.name),
-          kinds,
-          ...(allMeasured ? { keepalive: keepaliveFor(Math.min(...measured)) } : {}),
-          ...(ms.length ? { match: ms.every(Boolean) } : {}),
+          kind: r.kind,
+          ...(e !== undefined ? { expected: e, expectedFrom: exp!.from } : {}),
+          estimate,
+          ...(declared && e !== undefined ? { match: lifetimeMatches(estimate, e) } : {}),
+          probes: r.probes.length,
         };
       });
-      const kas = reports.map((r) => r.keepalive);
-      const keepalive = kas.every((k) => k !== undefined) && kas.length ? Math.min(...(kas as number[])) : undefined;
-      const ms = reports.map((r) => r.match).filter((m): m is boolean => m !== undefined);
+      const measured = kinds.map((k) => k.estimate.seconds).filter((s): s is number => s !== undefined);
+      const allMeasured = measured.length === kinds.length;
+      const ms = kinds.map((k) => k.match).filter((m): m is boolean => m !== undefined);
       return {
-        ...(lab ? { lab } : {}),
-        server: session.server,
-        targets: reports,
-        ...(keepalive !== undefined ? { keepalive } : {}),
-        explanation: explain(reports, keepalive),
+        name: t.name,
+        probe: t.probe,
+        path: t.path.map((h) => h.name),
+        kinds,
+        ...(allMeasured ? { keepalive: keepaliveFor(Math.min(...measured)) } : {}),
         ...(ms.length ? { match: ms.every(Boolean) } : {}),
-        durationMs: Date.now() - started,
       };
-    },
-  );
+    });
+    const kas = reports.map((r) => r.keepalive);
+    const keepalive = kas.every((k) => k !== undefined) && kas.length ? Math.min(...(kas as number[])) : undefined;
+    const ms = reports.map((r) => r.match).filter((m): m is boolean => m !== undefined);
+    return {
+      ...(lab ? { lab } : {}),
+      server: session.server,
+      targets: reports,
+      ...(keepalive !== undefined ? { keepalive } : {}),
+      explanation: explain(reports, keepalive),
+      ...(ms.length ? { match: ms.every(Boolean) } : {}),
+      durationMs: Date.now() - started,
+    };
+  });
 }
 
 function explain(reports: LifetimeTargetReport[], keepalive: number | undefined): string[] {

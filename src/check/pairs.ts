@@ -11,7 +11,7 @@ import { table } from '../report/table.js';
 import { forwardedPort, natPath } from './declared.js';
 import type { CheckReport } from './model.js';
 import { explainDrop, type ModelNat, type ModelNode, predictPunching } from './punch-model.js';
-import { resolveTargets, type CheckOptions } from './run.js';
+import { resolveTargets, serverPlacement, type CheckOptions } from './run.js';
 import { serverLine } from './report.js';
 import { flushHops, withSession } from './session.js';
 import type { PathHop } from './model.js';
@@ -122,13 +122,10 @@ export async function runPairs(options: CheckOptions, report: CheckReport): Prom
   if (nodes.length < 2) throw new Error('--pairs needs at least two nodes');
   return withSession(
     {
-      serverNetns,
+      ...serverPlacement(options, serverNetns, [...nodes.map((n) => n.netns), ...hops.map((h) => h.netns)]),
       clientNetns: nodes.map((n) => n.netns),
       portPairs: nodes.length,
       prepare: () => flushHops(hops),
-      ...(options.lab ? { lab: options.lab } : { scanNetns: [...nodes.map((n) => n.netns), ...hops.map((h) => h.netns)] }),
-      ...(options.serverAddresses ? { serverAddresses: options.serverAddresses } : {}),
-      ...(options.externalServer ? { externalServer: options.externalServer } : {}),
     },
     async (session) => {
       if (session.instances.length < nodes.length) throw new Error(`--pairs needs one server port pair per node (${nodes.length}); run it without --server`);

@@ -20,7 +20,7 @@ import { analyse, type TargetRuns } from './classify.js';
 import { labTargets } from './declared.js';
 import { discoverPath } from './discover.js';
 import type { CheckReport, Declared, PathHop, Target, TargetReport } from './model.js';
-import { flushHops, type Session, trace, untilSignal, withSession } from './session.js';
+import { flushHops, type Session, type SessionOptions, trace, untilSignal, withSession } from './session.js';
 
 export class CheckInputError extends Error {
   override name = 'CheckInputError';
@@ -87,6 +87,32 @@ export async function resolveTargets(options: CheckOptions): Promise<ResolvedTar
   return { targets, serverNetns };
 }
 
+/**
+ * The session options every check mode shares: which server (labctl's, or a third-party one
+ * with `--server`), and what its addresses must not clash with (the lab's subnets, or in
+ * namespace mode those found in the namespaces involved).
+ */
+export function serverPlacement(options: CheckOptions, serverNetns: string, involvedNetns: string[]): Pick<SessionOptions, 'serverNetns' | 'lab' | 'scanNetns' | 'serverAddresses' | 'externalServer'> {
+  return {
+    serverNetns,
+    ...(options.lab ? { lab: options.lab } : { scanNetns: involvedNetns }),
+    ...(options.serverAddresses ? { serverAddresses: options.serverAddresses } : {}),
+    ...(options.externalServer ? { externalServer: options.externalServer } : {}),
+  };
+}
+
+/** The session of a check that probes `targets`: perTarget probes each at once, its NATs flushed before they start. */
+export function targetsSession(options: CheckOptions, serverNetns: string, targets: Target[], perTarget: number): SessionOptions {
+  const hops = targets.flatMap((t) => t.path);
+  return {
+    ...serverPlacement(options, serverNetns, [...targets.map((t) => t.probe.netns), ...hops.map((h) => h.netns)]),
+    // NATs forget earlier flows while the server and agents start.
+    prepare: () => flushHops(hops),
+    clientNetns: targets.map((t) => t.probe.netns),
+    portPairs: pairsNeeded(targets, perTarget),
+  };
+}
+
 /** Slot numbers of concurrent probes: targets that share an outside NAT never share a server port pair. */
 export function assignSlots(targets: Target[], perTarget: number): Map<Target, number> {
   const byGroup = new Map<string, Target[]>();
@@ -145,75 +171,63 @@ export async function runCheck(options: CheckOptions): Promise<CheckReport> {
   const betweenPhases = options.lab ? targets.filter((t) => t.path.some((h) => fixed.has(h.name))).flatMap((t) => t.path) : hops;
   const perTarget = 2 * R; // phase 1: R filtering + R hairpinning runs
   const slots = assignSlots(targets, perTarget);
-  return withSession(
-    {
-      serverNetns,
-      // NATs forget earlier flows while the server and agents start.
-      prepare: () => flushHops(hops),
-      clientNetns: targets.map((t) => t.probe.netns),
-      portPairs: pairsNeeded(targets, perTarget),
-      ...(options.lab ? { lab: options.lab } : { scanNetns: [...targets.map((t) => t.probe.netns), ...hops.map((h) => h.netns)] }),
-      ...(options.serverAddresses ? { serverAddresses: options.serverAddresses } : {}),
-      ...(options.externalServer ? { externalServer: options.externalServer } : {}),
-    },
-    async (session) => {
-      const heldPorts = targets.filter((t) => t.localPort !== undefined);
-      await Promise.all(heldPorts.map((t) => session.agent(t.probe.netns).call('hold', { port: t.localPort })));
-      const lp = (t: Target) => (t.localPort !== undefined ? { localPort: t.localPort } : {});
-      trace('flushed');
-      // Phase 1: filtering and hairpinning.
-      const filtering: Task<FilteringResult>[] = [];
-      const hairpin: Task<HairpinResult>[] = [];
-      for (const t of targets) {
-        const a = session.agent(t.probe.netns);
-        for (let k = 0; k < R; k++) {
-          filtering.push({ target: t, slot: slots.get(t)! + k, run: (server) => a.call<FilteringResult>('filtering', { server, ...lp(t) }) });
-          hairpin.push({ target: t, slot: slots.get(t)! + R + k, run: (server) => a.call<HairpinResult>('hairpin', { server, ...(t.localPort !== undefined ? { localPortA: t.localPort } : {}) }) });
-        }
+  return withSession(targetsSession(options, serverNetns, targets, perTarget), async (session) => {
+    const heldPorts = targets.filter((t) => t.localPort !== undefined);
+    await Promise.all(heldPorts.map((t) => session.agent(t.probe.netns).call('hold', { port: t.localPort })));
+    const lp = (t: Target) => (t.localPort !== undefined ? { localPort: t.localPort } : {});
+    trace('flushed');
+    // Phase 1: filtering and hairpinning.
+    const filtering: Task<FilteringResult>[] = [];
+    const hairpin: Task<HairpinResult>[] = [];
+    for (const t of targets) {
+      const a = session.agent(t.probe.netns);
+      for (let k = 0; k < R; k++) {
+        filtering.push({ target: t, slot: slots.get(t)! + k, run: (server) => a.call<FilteringResult>('filtering', { server, ...lp(t) }) });
+        hairpin.push({ target: t, slot: slots.get(t)! + R + k, run: (server) => a.call<HairpinResult>('hairpin', { server, ...(t.localPort !== undefined ? { localPortA: t.localPort } : {}) }) });
       }
-      await runWaves<FilteringResult | HairpinResult>(session, [...filtering, ...hairpin] as Task<FilteringResult | HairpinResult>[], hops);
-      trace('phase 1 (filtering, hairpinning) done');
-      await flushHops(betweenPhases);
-      // Phase 2: mapping.
-      const mapSlots = assignSlots(targets, R);
-      const mapping: Task<MappingResult>[] = [];
-      for (const t of targets) {
-        const a = session.agent(t.probe.netns);
-        const mp = t.mappingPort !== undefined ? { localPort: t.mappingPort } : {};
-        for (let k = 0; k < R; k++) mapping.push({ target: t, slot: mapSlots.get(t)! + k, run: (server) => a.call<MappingResult>('mapping', { server, ...mp }) });
-      }
-      await runWaves(session, mapping, hops);
-      trace('phase 2 (mapping) done');
-      session.atEnd(() => flushHops(hops));
+    }
+    await runWaves<FilteringResult | HairpinResult>(session, [...filtering, ...hairpin] as Task<FilteringResult | HairpinResult>[], hops);
+    trace('phase 1 (filtering, hairpinning) done');
+    await flushHops(betweenPhases);
+    // Phase 2: mapping.
+    const mapSlots = assignSlots(targets, R);
+    const mapping: Task<MappingResult>[] = [];
+    for (const t of targets) {
+      const a = session.agent(t.probe.netns);
+      const mp = t.mappingPort !== undefined ? { localPort: t.mappingPort } : {};
+      for (let k = 0; k < R; k++) mapping.push({ target: t, slot: mapSlots.get(t)! + k, run: (server) => a.call<MappingResult>('mapping', { server, ...mp }) });
+    }
+    await runWaves(session, mapping, hops);
+    trace('phase 2 (mapping) done');
+    session.atEnd(() => flushHops(hops));
 
-      const reports: TargetReport[] = targets.map((t) => {
-        const errors = [...filtering, ...hairpin, ...mapping].filter((x) => x.target === t && x.error).map((x) => x.error!);
-        if (errors.length) throw new Error(`probing ${t.name} from ${t.probe.netns} failed: ${errors[0]}`);
-        const runs: TargetRuns = {
-          filtering: filtering.filter((x) => x.target === t).map((x) => x.result!),
-          hairpin: hairpin.filter((x) => x.target === t).map((x) => x.result!),
-          mapping: mapping.filter((x) => x.target === t).map((x) => x.result!),
-        };
-        const a = analyse(runs, t.declared);
-        return {
-          name: t.name,
-          probe: t.probe,
-          path: t.path.map((h) => h.name),
-          ...(t.declared ? { declared: t.declared } : {}),
-          ...a,
-          notes: [...t.notes, ...a.notes],
-        };
-      });
-      return {
-        ...(lab ? { lab } : {}),
-        server: session.server,
-        repetitions: R,
-        targets: reports,
-        match: reports.every((r) => r.match !== false),
-        durationMs: Date.now() - started,
+    const reports: TargetReport[] = targets.map((t) => {
+      const errors = [...filtering, ...hairpin, ...mapping].filter((x) => x.target === t && x.error).map((x) => x.error!);
+      if (errors.length) throw new Error(`probing ${t.name} from ${t.probe.netns} failed: ${errors[0]}`);
+      const runs: TargetRuns = {
+        filtering: filtering.filter((x) => x.target === t).map((x) => x.result!),
+        hairpin: hairpin.filter((x) => x.target === t).map((x) => x.result!),
+        mapping: mapping.filter((x) => x.target === t).map((x) => x.result!),
       };
-    },
-  );
+      const a = analyse(runs, t.declared);
+      return {
+        name: t.name,
+        probe: t.probe,
+        path: t.path.map((h) => h.name),
+        ...(t.declared ? { declared: t.declared } : {}),
+        ...a,
+        notes: [...t.notes, ...a.notes],
+      };
+    });
+    return {
+      ...(lab ? { lab } : {}),
+      server: session.server,
+      repetitions: R,
+      targets: reports,
+      match: reports.every((r) => r.match !== false),
+      durationMs: Date.now() - started,
+    };
+  });
 }
 
 /**
@@ -225,11 +239,10 @@ export async function runServe(options: CheckOptions & { seconds?: number }, onR
   const { serverNetns, targets } = await resolveTargets(options);
   await withSession(
     {
-      serverNetns,
+      // labctl's own server always: serving is what --serve is for.
+      ...serverPlacement({ ...options, externalServer: undefined }, serverNetns, [...targets.map((t) => t.probe.netns), ...targets.flatMap((t) => t.path.map((h) => h.netns))]),
       clientNetns: [],
       portPairs: 1,
-      ...(options.lab ? { lab: options.lab } : { scanNetns: [...targets.map((t) => t.probe.netns), ...targets.flatMap((t) => t.path.map((h) => h.netns))] }),
-      ...(options.serverAddresses ? { serverAddresses: options.serverAddresses } : {}),
     },
     async (session) => {
       onReady(session.server);

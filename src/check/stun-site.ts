@@ -4,12 +4,12 @@
 // the article's script never does). The internet namespace forwards and every NAT
 // default-routes to it, so the addresses are reachable from every site. The lab's plan
 // and files are never changed; check removes the pair (and so the addresses) afterwards.
-import { closeSync, openSync, readFileSync, unlinkSync, writeSync, mkdirSync, existsSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../exec/run.js';
 import { STATE_DIR } from '../apply/state.js';
 import { cidrContains, parseIpv4 } from '../lab/schema.js';
-import { alive } from '../util/process.js';
+import { withPidLock } from '../util/pidlock.js';
 
 export const STUN_IFNAME = 'lcstun0';
 export const STUN_PEER_IFNAME = 'lcstun1';
@@ -71,48 +71,11 @@ export interface StunSite {
 /** Holds /run/labctl/check-NETNS.lock while fn runs: two checks against one internet namespace take turns. */
 export async function withCheckLock<T>(netns: string, fn: () => Promise<T>, waitMs = 120_000): Promise<T> {
   if (!existsSync(STATE_DIR)) mkdirSync(STATE_DIR, { recursive: true, mode: 0o700 });
-  const path = join(STATE_DIR, `check-${netns}.lock`);
-  const deadline = Date.now() + waitMs;
-  for (;;) {
-    try {
-      const fd = openSync(path, 'wx', 0o600);
-      writeSync(fd, String(process.pid));
-      closeSync(fd);
-      break;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    }
-    let holder = 0;
-    try {
-      holder = Number(readFileSync(path, 'utf8').trim());
-    } catch {
-      continue; // released meanwhile
-    }
-    if (!holder || !alive(holder)) {
-      try {
-        unlinkSync(path); // its holder is gone
-      } catch {
-        /* someone else removed it first */
-      }
-      continue;
-    }
-    if (Date.now() > deadline) throw new Error(`another labctl check (pid ${holder}) is using ${netns}; try again when it has finished`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  const release = () => {
-    try {
-      if (readFileSync(path, 'utf8').trim() === String(process.pid)) unlinkSync(path);
-    } catch {
-      /* already gone */
-    }
-  };
-  process.once('exit', release);
-  try {
-    return await fn();
-  } finally {
-    process.off('exit', release);
-    release();
-  }
+  return withPidLock(join(STATE_DIR, `check-${netns}.lock`), fn, {
+    waitMs,
+    busy: (pid) => new Error(`another labctl check (pid ${pid}) is using ${netns}; try again when it has finished`),
+    contended: () => new Error(`another labctl check is using ${netns} (its lock keeps changing hands); try again`),
+  });
 }
 
 // ---------------------------------------------------------------- add / remove

@@ -4,7 +4,7 @@ import { existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { run, type RunOptions } from '../exec/run.js';
 import { killProcessesUsing } from './procs.js';
-import { sleep } from '../util/process.js';
+import { pids, sleep } from '../util/process.js';
 
 export interface MountEntry {
   mountPoint: string;
@@ -222,13 +222,7 @@ export function foreignHolders(device: string): { pid: number; comm: string }[] 
   const own = safeReadlink('/proc/self/ns/mnt');
   const seen = new Set<string>();
   const out: { pid: number; comm: string }[] = [];
-  let pids: string[] = [];
-  try {
-    pids = readdirSync('/proc').filter((p) => /^\d+$/.test(p));
-  } catch {
-    return out;
-  }
-  for (const p of pids) {
+  for (const p of pids()) {
     const ns = safeReadlink(`/proc/${p}/ns/mnt`);
     if (!ns || ns === own || seen.has(ns)) continue;
     seen.add(ns);

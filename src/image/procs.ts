@@ -1,6 +1,6 @@
 // Finding and stopping the processes that use a path (a build's chroot, its mount).
-import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
-import { alive, sleep } from '../util/process.js';
+import { readFileSync, readlinkSync } from 'node:fs';
+import { alive, fdTargets, pids, sleep } from '../util/process.js';
 
 export interface ProcessUse {
   pid: number;
@@ -26,15 +26,9 @@ function safeReadlink(p: string): string | undefined {
 export function processesUsing(paths: string[], options: { fds?: boolean; cmdline?: boolean } = {}): ProcessUse[] {
   const { fds = true, cmdline = true } = options;
   const found: ProcessUse[] = [];
-  let pids: string[];
-  try {
-    pids = readdirSync('/proc').filter((e) => /^\d+$/.test(e));
-  } catch {
-    return found;
-  }
-  for (const p of pids) {
-    const pid = Number(p);
+  for (const pid of pids()) {
     if (pid === process.pid) continue;
+    const p = String(pid);
     const base = `/proc/${p}`;
     let how: string | undefined;
     const root = safeReadlink(`${base}/root`);
@@ -49,19 +43,7 @@ export function processesUsing(paths: string[], options: { fds?: boolean; cmdlin
         /* gone */
       }
     }
-    if (!how && fds) {
-      try {
-        for (const fd of readdirSync(`${base}/fd`)) {
-          const target = safeReadlink(`${base}/fd/${fd}`);
-          if (target && target.startsWith('/') && under(target, paths)) {
-            how = 'fd';
-            break;
-          }
-        }
-      } catch {
-        /* gone or not ours to read */
-      }
-    }
+    if (!how && fds && fdTargets(pid).some((target) => target.startsWith('/') && under(target, paths))) how = 'fd';
     if (how) {
       let comm = '?';
       try {
@@ -74,7 +56,6 @@ export function processesUsing(paths: string[], options: { fds?: boolean; cmdlin
   }
   return found;
 }
-
 
 /**
  * Stops every process using the paths: SIGTERM, then SIGKILL for those still there

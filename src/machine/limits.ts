@@ -1,7 +1,9 @@
 // Host limits that cap how many machines can boot at once. labctl never raises them (it
 // does not change the host's sysctls); it checks before starting anything and says which
 // to raise and by how much.
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { fdTargets, pids } from '../util/process.js';
+import { sysctlPath } from '../util/sysctl.js';
 
 /** inotify instances each booted machine's systemd and journald use (measured: about 3). */
 export const INOTIFY_PER_MACHINE = 3;
@@ -9,27 +11,12 @@ export const INOTIFY_PER_MACHINE = 3;
 /** inotify instances open by all processes (root's, which the per-user limit counts). */
 export function inotifyInstancesInUse(): number {
   let n = 0;
-  for (const pid of readdirSync('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
-    let fds: string[];
-    try {
-      fds = readdirSync(`/proc/${pid}/fd`);
-    } catch {
-      continue;
-    }
-    for (const fd of fds) {
-      try {
-        if (readlinkSync(`/proc/${pid}/fd/${fd}`) === 'anon_inode:inotify') n++;
-      } catch {
-        /* closed meanwhile */
-      }
-    }
-  }
+  for (const pid of pids()) n += fdTargets(pid).filter((t) => t === 'anon_inode:inotify').length;
   return n;
 }
 
 export function readSysctl(path: string): number {
-  return Number(readFileSync(`/proc/sys/${path.replace(/\./g, '/')}`, 'utf8').trim());
+  return Number(readFileSync(sysctlPath(path), 'utf8').trim());
 }
 
 /** An error message when `machines` more machines would exceed the host's inotify limit, else undefined. */

@@ -6,8 +6,7 @@
 // which costs a few process starts per machine while it boots.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
-import { sleep } from './proc.js';
+import { sleep, whichExecutable } from '../util/process.js';
 
 export interface NotifyWatch {
   /** the socket to give nspawn as NOTIFY_SOCKET */
@@ -25,10 +24,6 @@ export function receiverArgv(socket: string, timeoutSeconds: number): string[] {
   return ['socat', '-u', '-T', String(timeoutSeconds), `UNIX-RECV:${socket},unlink-early,unlink-close`, 'STDOUT'];
 }
 
-function onPath(command: string): boolean {
-  return (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(delimiter).some((d) => d && existsSync(join(d, command)));
-}
-
 /** Parses the datagrams nspawn sends (newline-separated assignments, datagrams back to back). */
 export function parseNotify(text: string): { ready: boolean; leaderPid?: number } {
   // Datagrams arrive back to back without a separator ("…LEADER_PID=42READY=1").
@@ -39,7 +34,7 @@ export function parseNotify(text: string): { ready: boolean; leaderPid?: number 
 
 /** Starts a receiver on `socket`; undefined when socat is not installed. */
 export async function watchReady(socket: string, timeoutMs: number): Promise<NotifyWatch | undefined> {
-  if (!onPath('socat')) return undefined;
+  if (!whichExecutable('socat')) return undefined;
   const argv = receiverArgv(socket, Math.ceil(timeoutMs / 1000) + 5);
   rmSync(socket, { force: true });
   const child: ChildProcess = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });

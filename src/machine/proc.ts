@@ -1,6 +1,6 @@
 // Process facts read from /proc, used to find and verify machines' processes.
 import { readdirSync, readFileSync } from 'node:fs';
-import { alive, sleep } from '../util/process.js';
+import { alive, pids, sleep } from '../util/process.js';
 
 export { alive, sleep };
 
@@ -46,15 +46,17 @@ export function containerLeader(nspawnPid: number): number | undefined {
   return undefined;
 }
 
+/** Processes running `program` (argv[0] ends with it) whose arguments satisfy `match`. */
+export function processesRunning(program: string, match: (argv: string[]) => boolean): number[] {
+  return pids().filter((pid) => {
+    const argv = cmdline(pid);
+    return (argv[0] ?? '').endsWith(program) && match(argv);
+  });
+}
+
 /** Every nspawn process on the host that runs a machine of this name. */
 export function nspawnPidsOf(name: string): number[] {
-  const out: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const pid = Number(entry);
-    if (isNspawnOf(pid, name)) out.push(pid);
-  }
-  return out;
+  return processesRunning('systemd-nspawn', (argv) => argv.includes(`--machine=${name}`));
 }
 
 /** pid and all its descendants, deepest first. */
@@ -77,8 +79,8 @@ export function signalTree(pid: number, signal: NodeJS.Signals): void {
 
 /** Stops the readiness receivers (socat, see notify.ts) listening on sockets in `dir`, and waits until they are gone. */
 export async function stopNotifyReceivers(dir: string): Promise<void> {
-  const pids = notifyReceiversIn(dir);
-  for (const pid of pids) {
+  const receivers = notifyReceiversIn(dir);
+  for (const pid of receivers) {
     try {
       process.kill(pid, 'SIGTERM');
     } catch {
@@ -86,17 +88,10 @@ export async function stopNotifyReceivers(dir: string): Promise<void> {
     }
   }
   const deadline = Date.now() + 2000;
-  while (pids.some(alive) && Date.now() < deadline) await sleep(20);
+  while (receivers.some(alive) && Date.now() < deadline) await sleep(20);
 }
 
 /** Receivers (socat UNIX-RECV) whose socket lies in `dir`. */
 export function notifyReceiversIn(dir: string): number[] {
-  const prefix = `UNIX-RECV:${dir}/`;
-  const out: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const argv = cmdline(Number(entry));
-    if ((argv[0] ?? '').endsWith('socat') && argv.some((a) => a.startsWith(prefix))) out.push(Number(entry));
-  }
-  return out;
+  return processesRunning('socat', (argv) => argv.some((a) => a.startsWith(`UNIX-RECV:${dir}/`)));
 }

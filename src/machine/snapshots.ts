@@ -3,15 +3,10 @@
 import { readdirSync, rmSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { run } from '../exec/run.js';
-import { cmdline } from './proc.js';
+import { processesRunning } from './proc.js';
 
 function nspawnUsing(directory: string): boolean {
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const argv = cmdline(Number(entry));
-    if ((argv[0] ?? '').endsWith('systemd-nspawn') && argv.includes(`--directory=${directory}`)) return true;
-  }
-  return false;
+  return processesRunning('systemd-nspawn', (argv) => argv.includes(`--directory=${directory}`)).length > 0;
 }
 
 /** Deletes leftover snapshots of `directory`, unless some nspawn still boots from it. */

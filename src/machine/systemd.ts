@@ -6,15 +6,15 @@
 // The unit's properties come from systemd/labctl-machine.unit-properties, read at every
 // start: that file is the truth, this module only knows how to send each key.
 import { formatIpv6 } from '../util/ipv6.js';
-import { existsSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { access, constants as fsConstants } from 'node:fs/promises';
-import { basename, delimiter, dirname, isAbsolute, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { MachineState } from '../apply/state.js';
 import { run } from '../exec/run.js';
 import { MACHINE_ENV, MachineStartError, type MachineBackend, type MachineInfo, type MachineSpec } from './backend.js';
 import { BusError, SYSTEM_BUS_SOCKET, Variant, closeSystemBus, isBusError, systemBus, type DBusMessage, type SystemBus } from './dbus.js';
-import { sleep } from '../util/process.js';
+import { fdTargets, pids, sleep, whichExecutable } from '../util/process.js';
 
 const SYSTEMD = 'org.freedesktop.systemd1';
 const SYSTEMD_PATH = '/org/freedesktop/systemd1';
@@ -214,13 +214,9 @@ function parseBool(text: string): boolean {
 
 /** Finds a program in $PATH (plus the usual system directories) the way a shell would. */
 export function findExecutable(name: string): string {
-  if (isAbsolute(name)) return name;
-  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'].filter(Boolean);
-  for (const d of dirs) {
-    const p = join(d, name);
-    if (existsSync(p)) return p;
-  }
-  throw new Error(`${name} not found in PATH`);
+  const found = whichExecutable(name);
+  if (!found) throw new Error(`${name} not found in PATH`);
+  return found;
 }
 
 /** One property of StartTransientUnit's a(sv), as plain data (for tests) and as the D-Bus value. */
@@ -433,23 +429,17 @@ async function snapshotOfUnit(bus: SystemBus, unit: string, directory: string): 
     return undefined;
   }
   if (!pid) return undefined;
-  const prefix = `${dirname(directory)}/.#.#machine.`;
-  let fds: string[] = [];
-  try {
-    fds = readdirSync(`/proc/${pid}/fd`);
-  } catch {
-    return undefined;
-  }
-  for (const fd of fds) {
-    let target: string;
-    try {
-      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
-    } catch {
-      continue;
-    }
-    if (target.startsWith(prefix) && target.endsWith('.lck')) return join(dirname(directory), basename(target).slice(2, -'.lck'.length));
+  for (const target of fdTargets(pid)) {
+    const snapshot = snapshotLockedBy(target, directory);
+    if (snapshot) return join(dirname(directory), snapshot);
   }
   return undefined;
+}
+
+/** The snapshot (name) of `directory` whose nspawn lock an open file `target` is, if it is one. */
+function snapshotLockedBy(target: string, directory: string): string | undefined {
+  const prefix = `${dirname(directory)}/.#.#machine.`;
+  return target.startsWith(prefix) && target.endsWith('.lck') ? basename(target).slice(2, -'.lck'.length) : undefined;
 }
 
 const snapshotStem = (directory: string) => `.#machine.${basename(directory)}`;
@@ -474,20 +464,10 @@ function orphanSnapshotsSince(directory: string, before: Set<string>): string[] 
   const fresh = [...snapshotNames(directory)].filter((n) => !before.has(n));
   if (!fresh.length) return [];
   const held = new Set<string>();
-  for (const pid of readdirSync('/proc').filter((e) => /^\d+$/.test(e))) {
-    let fds: string[];
-    try {
-      fds = readdirSync(`/proc/${pid}/fd`);
-    } catch {
-      continue;
-    }
-    for (const fd of fds) {
-      try {
-        const target = readlinkSync(`/proc/${pid}/fd/${fd}`);
-        if (target.startsWith(`${parent}/.#.#machine.`) && target.endsWith('.lck')) held.add(basename(target).slice(2, -'.lck'.length));
-      } catch {
-        /* closed meanwhile */
-      }
+  for (const pid of pids()) {
+    for (const target of fdTargets(pid)) {
+      const snapshot = snapshotLockedBy(target, directory);
+      if (snapshot) held.add(snapshot);
     }
   }
   return fresh.filter((n) => !held.has(n)).map((n) => join(parent, n));

@@ -1,5 +1,6 @@
 // Small process helpers shared by every concern that waits for or checks on processes.
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { delimiter, isAbsolute, join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 
 /**
@@ -22,3 +23,44 @@ export function alive(pid: number): boolean {
 }
 
 export const sleep = (ms: number): Promise<void> => delay(Math.max(0, ms));
+
+/** Every process id on the host, from /proc (empty if /proc cannot be read). */
+export function pids(): number[] {
+  try {
+    return readdirSync('/proc')
+      .filter((e) => /^\d+$/.test(e))
+      .map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** What a process's open file descriptors point at (empty when it is gone or not readable). */
+export function fdTargets(pid: number): string[] {
+  let fds: string[];
+  try {
+    fds = readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return [];
+  }
+  const out: string[] = [];
+  for (const fd of fds) {
+    try {
+      out.push(readlinkSync(`/proc/${pid}/fd/${fd}`));
+    } catch {
+      /* closed meanwhile */
+    }
+  }
+  return out;
+}
+
+/** Finds a program in $PATH (plus the usual system directories) the way a shell would; undefined when absent. */
+export function whichExecutable(name: string): string | undefined {
+  if (isAbsolute(name)) return existsSync(name) ? name : undefined;
+  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'].filter(Boolean);
+  for (const d of dirs) {
+    const p = join(d, name);
+    if (existsSync(p)) return p;
+  }
+  return undefined;
+}

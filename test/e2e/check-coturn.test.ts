@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
-import { BIN, isRoot, labctl, labctlOk, netnsList, ROOT } from '../support/cli.js';
+import { BIN, isRoot, labctl, labctlOk, netnsList } from '../support/cli.js';
 import { check, leftovers } from '../fixtures/check/support.js';
 
 const run = promisify(execFile);
@@ -142,7 +142,7 @@ async function natdiscovery(site: Site, server: string): Promise<Discovery> {
 }
 
 test('coturn\'s clients against labctl\'s server (labctl check --serve) agree with labctl', { skip }, async () => {
-  serve = spawn(process.execPath, [...(await standaloneOrBin()), 'check', file, '--serve', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  serve = spawn(process.execPath, [BIN, 'check', file, '--serve', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   serve.stderr!.on('data', (d) => (stderr += String(d)));
   const lines = createInterface({ input: serve.stdout! });
@@ -226,9 +226,3 @@ test('labctl\'s client against coturn\'s turnserver (labctl check --server) agre
   execFileSync('ip', ['-n', INET, 'link', 'del', TURN_LINK]);
   assert.deepEqual(leftovers(INET, ours()), []);
 });
-
-/** argv for `labctl` (registered) or its standalone check entry. */
-async function standaloneOrBin(): Promise<string[]> {
-  const help = await run(process.execPath, [BIN, 'check', '--help']).catch(() => undefined);
-  return help && help.stdout.includes('--serve') ? [BIN] : [`${ROOT}dist/check/standalone.js`];
-}

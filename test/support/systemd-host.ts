@@ -46,6 +46,7 @@ import { buildImage, imagePaths, imageState, mountsUnder, recipeHash, resolveRec
 import { acquireLock, withLock } from '../../src/image/lock.js';
 import { loopsFor, parseMountinfo } from '../../src/image/mount.js';
 import { TEST_CACHE_DIR, TEST_DATA_DIR, TEST_MIRROR } from './test-image.js';
+import { pids } from '../../src/util/process.js';
 
 export const HOST_IMAGE = 'systemd-host';
 export const HOST_MACHINE = 'labctl-sdhost';
@@ -162,16 +163,6 @@ export const ensureInnerImage = () => ensureImage(INNER_IMAGE, HOST_DATA_DIR);
 // ---------------------------------------------------------------------------------
 // /proc helpers
 // ---------------------------------------------------------------------------------
-
-function pids(): number[] {
-  try {
-    return readdirSync('/proc')
-      .filter((e) => /^\d+$/.test(e))
-      .map(Number);
-  } catch {
-    return [];
-  }
-}
 
 function status(pid: number): Record<string, string> {
   const out: Record<string, string> = {};
