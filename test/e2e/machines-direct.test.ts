@@ -246,23 +246,30 @@ test('a machine that does not boot in time fails up with its console lines, and 
   assertClean('after a failed up');
 });
 
-for (const delay of [200, 900, 2000]) {
-  test(`SIGKILL of up after ${delay} ms, then down: a clean host`, { skip }, async () => {
+// Kill points by what up has reached, not by the clock: a faster up must not slip past them.
+const KILL_POINTS: { label: string; reached: (p: Proc) => Promise<boolean> }[] = [
+  { label: 'after 200 ms', reached: async () => (await sleep(200), true) },
+  { label: 'while the network is made', reached: (p) => waitForText(p, 'network: ', 20000) },
+  { label: 'while the machines boot', reached: async (p) => (await waitForText(p, 'c1-nat in ns-c1-nat', 20000)) && (await sleep(150), true) },
+];
+for (const point of KILL_POINTS) {
+  test(`SIGKILL of up ${point.label}, then down: a clean host`, { skip }, async () => {
     const up = start(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir]);
-    await sleep(delay);
+    assert.ok(await point.reached(up), up.out());
     up.kill('SIGKILL');
-    await up.done;
+    assert.equal(await up.done, null, `up was killed before it finished: ${up.out()}`);
     const r = await labctl(['down', shortLab]);
     assert.equal(r.exitCode, 0, r.stderr);
-    assertClean(`SIGKILL after ${delay} ms`);
+    assertClean(`SIGKILL ${point.label}`);
   });
 }
 
 test('SIGKILL of up, then up again recovers, then down', { skip }, async () => {
   const up = start(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir]);
-  await sleep(1500);
+  assert.ok(await waitForText(up, 'c1-nat in ns-c1-nat', 20000), up.out());
+  await sleep(150); // machines are booting
   up.kill('SIGKILL');
-  await up.done;
+  assert.equal(await up.done, null, `up was killed before it finished: ${up.out()}`);
   const r = await labctlOk(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir]);
   assert.match(r.stdout, /is up: 4 machines/);
   assert.equal(nspawnOf(MACHINES).length, 4, 'exactly one nspawn per machine');
