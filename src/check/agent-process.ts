@@ -25,10 +25,13 @@ function newestMtime(dir: string, ext: string): number {
 }
 
 /**
- * The command that runs the agent: the compiled dist/stun/agent.js when it exists (and is
- * not older than src/stun when running from a checkout), else src/stun/agent.ts through tsx.
+ * The command that runs the agent: the bundled dist/bundle/agent.cjs beside the bundled CLI;
+ * else the compiled dist/stun/agent.js when it exists (and is not older than src/stun when
+ * running from a checkout); else src/stun/agent.ts through tsx.
  */
 export function agentCommand(): string[] {
+  const bundled = join(HERE, 'agent.cjs');
+  if (HERE.endsWith(join('dist', 'bundle')) && existsSync(bundled)) return [process.execPath, bundled];
   const beside = join(HERE, '..', 'stun', 'agent.js');
   if (HERE.endsWith(join('dist', 'check')) && existsSync(beside)) return [process.execPath, beside];
   const dist = join(ROOT, 'dist', 'stun', 'agent.js');
@@ -36,6 +39,7 @@ export function agentCommand(): string[] {
   if (existsSync(dist) && (!existsSync(srcDir) || statSync(dist).mtimeMs >= newestMtime(srcDir, '.ts'))) {
     return [process.execPath, dist];
   }
+  // Only ever reached from the sources (the bundle, CommonJS, has no import.meta.resolve).
   return [process.execPath, '--import', import.meta.resolve('tsx'), join(srcDir, 'agent.ts')];
 }
 

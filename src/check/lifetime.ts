@@ -22,10 +22,11 @@ export const KINDS: FlowKind[] = ['unreplied', 'stream'];
 /**
  * Checks at k + OFFSET seconds of idleness: a whole-second timeout falls between two checks,
  * not on one. Idleness counts from the answer's arrival, just after the NAT saw it, so a
- * mapping of T seconds is gone OFFSET after the check at T; conntrack's clock ticks every
- * few milliseconds, and a late timer only makes a check later (surer of "gone").
+ * mapping of T seconds is gone OFFSET after the check at T; conntrack's clock ticks once a
+ * jiffy (4 ms at HZ=250, 10 ms at HZ=100), so 30 ms is several ticks past the expiry, and a
+ * late timer only makes a check later (surer of "gone").
  */
-export const GRID_OFFSET = 0.05;
+export const GRID_OFFSET = 0.03;
 /** Probes per idle time (they must agree). */
 export const PER_POINT = 2;
 const LINUX_DEFAULTS = { unreplied: 30, stream: 120 };

@@ -14,10 +14,12 @@ import { addStunSite, chooseAddresses, namespaceSubnets, removeStunSite, type St
 
 export const BASE_PORT = 3478;
 
-const TRACE_START = Date.now();
-/** With LABCTL_CHECK_TRACE set, prints when each step of a check ends (for tuning and the benchmark). */
+/**
+ * With LABCTL_CHECK_TRACE set, prints when each step of a check ends, in ms since the
+ * process started (for tuning and the benchmark).
+ */
 export function trace(what: string): void {
-  if (process.env.LABCTL_CHECK_TRACE) process.stderr.write(`[check +${Date.now() - TRACE_START} ms] ${what}\n`);
+  if (process.env.LABCTL_CHECK_TRACE) process.stderr.write(`[check +${Math.round(performance.now())} ms] ${what}\n`);
 }
 
 export interface SessionOptions {
@@ -95,6 +97,7 @@ export function labSubnets(lab: Lab): string[] {
 export async function withSession<T>(options: SessionOptions, fn: (s: Session) => Promise<T>): Promise<T> {
   hookSignals();
   return withCheckLock(options.serverNetns, async () => {
+    trace('session starts');
     const agents = new Map<string, Agent>();
     let site: StunSite | undefined;
     let serverAgent: Agent | undefined;

@@ -35,18 +35,26 @@ registerNetCommands(program);
 registerConntrackCommand(program);
 registerCheckCommands(program);
 // The image commands pull in the image builder (listr2 and more); load them only when
-// asked for, so that `net up` and friends start fast.
-const first = process.argv.slice(2).find((a) => !a.startsWith('-'));
-if (first === undefined || first === 'image' || first === 'help') {
-  const { registerImageCommands } = await import('./image.js');
-  registerImageCommands(program);
-} else {
-  program.command('image').description('build, list, remove, mount and unmount images (see `labctl image --help`)');
+// asked for, so that `net up` and friends start fast. (No top-level await anywhere: the
+// bundle is CommonJS, which V8 can cache compiled; see bin/labctl.js.)
+async function main(): Promise<void> {
+  const first = process.argv.slice(2).find((a) => !a.startsWith('-'));
+  if (first === undefined || first === 'image' || first === 'help') {
+    const { registerImageCommands } = await import('./image.js');
+    registerImageCommands(program);
+  } else {
+    program.command('image').description('build, list, remove, mount and unmount images (see `labctl image --help`)');
+  }
+  try {
+    await program.parseAsync(process.argv);
+  } finally {
+    const { closeBackends } = await import('../machine/select.js');
+    await closeBackends();
+  }
 }
 
-try {
-  await program.parseAsync(process.argv);
-} finally {
-  const { closeBackends } = await import('../machine/select.js');
-  await closeBackends();
-}
+main().catch((e: unknown) => {
+  // parseAsync's actions handle their own errors; this is a bug, so show the stack.
+  console.error(e);
+  process.exitCode = 1;
+});

@@ -1,3 +1,5 @@
+import { spawn } from 'node:child_process';
+
 // The one runner every host command goes through. It takes an argument array
 // (never a shell string), records what ran, and on failure throws an error that
 // names the step, the command, its exit code and what it printed.
@@ -51,7 +53,6 @@ export async function run(command: string[], options: RunOptions = {}): Promise<
   // node:child_process directly, not execa: this runner is on the path of every
   // `net up`, and execa's import alone costs more than the whole network set-up.
   // Arguments are passed as an array; no shell is involved.
-  const { spawn } = await import('node:child_process');
   return new Promise<RunResult>((resolve, reject) => {
     let stdout = '';
     let stderr = '';

@@ -86,9 +86,10 @@ async function client(): Promise<void> {
   out({ event: 'ready', pid: process.pid });
 }
 
+// No top-level await: the agent is also bundled as CommonJS (scripts/bundle.mjs).
 const [mode, arg] = process.argv.slice(2);
-if (mode === 'server') await server(arg);
-else if (mode === 'client') await client();
+if (mode === 'server') void server(arg);
+else if (mode === 'client') void client();
 else {
   process.stderr.write('usage: agent.js server JSON | client\n');
   process.exitCode = 2;

@@ -173,7 +173,7 @@ test('lifetimes: bracketed by the last check that found the mapping and the firs
   assert.equal(keepaliveFor(30), 25, 'WireGuard\'s 25 s under a 30 s timeout');
   assert.equal(keepaliveFor(3), 2);
   assert.equal(keepaliveFor(1), 1);
-  assert.deepEqual(idleGrid(3), [0.05, 1.05, 2.05]);
+  assert.deepEqual(idleGrid(3), [0.03, 1.03, 2.03]);
 });
 
 const nat = (name: string, address: string, m: ModelNat['mapping'], f: ModelNat['filtering'], extra: Partial<ModelNat> = {}): ModelNat => ({ name, address, mapping: m, filtering: f, hairpinning: false, ...extra });
