@@ -4,7 +4,8 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { basename, dirname, extname, isAbsolute, join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
-import { z } from 'zod';
+import * as z from 'zod/mini';
+import '../lab/zod.js';
 import { DISTRIBUTIONS } from './distro/index.js';
 import { UsageError } from './errors.js';
 import { RECIPES_DIR, checkImageName } from './paths.js';
@@ -62,56 +63,59 @@ export function checkMirror(url: string): string | undefined {
   return undefined;
 }
 
-const mirrorSchema = z.string().superRefine((url, ctx) => {
-  const problem = checkMirror(url);
-  if (problem) ctx.addIssue({ code: 'custom', message: `${problem}: ${JSON.stringify(url)}` });
-});
+const mirrorSchema = z.string().check(
+  z.superRefine((url, ctx) => {
+    const problem = checkMirror(url);
+    if (problem) ctx.addIssue({ code: 'custom', message: `${problem}: ${JSON.stringify(url)}` });
+  }),
+);
 
 const fileSchema = z
   .strictObject({
-    path: z
-      .string()
-      .refine((p) => p.startsWith('/') && !p.split('/').includes('..') && p !== '/', 'must be an absolute path inside the image, without ..'),
-    content: z.string().optional(),
-    source: z.string().min(1).optional(),
-    mode: z
-      .string()
-      .regex(/^0?[0-7]{3,4}$/, 'must be an octal mode like "0644"')
-      .optional(),
+    path: z.string().check(z.refine((p) => p.startsWith('/') && !p.split('/').includes('..') && p !== '/', 'must be an absolute path inside the image, without ..')),
+    content: z.optional(z.string()),
+    source: z.optional(z.string().check(z.minLength(1))),
+    mode: z.optional(z.string().check(z.regex(/^0?[0-7]{3,4}$/, 'must be an octal mode like "0644"'))),
   })
-  .refine((f) => (f.content === undefined) !== (f.source === undefined), {
-    message: 'give exactly one of content (the text) or source (a file beside the recipe)',
-  });
+  .check(
+    z.refine((f) => (f.content === undefined) !== (f.source === undefined), {
+      message: 'give exactly one of content (the text) or source (a file beside the recipe)',
+    }),
+  );
 
-const commandSchema = z.union([z.string().min(1), z.array(z.string()).min(1)], {
+const commandSchema = z.union([z.string().check(z.minLength(1)), z.array(z.string()).check(z.minLength(1))], {
   error: 'must be a shell command string (run with /bin/sh -c inside the image) or a non-empty argument list',
 });
 
+const listOf = (pattern: RegExp, message: string) => z._default(z.array(z.string().check(z.regex(pattern, message))), []);
+
 /** The YAML document as written (kebab-case keys). */
 export const recipeSchema = z.strictObject({
-  name: z.string().optional(),
-  description: z.string().optional(),
+  name: z.optional(z.string()),
+  description: z.optional(z.string()),
   distribution: z.enum(['debian', 'ubuntu']),
-  suite: z.string().regex(SUITE_RE, 'must be a suite code name like bookworm or noble'),
+  suite: z.string().check(z.regex(SUITE_RE, 'must be a suite code name like bookworm or noble')),
   mirror: mirrorSchema,
-  components: z.array(z.string().regex(/^[a-z0-9/-]+$/, 'must be an archive component like main')).min(1).optional(),
-  keyring: z.string().refine(isAbsolute, 'must be an absolute path to a keyring file').optional(),
+  components: z.optional(z.array(z.string().check(z.regex(/^[a-z0-9/-]+$/, 'must be an archive component like main'))).check(z.minLength(1))),
+  keyring: z.optional(z.string().check(z.refine(isAbsolute, 'must be an absolute path to a keyring file'))),
   architecture: z.enum(ARCHITECTURES),
-  variant: z.enum(['minbase', 'buildd', 'default']).default('minbase'),
-  packages: z.array(z.string().regex(PACKAGE_RE, 'must be a Debian package name')).default([]),
-  size: z.union([z.string(), z.number()]).superRefine((value, ctx) => {
-    const bytes = parseSize(value);
-    if (bytes === undefined) ctx.addIssue({ code: 'custom', message: `must be a size like 2G or 1536M, got ${JSON.stringify(value)}` });
-    else if (bytes < MIN_IMAGE_SIZE) ctx.addIssue({ code: 'custom', message: `must be at least 512M (got ${value})` });
-    else if (bytes > MAX_IMAGE_SIZE) ctx.addIssue({ code: 'custom', message: `must be at most 1T (got ${value})` });
-  }),
-  files: z.array(fileSchema).default([]),
-  commands: z.array(commandSchema).default([]),
+  variant: z._default(z.enum(['minbase', 'buildd', 'default']), 'minbase'),
+  packages: listOf(PACKAGE_RE, 'must be a Debian package name'),
+  size: z.union([z.string(), z.number()]).check(
+    z.superRefine((value, ctx) => {
+      const bytes = parseSize(value);
+      if (bytes === undefined) ctx.addIssue({ code: 'custom', message: `must be a size like 2G or 1536M, got ${JSON.stringify(value)}` });
+      else if (bytes < MIN_IMAGE_SIZE) ctx.addIssue({ code: 'custom', message: `must be at least 512M (got ${value})` });
+      else if (bytes > MAX_IMAGE_SIZE) ctx.addIssue({ code: 'custom', message: `must be at most 1T (got ${value})` });
+    }),
+  ),
+  files: z._default(z.array(fileSchema), []),
+  commands: z._default(z.array(commandSchema), []),
   /** systemd units masked in the image: what a lab machine never needs costs boot time */
-  mask: z.array(z.string().regex(UNIT_RE, 'must be a systemd unit name like apt-daily.timer')).default([]),
+  mask: listOf(UNIT_RE, 'must be a systemd unit name like apt-daily.timer'),
   /** systemd generators disabled in the image: each is a program every boot runs before any unit */
-  'mask-generators': z.array(z.string().regex(GENERATOR_RE, 'must be a generator name like systemd-fstab-generator')).default([]),
-  'root-password-file': z.string().min(1).optional(),
+  'mask-generators': listOf(GENERATOR_RE, 'must be a generator name like systemd-fstab-generator'),
+  'root-password-file': z.optional(z.string().check(z.minLength(1))),
 });
 
 export type RawRecipe = z.input<typeof recipeSchema>;

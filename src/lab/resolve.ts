@@ -3,7 +3,7 @@
 // Every problem becomes a LabIssue naming the field path and the reason; resolution
 // stops only after collecting all of them, so a user fixes a file in one pass.
 import { parse as parseYaml, YAMLParseError } from 'yaml';
-import type { z } from 'zod';
+import type { core } from 'zod/mini';
 import { CLASSIC, type Dependency } from './behaviour.js';
 import {
   LAN_BRIDGE,
@@ -64,7 +64,7 @@ const EXPECTED: Record<string, string> = {
   object: 'a mapping',
 };
 
-function zodIssues(error: z.ZodError): LabIssue[] {
+function zodIssues(error: core.$ZodError): LabIssue[] {
   const out: LabIssue[] = [];
   for (const issue of error.issues) {
     if (issue.code === 'unrecognized_keys') {
