@@ -10,7 +10,7 @@
 // (a read-only install) only costs the speed. This file is CommonJS (bin/package.json):
 // an ES module entry would cost Node's ES module loader, ~20 ms more per start.
 'use strict';
-const { existsSync, readFileSync, renameSync, writeFileSync } = require('node:fs');
+const { existsSync, readFileSync, renameSync, rmSync, writeFileSync } = require('node:fs');
 const { dirname, join } = require('node:path');
 const { pathToFileURL } = require('node:url');
 const Module = require('node:module');
@@ -32,12 +32,18 @@ function runBundle(file) {
   const script = new vm.Script(Module.wrap(readFileSync(file, 'latin1')), { filename: file, cachedData });
   if (cachedData === undefined || script.cachedDataRejected) {
     process.once('exit', () => {
+      // Written beside it and renamed over it: a concurrent start reads the old or the new.
+      const tmp = `${cacheFile}.${process.pid}`;
       try {
-        const tmp = `${cacheFile}.${process.pid}`;
         writeFileSync(tmp, script.createCachedData());
         renameSync(tmp, cacheFile);
       } catch {
         // not writable here: run without a cache
+        try {
+          rmSync(tmp, { force: true });
+        } catch {
+          // nothing was written
+        }
       }
     });
   }
