@@ -130,7 +130,7 @@ ${row(`\`labctl check --lifetime\` (2 NATs, lifetimes 3/6 s and 5/10 s; longest 
 - Default lab: **${(s.article!.median / 1000).toFixed(2)} s** median (target: under 3 s).
 - \`--lifetime\`: the longest lifetime + **${(over.median / 1000).toFixed(2)} s** median (min ${(over.min / 1000).toFixed(2)} s; target: under + 3 s). Of that, 2.03 s is the warm-up a stream flow needs: the kernel gives a UDP flow the stream timeout only once it has seen a reply and traffic more than 2 s after its first packet, so its idle time cannot start earlier.
 
-Where the time of one default-lab check goes (\`LABCTL_CHECK_TRACE=1\`, milliseconds after the check's modules loaded):
+Where the time of one default-lab check goes (\`LABCTL_CHECK_TRACE=1\`, milliseconds since the labctl process started):
 
 \`\`\`
 ${trace}
