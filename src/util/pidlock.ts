@@ -4,7 +4,8 @@
 // The lock file holds its pid from the moment it exists (written aside, then linked into
 // place), and a stale lock is moved aside and checked before it is dropped, so that a lock
 // another labctl took over meanwhile is put back, not deleted.
-import { closeSync, fstatSync, linkSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, linkSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { alive, sleep } from './process.js';
 
 /** What a lock file holds (a pid) and its inode, or undefined when there is no lock file. */
@@ -24,6 +25,31 @@ function lockHolder(path: string): { text: string; pid: number; ino: number } | 
   }
 }
 
+/**
+ * Removes the files a labctl killed while taking this lock left beside it (its pid file,
+ * LOCK.PID, or a stale lock it had moved aside, LOCK.stale.PID): SIGKILL, or Ctrl-C while
+ * waiting for a busy lock, runs no clean-up.
+ */
+export function sweepLeftovers(path: string): void {
+  const base = basename(path);
+  let names: string[];
+  try {
+    names = readdirSync(dirname(path));
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (!name.startsWith(`${base}.`)) continue;
+    const m = /^(?:stale\.)?(\d+)$/.exec(name.slice(base.length + 1));
+    if (!m || Number(m[1]) === process.pid || alive(Number(m[1]))) continue;
+    try {
+      unlinkSync(join(dirname(path), name));
+    } catch {
+      /* another labctl swept it first */
+    }
+  }
+}
+
 export interface PidLockOptions {
   /** The error for a lock a live process holds (after waitMs, if given). */
   busy: (holderPid: number) => Error;
@@ -37,6 +63,7 @@ export interface PidLockOptions {
 /** Takes the lock at `path` (its directory must exist) for the duration of fn. */
 export async function withPidLock<T>(path: string, fn: () => Promise<T>, options: PidLockOptions): Promise<T> {
   const deadline = Date.now() + (options.waitMs ?? 0);
+  sweepLeftovers(path);
   const mine = `${path}.${process.pid}`;
   writeFileSync(mine, String(process.pid), { mode: 0o600 });
   try {

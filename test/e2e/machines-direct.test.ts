@@ -89,6 +89,8 @@ function assertClean(what: string): void {
   assert.deepEqual(snapshotsLeft(), [], `${what}: no ephemeral snapshot left`);
   assert.ok(!existsSync('/run/labctl/article.json'), `${what}: no state file left`);
   assert.ok(!existsSync('/run/labctl/article'), `${what}: no console logs left`);
+  const locks = existsSync('/run/labctl') ? readdirSync('/run/labctl').filter((f) => f.startsWith('article.lock')) : [];
+  assert.deepEqual(locks, [], `${what}: no lock file (nor a killed labctl's pid file) left`);
   assert.deepEqual(notifyReceiversIn('/run/labctl/article'), [], `${what}: no readiness receiver (socat) left`);
 }
 
