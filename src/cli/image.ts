@@ -114,8 +114,9 @@ Examples:
         `
 The new image is built beside the old one (NAME.btrfs.new) and swapped in only when
 complete; an interrupted or failed build (Ctrl-C, bad mirror, full disk) leaves no mount,
-no loop device and no partial image. A rebuild reuses the cached base (same recipe) or
-the downloaded packages (changed package list).
+no loop device and no partial image. A rebuild reuses the cached base: as it is (same
+package list), or completed with apt-get install (packages added to a cached base's list);
+otherwise debootstrap runs again from the downloaded packages.
 
 Examples:
   labctl image build bookworm
@@ -146,7 +147,7 @@ Examples:
           } else {
             process.stdout.write(
               `Built image ${result.name} (${result.meta.distribution} ${result.meta.suite}) in ${result.seconds.toFixed(1)} s, ` +
-                `base ${result.baseFromCache ? 'from the cache' : 'bootstrapped'}: ${result.imageFile}\n`,
+                `base ${result.baseFromCache ? 'from the cache' : result.baseExtendedWith ? `from the cache + apt-get install ${result.baseExtendedWith.join(' ')}` : 'bootstrapped'}: ${result.imageFile}\n`,
             );
           }
         }),

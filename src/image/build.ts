@@ -1,11 +1,12 @@
 // Running a build: the plan's steps as listr2 tasks, cleanup on failure or signal.
-import { existsSync, renameSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, renameSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { Listr, type ListrTaskWrapper } from 'listr2';
 import { InterruptedError } from './errors.js';
 import type { ImageMeta } from './meta.js';
 import { resolveDataDir } from './paths.js';
-import { createContext, planBuild, type BuildContext, type BuildOptions, type StepIO } from './plan.js';
-import { loadRecipe, withMirror, type Recipe } from './recipe.js';
+import { chooseBaseToExtend, createContext, planBuild, type BuildContext, type BuildOptions, type CachedBase, type StepIO } from './plan.js';
+import { bootstrapHash, loadRecipe, withMirror, type Recipe } from './recipe.js';
 import { mountAt, loopMount } from './mount.js';
 import { imageState, readFsid, readMeta } from './meta.js';
 import { removeNewBuild } from './steps.js';
@@ -44,6 +45,8 @@ export interface BuildResult {
   rootfs: string;
   mounted: boolean;
   baseFromCache: boolean;
+  /** packages apt added to a cached base of the same bootstrap (instead of a debootstrap) */
+  baseExtendedWith?: string[];
   seconds: number;
   steps: { name: string; seconds: number }[];
   meta: ImageMeta;
@@ -59,6 +62,30 @@ export function resolveRecipe(nameOrRecipe: string | Recipe, options: Pick<Build
   return recipe;
 }
 
+/** The cached bases in the cache's base directory, as their .json files describe them. */
+function cachedBases(dir: string): CachedBase[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const out: CachedBase[] = [];
+  for (const name of names) {
+    if (!name.endsWith('.json')) continue;
+    const stream = join(dir, name.replace(/\.json$/, '.stream'));
+    if (!existsSync(stream)) continue;
+    try {
+      const j = JSON.parse(readFileSync(join(dir, name), 'utf8')) as { bootstrapHash?: unknown; packages?: unknown };
+      if (typeof j.bootstrapHash !== 'string' || !Array.isArray(j.packages)) continue;
+      out.push({ stream, bootstrapHash: j.bootstrapHash, packages: j.packages.map(String) });
+    } catch {
+      // unreadable: not a candidate
+    }
+  }
+  return out;
+}
+
 /** Builds an image: NAME (images/NAME.yaml), a recipe FILE, or a parsed recipe. */
 export async function buildImage(nameOrRecipe: string | Recipe, options: BuildImageOptions = {}): Promise<BuildResult> {
   const recipe = resolveRecipe(nameOrRecipe, options);
@@ -70,7 +97,13 @@ export async function buildImage(nameOrRecipe: string | Recipe, options: BuildIm
   const dataDir = resolveDataDir(options.dataDir);
   const ctx = createContext({ recipe, options: buildOptions, dataDir, ...(options.cacheDir ? { cacheDir: options.cacheDir } : {}) });
   ctx.cacheHit = buildOptions.cache && existsSync(ctx.baseStream);
-  const plan = planBuild({ recipe, options: buildOptions, cacheHit: ctx.cacheHit });
+  // Signatures: apt inside the base checks them with the image's own keyring, which the
+  // verified bootstrap installed; an unverified base is not extended.
+  if (!ctx.cacheHit && buildOptions.cache && buildOptions.verify) {
+    const extend = chooseBaseToExtend(cachedBases(dirname(ctx.baseStream)), bootstrapHash(recipe, true), ctx.packages);
+    if (extend) ctx.extendBase = extend;
+  }
+  const plan = planBuild({ recipe, options: buildOptions, cacheHit: ctx.cacheHit, extend: Boolean(ctx.extendBase) });
   const log = options.log ?? ((line: string) => process.stderr.write(`  ${line}\n`));
   const renderer = options.renderer ?? (buildOptions.verbose ? 'simple' : 'default');
   const interactive = renderer === 'default' && Boolean(process.stdout.isTTY);
@@ -167,6 +200,7 @@ export async function buildImage(nameOrRecipe: string | Recipe, options: BuildIm
     rootfs: paths.rootfs,
     mounted: Boolean(mountAt(paths.mountDir)),
     baseFromCache: ctx.cacheHit,
+    ...(ctx.extendBase ? { baseExtendedWith: ctx.extendBase.missing } : {}),
     seconds: (Date.now() - ctx.startedAt) / 1000,
     steps: timings,
     meta: ctx.meta!,

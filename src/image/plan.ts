@@ -42,6 +42,11 @@ export interface BuildContext {
   debCache: string;
   /** a cached base exists and will be used instead of debootstrap */
   cacheHit: boolean;
+  /**
+   * No cached base of this package list, but one of the same bootstrap with fewer
+   * packages: it is restored and apt installs what it lacks (instead of debootstrap).
+   */
+  extendBase?: BaseToExtend;
   /** uuid given to mkfs.btrfs: ties the metadata to the image file */
   fsid: string;
   startedAt: number;
@@ -66,6 +71,42 @@ export interface PlanInput {
   recipe: Recipe;
   options: BuildOptions;
   cacheHit: boolean;
+  /** a cached base to extend with apt (when cacheHit is false) */
+  extend?: boolean;
+}
+
+/** A cached base as its .json beside the .stream describes it. */
+export interface CachedBase {
+  stream: string;
+  bootstrapHash?: string;
+  packages: string[];
+}
+
+export interface BaseToExtend {
+  stream: string;
+  /** what the recipe needs that the cached base lacks, in the recipe's order */
+  missing: string[];
+}
+
+/**
+ * The cached base a build can extend: same bootstrap (distribution, suite, mirror, keyring,
+ * variant, components, verification), and a package list the recipe's contains. The one
+ * lacking the fewest packages wins. A base with a package the recipe dropped is no use:
+ * removing packages with apt leaves their dependencies behind, unlike a fresh debootstrap.
+ * Pure.
+ */
+export function chooseBaseToExtend(cached: CachedBase[], bootstrapHash: string, packages: string[]): BaseToExtend | undefined {
+  let best: BaseToExtend | undefined;
+  for (const c of cached) {
+    if (c.bootstrapHash !== bootstrapHash) continue;
+    const has = new Set(c.packages);
+    const wanted = new Set(packages);
+    if (![...has].every((p) => wanted.has(p))) continue;
+    const missing = packages.filter((p) => !has.has(p));
+    if (missing.length === 0) continue; // that would be this recipe's own base (a cache hit)
+    if (!best || missing.length < best.missing.length) best = { stream: c.stream, missing };
+  }
+  return best;
 }
 
 const quietIO: StepIO = { progress() {}, log() {} };
@@ -105,6 +146,8 @@ export function planBuild(input: PlanInput): Step[] {
   const plan: Step[] = [steps.checkHost, steps.prepare, steps.createImageFile, steps.makeFilesystem, steps.mountImage];
   if (cacheHit) {
     plan.push(steps.restoreBase);
+  } else if (input.extend) {
+    plan.push(steps.restoreBase, steps.installPackages, steps.cleanPackages, steps.saveBase);
   } else {
     plan.push(steps.createSubvolume, steps.debootstrap, steps.configureApt, steps.cleanPackages, steps.saveBase);
   }

@@ -362,25 +362,33 @@ export function canonicalJson(value: unknown): string {
   return JSON.stringify(value);
 }
 
+/** What debootstrap starts from, whatever the packages: a cached base of the same bootstrap can be extended with apt. */
+function bootstrapKey(recipe: Recipe, verify: boolean): Record<string, unknown> {
+  return {
+    v: PLAN_VERSION,
+    distribution: recipe.distribution,
+    suite: recipe.suite,
+    mirror: recipe.mirror,
+    components: recipe.components,
+    keyring: recipe.keyring,
+    architecture: recipe.architecture,
+    variant: recipe.variant,
+    verify,
+  };
+}
+
 /**
  * Hash of what debootstrap produces: the key of the cached base. Changing only the
- * package list changes it (and debootstrap then reuses the cached .debs).
+ * package list changes it; a build then extends a cached base of the same bootstrap
+ * with apt (bootstrapHash) or, failing that, debootstraps again from the cached .debs.
  */
 export function baseHash(recipe: Recipe, verify: boolean): string {
-  return sha256(
-    canonicalJson({
-      v: PLAN_VERSION,
-      distribution: recipe.distribution,
-      suite: recipe.suite,
-      mirror: recipe.mirror,
-      components: recipe.components,
-      keyring: recipe.keyring,
-      architecture: recipe.architecture,
-      variant: recipe.variant,
-      packages: [...effectivePackages(recipe)].sort(),
-      verify,
-    }),
-  ).slice(0, 32);
+  return sha256(canonicalJson({ ...bootstrapKey(recipe, verify), packages: [...effectivePackages(recipe)].sort() })).slice(0, 32);
+}
+
+/** Hash of the bootstrap without the package list (which cached bases a build may extend). */
+export function bootstrapHash(recipe: Recipe, verify: boolean): string {
+  return sha256(canonicalJson({ ...bootstrapKey(recipe, verify), packages: 'any' })).slice(0, 32);
 }
 
 /**

@@ -21,7 +21,7 @@ import {
   writeFile,
   open,
 } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { CommandError, run, type RunOptions, type RunResult } from '../exec/run.js';
 import { DebootstrapProgress, debootstrapCommand } from './debootstrap.js';
 import { ImageInUseError, UsageError } from './errors.js';
@@ -29,6 +29,7 @@ import { imageInUseBy } from './inuse.js';
 import { readFsid, writeJsonAtomic, imageState, type ImageMeta } from './meta.js';
 import { detachLoops, loopMount, mountAt, unmountTree, warnings } from './mount.js';
 import { inRoot } from './paths.js';
+import { bootstrapHash } from './recipe.js';
 import { acquireLock, withLock } from './lock.js';
 import { killProcessesUsing } from './procs.js';
 import type { BuildContext, Step, StepIO } from './plan.js';
@@ -95,8 +96,9 @@ export const checkHost: Step = {
     const { recipe } = ctx;
     if (process.getuid?.() !== 0) throw new UsageError('building an image needs root (loop devices, mounts, debootstrap)');
     const tools = ['mkfs.btrfs', 'btrfs', 'losetup', 'mount', 'umount', 'chroot', 'dpkg'];
-    if (!ctx.cacheHit) tools.push('debootstrap');
-    if (recipe.commands.length) tools.push('systemd-nspawn');
+    const bootstraps = !ctx.cacheHit && !ctx.extendBase;
+    if (bootstraps) tools.push('debootstrap');
+    if (recipe.commands.length || ctx.extendBase) tools.push('systemd-nspawn');
     const missing: string[] = [];
     for (const t of tools) if (!(await hostHas(t))) missing.push(`${t} (package ${TOOL_PACKAGES[t] ?? t})`);
     if (missing.length) throw new UsageError(`missing host tools: ${missing.join(', ')}`);
@@ -104,14 +106,14 @@ export const checkHost: Step = {
     if (hostArch !== recipe.architecture) {
       throw new UsageError(`${recipe.sourceFile ?? recipe.name}: architecture ${recipe.architecture} differs from the host's ${hostArch}; foreign-architecture builds are not supported`);
     }
-    if (ctx.options.verify && !ctx.cacheHit && !(await exists(recipe.keyring))) {
+    if (ctx.options.verify && bootstraps && !(await exists(recipe.keyring))) {
       throw new UsageError(
         `keyring ${recipe.keyring} (needed to check the ${ctx.distro.label} archive's signatures for ${recipe.suite}) is missing: ` +
           `${ctx.distro.keyringProvider(recipe.keyring)}. ` +
           '(--insecure-no-verify skips signature checks; that is insecure.)',
       );
     }
-    if (!ctx.cacheHit && !(await exists(ctx.distro.debootstrapScript))) {
+    if (bootstraps && !(await exists(ctx.distro.debootstrapScript))) {
       throw new UsageError(`debootstrap script ${ctx.distro.debootstrapScript} is missing (package debootstrap)`);
     }
     for (const f of recipe.files) {
@@ -127,7 +129,8 @@ export const checkHost: Step = {
     // The previous image is swapped out at the end: that needs it unused.
     const users = await imageInUseBy(ctx.name, { dataDir: ctx.paths.dataDir });
     if (users.length) throw new ImageInUseError(ctx.name, users, 'rebuild');
-    io.progress(`${ctx.distro.label} ${recipe.suite} ${recipe.architecture}, base ${ctx.cacheHit ? 'from cache' : 'by debootstrap'}`);
+    const base = ctx.cacheHit ? 'from cache' : ctx.extendBase ? `from cache + apt (${ctx.extendBase.missing.join(' ')})` : 'by debootstrap';
+    io.progress(`${ctx.distro.label} ${recipe.suite} ${recipe.architecture}, base ${base}`);
   },
 };
 
@@ -298,6 +301,7 @@ async function saveStream(ctx: BuildContext, io: StepIO, snap: string, partial: 
   await rename(partial, ctx.baseStream);
   writeJsonAtomic(`${ctx.baseStream.replace(/\.stream$/, '')}.json`, {
     baseHash: ctx.hashes.base,
+    bootstrapHash: bootstrapHash(ctx.recipe, ctx.options.verify),
     distribution: ctx.recipe.distribution,
     suite: ctx.recipe.suite,
     architecture: ctx.recipe.architecture,
@@ -324,22 +328,89 @@ export const restoreBase: Step = {
   name: 'restore-base',
   title: 'Restore the base from the cache',
   async run(ctx, io) {
+    // This recipe's own base, or (extendBase) one with fewer packages that apt completes.
+    const stream = ctx.extendBase?.stream ?? ctx.baseStream;
     const received = join(ctx.paths.newMountDir, BASE_SUBVOLUME);
     try {
-      await sh(ctx, 'restore-base', ['btrfs', 'receive', '-f', ctx.baseStream, ctx.paths.newMountDir]);
+      await sh(ctx, 'restore-base', ['btrfs', 'receive', '-f', stream, ctx.paths.newMountDir]);
     } catch (e) {
       if (ctx.interrupted) throw e;
       // A damaged cache entry must not fail every later build: drop it.
-      await rm(ctx.baseStream, { force: true });
-      await rm(ctx.baseStream.replace(/\.stream$/, '.json'), { force: true });
-      throw new Error(`the cached base ${ctx.baseStream} could not be restored and was removed; build again to bootstrap it afresh: ${(e as Error).message}`, { cause: e });
+      await rm(stream, { force: true });
+      await rm(stream.replace(/\.stream$/, '.json'), { force: true });
+      throw new Error(`the cached base ${stream} could not be restored and was removed; build again to bootstrap it afresh: ${(e as Error).message}`, { cause: e });
     }
     await sh(ctx, 'restore-base', ['btrfs', 'subvolume', 'snapshot', received, ctx.paths.newRootfs]);
     await sh(ctx, 'restore-base', ['btrfs', 'subvolume', 'delete', received]);
     // Mark it recently used so pruning keeps it.
     const now = new Date();
-    await utimes(ctx.baseStream, now, now).catch(() => undefined);
-    io.progress(`base ${ctx.hashes.base.slice(0, 12)} from ${ctx.baseStream}`);
+    await utimes(stream, now, now).catch(() => undefined);
+    if (!ctx.extendBase) await noteBootstrapHash(ctx, stream.replace(/\.stream$/, '.json'));
+    io.progress(`base ${basename(stream).slice(0, 12)} from ${stream}`);
+  },
+};
+
+/** Bases cached before labctl noted their bootstrap lack its hash: add it, so later builds can extend them. */
+async function noteBootstrapHash(ctx: BuildContext, jsonFile: string): Promise<void> {
+  try {
+    const j = JSON.parse(await readFile(jsonFile, 'utf8')) as Record<string, unknown>;
+    if (j.bootstrapHash === undefined) writeJsonAtomic(jsonFile, { ...j, bootstrapHash: bootstrapHash(ctx.recipe, ctx.options.verify) });
+  } catch {
+    // no description: the base is still good for this recipe
+  }
+}
+
+/**
+ * A command run in the new root with systemd-nspawn, sharing the host's network. resolv.conf:
+ * 'off' leaves the image's own; 'bind-host' lends the host's for the run (apt downloads).
+ */
+function inNewRoot(ctx: BuildContext, extra: string[], command: string[], resolvConf: 'off' | 'bind-host' = 'bind-host'): string[] {
+  return [
+    'systemd-nspawn',
+    '--register=no',
+    '--keep-unit',
+    '--quiet',
+    '--as-pid2',
+    `--resolv-conf=${resolvConf}`,
+    '--timezone=off',
+    '--link-journal=no',
+    `--directory=${ctx.paths.newRootfs}`,
+    '--setenv=DEBIAN_FRONTEND=noninteractive',
+    ...extra,
+    '--',
+    ...command,
+  ];
+}
+
+export const installPackages: Step = {
+  name: 'install-packages',
+  title: 'Install the packages the cached base lacks (apt-get)',
+  async run(ctx, io) {
+    const missing = ctx.extendBase!.missing;
+    // apt's archive is debootstrap's .deb cache, bind-mounted: what either downloaded once
+    // is not downloaded again. apt checks the archive's signatures with the image's keyring
+    // (only verified bases are extended).
+    await mkdir(ctx.debCache, { recursive: true });
+    const archives = [`--bind=${ctx.debCache}:/var/cache/apt/archives`];
+    io.progress('apt-get update', 'update');
+    await sh(ctx, 'install-packages', inNewRoot(ctx, archives, ['apt-get', '-q', 'update']));
+    let unpacked = 0;
+    io.progress(`installing ${missing.join(' ')}`, 'install');
+    try {
+      await sh(ctx, 'install-packages', inNewRoot(ctx, archives, ['apt-get', '-q', '-y', '--no-install-recommends', 'install', '--', ...missing]), {
+        onLine(line) {
+          if (/^Unpacking /.test(line)) io.progress(`unpacked ${++unpacked}: ${line.split(' ')[1] ?? ''}`);
+        },
+      });
+    } catch (e) {
+      if (ctx.interrupted || !(e instanceof CommandError)) throw e;
+      const said = `${e.stdout}\n${e.stderr}`
+        .split('\n')
+        .filter((l) => /^E: /.test(l.trim()))
+        .slice(-4);
+      throw new Error(`apt-get install ${missing.join(' ')} in the cached base failed${said.length ? `:\n${said.join('\n')}` : ` (exit ${e.exitCode ?? '?'})`}\n(--no-cache bootstraps the image afresh)`, { cause: e });
+    }
+    io.progress(`${missing.length} package(s) added, ${unpacked} unpacked`, 'done');
   },
 };
 
@@ -379,20 +450,7 @@ export const runCommands: Step = {
   async run(ctx, io) {
     for (const [i, command] of ctx.recipe.commands.entries()) {
       io.progress(`${i + 1}/${ctx.recipe.commands.length}: ${command.join(' ')}`);
-      await sh(ctx, `run-commands[${i}]`, [
-        'systemd-nspawn',
-        '--register=no',
-        '--keep-unit',
-        '--quiet',
-        '--as-pid2',
-        '--resolv-conf=off',
-        '--timezone=off',
-        '--link-journal=no',
-        `--directory=${ctx.paths.newRootfs}`,
-        '--setenv=DEBIAN_FRONTEND=noninteractive',
-        '--',
-        ...command,
-      ]);
+      await sh(ctx, `run-commands[${i}]`, inNewRoot(ctx, [], command, 'off'));
     }
   },
 };

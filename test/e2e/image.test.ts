@@ -2,7 +2,7 @@
 // cache, rm/umount refused while in use, SIGINT and a bad mirror leaving nothing behind.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -96,6 +96,20 @@ function bookwormPlus(dir: string, extra: string): string {
   return file;
 }
 
+/** Runs fn with the cached bases' descriptions moved aside: no base can be extended, so a new package list means debootstrap. */
+async function withCachedBasesHidden<T>(fn: () => Promise<T>): Promise<T> {
+  const dir = join(TEST_CACHE_DIR, 'base');
+  const aside = mkdtempSync(join(tmpdir(), 'labctl-bases-'));
+  const moved = readdirSync(dir).filter((f) => f.endsWith('.json'));
+  for (const f of moved) renameSync(join(dir, f), join(aside, f));
+  try {
+    return await fn();
+  } finally {
+    for (const f of moved) renameSync(join(aside, f), join(dir, f));
+    rmSync(aside, { recursive: true, force: true });
+  }
+}
+
 describe('images (root, real)', { skip: !isRoot && 'needs root' }, () => {
   let image: Awaited<ReturnType<typeof getTestImage>>;
 
@@ -143,7 +157,7 @@ describe('images (root, real)', { skip: !isRoot && 'needs root' }, () => {
 
     after(async () => {
       // Whatever happened, leave nothing mounted.
-      for (const name of ['warm', 'sig']) await umountImage(name, { dataDir, runDir }).catch(() => undefined);
+      for (const name of ['warm', 'ext', 'sig']) await umountImage(name, { dataDir, runDir }).catch(() => undefined);
       if (!mountsUnder(dataDir).length && !loopsUnder(dataDir).length) rmSync(dataDir, { recursive: true, force: true });
       rmSync(runDir, { recursive: true, force: true });
     });
@@ -156,6 +170,38 @@ describe('images (root, real)', { skip: !isRoot && 'needs root' }, () => {
       assert.equal(result.meta.recipeHash, image.recipeHash, 'same recipe, same hash');
       assert.ok(result.seconds < 60, `warm build took ${result.seconds} s`);
       process.stderr.write(`# warm build: ${result.seconds.toFixed(1)} s\n`);
+      assertNothingLeft(dataDir, { files: [join(dataDir, 'images/warm.btrfs')] });
+    });
+
+    it('an added package: apt installs it into the cached base (no debootstrap), and that base is cached in turn', async () => {
+      const env = { LABCTL_RUN_DIR: runDir, LABCTL_STATE_DIR: runDir };
+      const recipe = bookwormPlus(dataDir, 'file');
+      // This package list's own base must not be cached already (from an earlier run).
+      const own = join(TEST_CACHE_DIR, 'base', baseHash(withMirror(loadRecipe(recipe), TEST_MIRROR), true));
+      rmSync(`${own}.stream`, { force: true });
+      rmSync(`${own}.json`, { force: true });
+      const r = cli(['image', 'build', recipe, '--name', 'ext', '--json', ...common()], env);
+      assert.equal(r.status, 0, r.stderr);
+      const result = JSON.parse(r.stdout) as { baseFromCache: boolean; baseExtendedWith?: string[]; seconds: number; steps: { name: string }[] };
+      assert.deepEqual(result.baseExtendedWith, ['file'], 'only the added package is installed');
+      const steps = result.steps.map((s) => s.name);
+      assert.ok(steps.includes('install-packages') && !steps.includes('debootstrap'), steps.join(' '));
+      process.stderr.write(`# rebuild with one package added: ${result.seconds.toFixed(1)} s\n`);
+      const { path } = await ensureImageMounted('ext', dataDir);
+      for (const pkg of ['file', ...REQUIRED_PACKAGES]) {
+        const s = spawnSync('chroot', [path, 'dpkg-query', '-W', '-f', '${Status}', pkg], { encoding: 'utf8' });
+        assert.equal(s.stdout, 'install ok installed', `${pkg}: ${s.stdout}${s.stderr}`);
+      }
+      assert.deepEqual(readdirSync(join(path, 'var/cache/apt/archives')).filter((f) => f.endsWith('.deb')), [], 'package cache cleaned');
+      assert.deepEqual(readdirSync(join(path, 'var/lib/apt/lists')).filter((f) => !['partial', 'lock', 'auxfiles'].includes(f)), [], 'package lists cleaned');
+      nspawnTrue(path);
+      // The extended base is now this recipe's own: the next build restores it as it is.
+      assert.ok(existsSync(`${own}.stream`), 'the extended base was cached');
+      const again = cli(['image', 'build', recipe, '--name', 'ext', '--json', ...common()], env);
+      assert.equal(again.status, 0, again.stderr);
+      assert.equal((JSON.parse(again.stdout) as { baseFromCache: boolean }).baseFromCache, true);
+      const rm = cli(['image', 'rm', 'ext', '--data-dir', dataDir], env);
+      assert.equal(rm.status, 0, rm.stderr);
       assertNothingLeft(dataDir, { files: [join(dataDir, 'images/warm.btrfs')] });
     });
 
@@ -207,12 +253,15 @@ describe('images (root, real)', { skip: !isRoot && 'needs root' }, () => {
       assert.equal(before.state, 'ready');
       const { path } = await ensureImageMounted('sig', dataDir);
 
-      // A changed package list: debootstrap runs (the .debs come from the cache); stop it while it unpacks.
+      // A changed package list, and no cached base to extend with apt (their descriptions are
+      // moved aside): debootstrap runs (the .debs come from the cache); stop it while it unpacks.
       const recipe = bookwormPlus(dataDir, 'less');
       // Make sure this base is not cached already (a build that was not interrupted in an earlier run).
       const base = baseHash(withMirror(loadRecipe(recipe), TEST_MIRROR), true);
       rmSync(join(TEST_CACHE_DIR, 'base', `${base}.stream`), { force: true });
-      const r = await cliInterrupted(['image', 'build', recipe, '--name', 'sig', '--verbose', ...common()], /I: (Installing core|Unpacking|Configuring)/);
+      const r = await withCachedBasesHidden(() =>
+        cliInterrupted(['image', 'build', recipe, '--name', 'sig', '--verbose', ...common()], /I: (Installing core|Unpacking|Configuring)/),
+      );
       assert.ok(r.sawStage);
       assert.equal(r.status, 130, `${r.stdout}\n${r.stderr}`);
       assert.match(r.stderr, /cleaned up/);

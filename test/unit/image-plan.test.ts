@@ -3,6 +3,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { DebootstrapProgress, createContext, debootstrapCommand, loadRecipe, parseRecipe, planBuild, resolveDataDir, type BuildOptions } from '../../src/image/index.js';
 import { debian, ubuntu } from '../../src/image/distro/index.js';
+import { chooseBaseToExtend } from '../../src/image/plan.js';
+import { baseHash, bootstrapHash, withMirror } from '../../src/image/recipe.js';
 
 const opts = (o: Partial<BuildOptions> = {}): BuildOptions => ({ cache: true, verify: true, verbose: false, ...o });
 const names = (steps: { name: string }[]) => steps.map((s) => s.name);
@@ -66,6 +68,42 @@ root-password-file: /root/pw
     const steps = planBuild({ recipe: bookworm, options: opts(), cacheHit: false });
     assert.equal(new Set(names(steps)).size, steps.length);
     for (const s of steps) assert.ok(s.title.length > 3 && typeof s.run === 'function');
+  });
+});
+
+describe('extending a cached base with apt', () => {
+  const bookworm = loadRecipe('bookworm');
+  const plus = (...extra: string[]) => ({ ...bookworm, packages: [...bookworm.packages, ...extra] });
+
+  it('the plan restores the cached base and installs what it lacks, then caches the result', () => {
+    const steps = names(planBuild({ recipe: plus('less'), options: opts(), cacheHit: false, extend: true }));
+    const i = steps.indexOf('restore-base');
+    assert.deepEqual(steps.slice(i, i + 4), ['restore-base', 'install-packages', 'clean-packages', 'save-base']);
+    for (const s of ['debootstrap', 'create-subvolume', 'configure-apt']) assert.ok(!steps.includes(s), s);
+  });
+
+  it('the bootstrap hash ignores the package list; the base hash does not; both see the rest', () => {
+    assert.equal(bootstrapHash(plus('less'), true), bootstrapHash(bookworm, true));
+    assert.notEqual(baseHash(plus('less'), true), baseHash(bookworm, true));
+    assert.notEqual(bootstrapHash(withMirror(bookworm, 'http://mirror.example/debian'), true), bootstrapHash(bookworm, true));
+    assert.notEqual(bootstrapHash(bookworm, false), bootstrapHash(bookworm, true), 'an unverified bootstrap is another base');
+    assert.notEqual(bootstrapHash({ ...bookworm, variant: 'buildd' }, true), bootstrapHash(bookworm, true));
+  });
+
+  it('picks the base of the same bootstrap that lacks the fewest packages, and none with a package the recipe dropped', () => {
+    const boot = 'b'.repeat(32);
+    const want = ['systemd', 'dbus', 'less', 'file', 'jq'];
+    const bases = [
+      { stream: '/c/other.stream', bootstrapHash: 'x'.repeat(32), packages: ['systemd', 'dbus', 'less', 'file'] },
+      { stream: '/c/two.stream', bootstrapHash: boot, packages: ['systemd', 'dbus'] },
+      { stream: '/c/three.stream', bootstrapHash: boot, packages: ['systemd', 'dbus', 'less'] },
+      { stream: '/c/dropped.stream', bootstrapHash: boot, packages: ['systemd', 'dbus', 'less', 'file', 'vim'] },
+      { stream: '/c/old.stream', packages: ['systemd', 'dbus', 'less', 'file'] },
+    ];
+    assert.deepEqual(chooseBaseToExtend(bases, boot, want), { stream: '/c/three.stream', missing: ['file', 'jq'] });
+    assert.equal(chooseBaseToExtend(bases, boot, ['systemd', 'dbus']), undefined, 'the exact base is a cache hit, not an extension');
+    assert.equal(chooseBaseToExtend(bases, boot, ['systemd']), undefined);
+    assert.equal(chooseBaseToExtend([], boot, want), undefined);
   });
 });
 
