@@ -1,16 +1,12 @@
 // Host commands on network namespaces: the only place that creates or deletes them.
-import { readdirSync } from 'node:fs';
 import { run } from '../exec/run.js';
+import { listDir } from '../util/fs.js';
 
 export const NETNS_DIR = '/run/netns';
 
 /** Names of the host's named network namespaces. */
 export function listNetns(): string[] {
-  try {
-    return readdirSync(NETNS_DIR);
-  } catch {
-    return [];
-  }
+  return listDir(NETNS_DIR);
 }
 
 /** A command run inside a namespace. nsenter is cheaper than `ip netns exec` (no mount namespace). */

@@ -1,11 +1,12 @@
 // Running a build: the plan's steps as listr2 tasks, cleanup on failure or signal.
-import { existsSync, readdirSync, readFileSync, renameSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { existsSync, renameSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { Listr, type ListrTaskWrapper } from 'listr2';
 import { InterruptedError } from './errors.js';
 import type { ImageMeta } from './meta.js';
 import { resolveDataDir } from './paths.js';
-import { chooseBaseToExtend, createContext, planBuild, type BuildContext, type BuildOptions, type CachedBase, type StepIO } from './plan.js';
+import { cachedBases } from './base-cache.js';
+import { chooseBaseToExtend, createContext, planBuild, type BuildContext, type BuildOptions, type StepIO } from './plan.js';
 import { bootstrapHash, loadRecipe, withMirror, type Recipe } from './recipe.js';
 import { mountAt, loopMount } from './mount.js';
 import { imageState, readFsid, readMeta } from './meta.js';
@@ -60,30 +61,6 @@ export function resolveRecipe(nameOrRecipe: string | Recipe, options: Pick<Build
       : { ...nameOrRecipe, ...(options.name ? { name: options.name } : {}) };
   recipe = withMirror(recipe, options.mirror);
   return recipe;
-}
-
-/** The cached bases in the cache's base directory, as their .json files describe them. */
-function cachedBases(dir: string): CachedBase[] {
-  let names: string[];
-  try {
-    names = readdirSync(dir);
-  } catch {
-    return [];
-  }
-  const out: CachedBase[] = [];
-  for (const name of names) {
-    if (!name.endsWith('.json')) continue;
-    const stream = join(dir, name.replace(/\.json$/, '.stream'));
-    if (!existsSync(stream)) continue;
-    try {
-      const j = JSON.parse(readFileSync(join(dir, name), 'utf8')) as { bootstrapHash?: unknown; packages?: unknown };
-      if (typeof j.bootstrapHash !== 'string' || !Array.isArray(j.packages)) continue;
-      out.push({ stream, bootstrapHash: j.bootstrapHash, packages: j.packages.map(String) });
-    } catch {
-      // unreadable: not a candidate
-    }
-  }
-  return out;
 }
 
 /** Builds an image: NAME (images/NAME.yaml), a recipe FILE, or a parsed recipe. */

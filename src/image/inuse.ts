@@ -6,11 +6,12 @@
 //     data dir's image,
 //  3. live processes whose root, arguments or open files are inside the mounted image
 //     (e.g. a systemd-nspawn started by hand), so nothing is unmounted under them.
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { imagePaths, resolveDataDir } from './paths.js';
 import { processesUsing } from './procs.js';
 import { mountAt } from './mount.js';
+import { listDir } from '../util/fs.js';
 
 export type ImageInUseHook = (image: string, dataDir: string) => string[] | Promise<string[]>;
 
@@ -83,15 +84,10 @@ export async function imageInUseBy(name: string, options: InUseOptions = {}): Pr
     for (const u of await hook(name, dataDir)) users.add(u.startsWith('machine ') ? u : `machine ${u}`);
   }
   const runDir = options.runDir ?? runStateDir();
-  let files: string[] = [];
-  try {
-    files = readdirSync(runDir)
-      .filter((f) => f.endsWith('.json'))
-      .sort();
-  } catch {
-    /* no machines recorded */
-  }
-  for (const f of files) {
+  // No run directory: no machines recorded.
+  for (const f of listDir(runDir)
+    .filter((f) => f.endsWith('.json'))
+    .sort()) {
     let data: Json;
     try {
       data = JSON.parse(readFileSync(join(runDir, f), 'utf8')) as Json;

@@ -1,5 +1,5 @@
 // list, rm, mount, umount, and ensureImageMounted (what `labctl up` calls).
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, rm, rmdir } from 'node:fs/promises';
 import { run } from '../exec/run.js';
 import { ImageInUseError, UsageError } from './errors.js';
@@ -8,6 +8,7 @@ import { LockBusyError, withLock } from './lock.js';
 import { imageState, readMeta } from './meta.js';
 import { detachLoops, loopBackingAt, loopMount, mountAt, unmountTree } from './mount.js';
 import { checkImageName, imagePaths, resolveDataDir, type ImagePaths } from './paths.js';
+import { listDir } from '../util/fs.js';
 
 const MOUNT_LOCK_WAIT_MS = 10 * 60_000;
 
@@ -55,14 +56,8 @@ function mountedCurrent(paths: ImagePaths): 'no' | 'current' | 'stale' {
 export async function listImages(options: { dataDir?: string; runDir?: string } = {}): Promise<ImageInfo[]> {
   const dataDir = resolveDataDir(options.dataDir);
   const imagesDir = imagePaths(dataDir, 'x').imagesDir;
-  let entries: string[] = [];
-  try {
-    entries = readdirSync(imagesDir);
-  } catch {
-    return [];
-  }
   const names = new Set<string>();
-  for (const e of entries) {
+  for (const e of listDir(imagesDir)) {
     const m = /^(.+)\.(btrfs|json)(\.new)?$/.exec(e);
     if (m && m[1]) names.add(m[1]);
   }

@@ -1,10 +1,11 @@
 // Loop mounts of image files, and taking them apart again so that nothing stays
 // behind: no mount, no loop device.
-import { existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { run, type RunOptions } from '../exec/run.js';
 import { killProcessesUsing } from './procs.js';
 import { pids, sleep } from '../util/process.js';
+import { listDir } from '../util/fs.js';
 
 export interface MountEntry {
   mountPoint: string;
@@ -94,13 +95,7 @@ export interface LoopDevice {
 /** Loop devices in use, read from /sys (no command needed). */
 export function loopDevices(): LoopDevice[] {
   const out: LoopDevice[] = [];
-  let names: string[] = [];
-  try {
-    names = readdirSync('/sys/block').filter((n) => /^loop\d+$/.test(n));
-  } catch {
-    return out;
-  }
-  for (const n of names) {
+  for (const n of listDir('/sys/block').filter((n) => /^loop\d+$/.test(n))) {
     const f = `/sys/block/${n}/loop/backing_file`;
     if (!existsSync(f)) continue;
     try {

@@ -96,11 +96,11 @@ export interface BaseToExtend {
  * Pure.
  */
 export function chooseBaseToExtend(cached: CachedBase[], bootstrapHash: string, packages: string[]): BaseToExtend | undefined {
+  const wanted = new Set(packages);
   let best: BaseToExtend | undefined;
   for (const c of cached) {
     if (c.bootstrapHash !== bootstrapHash) continue;
     const has = new Set(c.packages);
-    const wanted = new Set(packages);
     if (![...has].every((p) => wanted.has(p))) continue;
     const missing = packages.filter((p) => !has.has(p));
     if (missing.length === 0) continue; // that would be this recipe's own base (a cache hit)

@@ -1,7 +1,7 @@
 // Image recipes: one YAML file per image under images/, validated with zod.
 // Unknown keys are rejected; every error names the file, the field path and the reason.
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, extname, isAbsolute, join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import * as z from 'zod/mini';
@@ -9,6 +9,7 @@ import '../lab/zod.js';
 import { DISTRIBUTIONS } from './distro/index.js';
 import { UsageError } from './errors.js';
 import { RECIPES_DIR, checkImageName } from './paths.js';
+import { listDir } from '../util/fs.js';
 
 /** What every image must contain for the lab; added to a recipe's packages if it forgot one. */
 export const REQUIRED_PACKAGES = [
@@ -245,23 +246,18 @@ export function parseRecipe(text: string, options: ParseOptions = {}): Recipe {
       problems.push(`name: ${(e as Error).message}`);
     }
   }
-  const seen = new Set<string>();
-  raw.packages.forEach((p, i) => {
-    if (seen.has(p)) problems.push(`packages[${i}]: ${p} is listed twice`);
-    seen.add(p);
-  });
-  for (const key of ['mask', 'mask-generators'] as const) {
+  const listedTwice = (values: string[], at: (i: number) => string) => {
     const seen = new Set<string>();
-    raw[key].forEach((u, i) => {
-      if (seen.has(u)) problems.push(`${key}[${i}]: ${u} is listed twice`);
-      seen.add(u);
+    values.forEach((v, i) => {
+      if (seen.has(v)) problems.push(`${at(i)}: ${v} is listed twice`);
+      seen.add(v);
     });
-  }
-  const seenPaths = new Set<string>();
-  raw.files.forEach((f, i) => {
-    if (seenPaths.has(f.path)) problems.push(`files[${i}].path: ${f.path} is listed twice`);
-    seenPaths.add(f.path);
-  });
+  };
+  for (const key of ['packages', 'mask', 'mask-generators'] as const) listedTwice(raw[key], (i) => `${key}[${i}]`);
+  listedTwice(
+    raw.files.map((f) => f.path),
+    (i) => `files[${i}].path`,
+  );
   if (problems.length) throw new RecipeError(file, problems);
 
   const baseDir = options.file ? dirname(resolve(options.file)) : process.cwd();
@@ -321,14 +317,10 @@ export function loadRecipe(nameOrFile: string, options: { recipesDir?: string; n
 }
 
 export function listRecipeNames(dir = RECIPES_DIR): string[] {
-  try {
-    return readdirSync(dir)
-      .filter((f) => f.endsWith('.yaml'))
-      .map((f) => f.slice(0, -5))
-      .sort();
-  } catch {
-    return [];
-  }
+  return listDir(dir)
+    .filter((f) => f.endsWith('.yaml'))
+    .map((f) => f.slice(0, -5))
+    .sort();
 }
 
 /** Replaces the mirror (the --mirror option). */

@@ -30,6 +30,7 @@ import { readFsid, writeJsonAtomic, imageState, type ImageMeta } from './meta.js
 import { detachLoops, loopMount, mountAt, unmountTree, warnings } from './mount.js';
 import { inRoot } from './paths.js';
 import { bootstrapHash } from './recipe.js';
+import { describeBase, dropBase, noteBootstrapHash, pruneBaseCache } from './base-cache.js';
 import { acquireLock, withLock } from './lock.js';
 import { killProcessesUsing } from './procs.js';
 import type { BuildContext, Step, StepIO } from './plan.js';
@@ -299,7 +300,7 @@ export const saveBase: Step = {
 async function saveStream(ctx: BuildContext, io: StepIO, snap: string, partial: string): Promise<void> {
   await sh(ctx, 'save-base', ['btrfs', 'send', '--quiet', '-f', partial, snap]);
   await rename(partial, ctx.baseStream);
-  writeJsonAtomic(`${ctx.baseStream.replace(/\.stream$/, '')}.json`, {
+  describeBase(ctx.baseStream, {
     baseHash: ctx.hashes.base,
     bootstrapHash: bootstrapHash(ctx.recipe, ctx.options.verify),
     distribution: ctx.recipe.distribution,
@@ -310,18 +311,6 @@ async function saveStream(ctx: BuildContext, io: StepIO, snap: string, partial: 
     created: new Date().toISOString(),
   });
   io.progress(`${ctx.baseStream} (${formatBytes((await stat(ctx.baseStream)).size)})`);
-}
-
-/** Keeps the newest few cached bases (each is a full root filesystem). */
-async function pruneBaseCache(dir: string, keep: string, max = 4): Promise<void> {
-  const entries = (await readdir(dir).catch(() => [] as string[])).filter((f) => f.endsWith('.stream'));
-  const withTimes = await Promise.all(entries.map(async (f) => ({ f: join(dir, f), t: (await stat(join(dir, f))).mtimeMs })));
-  withTimes.sort((a, b) => b.t - a.t);
-  for (const { f } of withTimes.slice(max)) {
-    if (f === keep) continue;
-    await rm(f, { force: true });
-    await rm(f.replace(/\.stream$/, '.json'), { force: true });
-  }
 }
 
 export const restoreBase: Step = {
@@ -336,8 +325,7 @@ export const restoreBase: Step = {
     } catch (e) {
       if (ctx.interrupted) throw e;
       // A damaged cache entry must not fail every later build: drop it.
-      await rm(stream, { force: true });
-      await rm(stream.replace(/\.stream$/, '.json'), { force: true });
+      await dropBase(stream);
       throw new Error(`the cached base ${stream} could not be restored and was removed; build again to bootstrap it afresh: ${(e as Error).message}`, { cause: e });
     }
     await sh(ctx, 'restore-base', ['btrfs', 'subvolume', 'snapshot', received, ctx.paths.newRootfs]);
@@ -345,20 +333,10 @@ export const restoreBase: Step = {
     // Mark it recently used so pruning keeps it.
     const now = new Date();
     await utimes(stream, now, now).catch(() => undefined);
-    if (!ctx.extendBase) await noteBootstrapHash(ctx, stream.replace(/\.stream$/, '.json'));
+    if (!ctx.extendBase) noteBootstrapHash(stream, bootstrapHash(ctx.recipe, ctx.options.verify));
     io.progress(`base ${basename(stream).slice(0, 12)} from ${stream}`);
   },
 };
-
-/** Bases cached before labctl noted their bootstrap lack its hash: add it, so later builds can extend them. */
-async function noteBootstrapHash(ctx: BuildContext, jsonFile: string): Promise<void> {
-  try {
-    const j = JSON.parse(await readFile(jsonFile, 'utf8')) as Record<string, unknown>;
-    if (j.bootstrapHash === undefined) writeJsonAtomic(jsonFile, { ...j, bootstrapHash: bootstrapHash(ctx.recipe, ctx.options.verify) });
-  } catch {
-    // no description: the base is still good for this recipe
-  }
-}
 
 /**
  * A command run in the new root with systemd-nspawn, sharing the host's network. resolv.conf:
@@ -500,26 +478,22 @@ export const tuneBoot: Step = {
       await writeFile(stamp, `# Written by labctl image build: this tree is up to date with /usr.\nTIMESTAMP_NSEC=${usr.mtimeNs}\n`, { mode: 0o644 });
       await utimes(stamp, stampTime, stampTime);
     }
-    // Masking is a symlink to /dev/null in /etc/systemd/system, exactly what `systemctl mask` makes.
-    const unitDir = join(root, 'etc/systemd/system');
-    await mkdir(unitDir, { recursive: true });
-    for (const unit of ctx.recipe.mask) {
-      const link = join(unitDir, unit);
-      await rm(link, { force: true, recursive: true });
-      await symlink('/dev/null', link);
-      io.log(`masked ${unit}`);
-    }
-    // A generator is masked the same way, in /etc/systemd/system-generators (systemd.generator(7)).
-    const generatorDir = join(root, 'etc/systemd/system-generators');
-    if (ctx.recipe.maskGenerators.length) await mkdir(generatorDir, { recursive: true });
-    for (const generator of ctx.recipe.maskGenerators) {
-      const link = join(generatorDir, generator);
-      await rm(link, { force: true, recursive: true });
-      await symlink('/dev/null', link);
-      io.log(`masked generator ${generator}`);
-    }
+    // Masking is a symlink to /dev/null in /etc/systemd/system, exactly what `systemctl mask`
+    // makes; a generator is masked the same way in /etc/systemd/system-generators (systemd.generator(7)).
+    await maskIn(join(root, 'etc/systemd/system'), ctx.recipe.mask, 'masked', io);
+    await maskIn(join(root, 'etc/systemd/system-generators'), ctx.recipe.maskGenerators, 'masked generator', io);
   },
 };
+
+async function maskIn(dir: string, names: string[], what: string, io: StepIO): Promise<void> {
+  if (names.length) await mkdir(dir, { recursive: true });
+  for (const name of names) {
+    const link = join(dir, name);
+    await rm(link, { force: true, recursive: true });
+    await symlink('/dev/null', link);
+    io.log(`${what} ${name}`);
+  }
+}
 
 export const resetIdentity: Step = {
   name: 'reset-identity',

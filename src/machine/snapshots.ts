@@ -1,8 +1,9 @@
 // Ephemeral snapshots: nspawn --ephemeral makes `.#machine.<dir>XXXX` beside the booted
 // directory and deletes it when it exits; one killed with SIGKILL leaves it behind.
-import { readdirSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { run } from '../exec/run.js';
+import { listDir } from '../util/fs.js';
 import { processesRunning } from './proc.js';
 
 function nspawnUsing(directory: string): boolean {
@@ -14,14 +15,8 @@ export async function removeStaleSnapshots(directory: string): Promise<string[]>
   if (nspawnUsing(directory)) return [];
   const parent = dirname(directory);
   const stem = `.#machine.${basename(directory)}`;
-  let entries: string[] = [];
-  try {
-    entries = readdirSync(parent);
-  } catch {
-    return [];
-  }
   const removed: string[] = [];
-  for (const e of entries) {
+  for (const e of listDir(parent)) {
     const path = join(parent, e);
     if (e.startsWith(stem) && !e.endsWith('.lck')) {
       await run(['btrfs', 'subvolume', 'delete', path], { step: 'remove a leftover machine snapshot', allowFailure: true });

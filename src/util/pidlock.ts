@@ -4,8 +4,9 @@
 // The lock file holds its pid from the moment it exists (written aside, then linked into
 // place), and a stale lock is moved aside and checked before it is dropped, so that a lock
 // another labctl took over meanwhile is put back, not deleted.
-import { closeSync, fstatSync, linkSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, linkSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+import { listDir } from './fs.js';
 import { alive, sleep } from './process.js';
 
 /** What a lock file holds (a pid) and its inode, or undefined when there is no lock file. */
@@ -32,13 +33,7 @@ function lockHolder(path: string): { text: string; pid: number; ino: number } | 
  */
 export function sweepLeftovers(path: string): void {
   const base = basename(path);
-  let names: string[];
-  try {
-    names = readdirSync(dirname(path));
-  } catch {
-    return;
-  }
-  for (const name of names) {
+  for (const name of listDir(dirname(path))) {
     if (!name.startsWith(`${base}.`)) continue;
     const m = /^(?:stale\.)?(\d+)$/.exec(name.slice(base.length + 1));
     if (!m || Number(m[1]) === process.pid || alive(Number(m[1]))) continue;

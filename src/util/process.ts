@@ -1,7 +1,8 @@
 // Small process helpers shared by every concern that waits for or checks on processes.
-import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { delimiter, isAbsolute, join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
+import { listDir } from './fs.js';
 
 /**
  * True while `pid` runs. A zombie counts as gone: it holds nothing, and here (PID 1 is not
@@ -26,25 +27,15 @@ export const sleep = (ms: number): Promise<void> => delay(Math.max(0, ms));
 
 /** Every process id on the host, from /proc (empty if /proc cannot be read). */
 export function pids(): number[] {
-  try {
-    return readdirSync('/proc')
-      .filter((e) => /^\d+$/.test(e))
-      .map(Number);
-  } catch {
-    return [];
-  }
+  return listDir('/proc')
+    .filter((e) => /^\d+$/.test(e))
+    .map(Number);
 }
 
 /** What a process's open file descriptors point at (empty when it is gone or not readable). */
 export function fdTargets(pid: number): string[] {
-  let fds: string[];
-  try {
-    fds = readdirSync(`/proc/${pid}/fd`);
-  } catch {
-    return [];
-  }
   const out: string[] = [];
-  for (const fd of fds) {
+  for (const fd of listDir(`/proc/${pid}/fd`)) {
     try {
       out.push(readlinkSync(`/proc/${pid}/fd/${fd}`));
     } catch {
