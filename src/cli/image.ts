@@ -13,7 +13,7 @@ import {
   umountImage,
   type ImageInfo,
 } from '../image/index.js';
-import { formatBytes } from '../image/steps.js';
+import { formatBytes } from '../image/bytes.js';
 
 interface CommonOptions {
   dataDir?: string;
@@ -122,7 +122,7 @@ Examples:
   labctl image build bookworm
   labctl image build bookworm --mirror http://deb.debian.org/debian --verbose
   labctl image build ./my-recipe.yaml --name lab-router --json
-  labctl image build noble            # Ubuntu on a Debian host: needs ubuntu-keyring`,
+  labctl image build noble            # needs /usr/share/keyrings/ubuntu-archive-keyring.gpg (if missing, the error says where to get it here)`,
       )
       .action(
         action('build', async (target: string, opts: { mirror?: string; cacheDir?: string; name?: string; cache: boolean; insecureNoVerify?: boolean; verbose?: boolean; json?: boolean }, cmd: Command) => {

@@ -27,7 +27,13 @@ export function registerNetCommands(program: Command): void {
     'labctl validate my-lab.yaml --json',
   );
 
-  const net = program.command('net').description('the lab network alone: namespaces, veths, routes and NAT rules (no machines)');
+  const net = example(
+    program.command('net').description('the lab network alone: namespaces, veths, routes and NAT rules (no machines)'),
+    'sudo labctl net up',
+    'sudo labctl net status',
+    'labctl net rules c1-nat',
+    'sudo labctl net down',
+  );
   example(
     net
       .command('up')

@@ -1,4 +1,8 @@
-// debootstrap: its command line and reading its progress from its "I: ..." lines.
+// debootstrap: its command line, reading its progress from its "I: ..." lines, and
+// measuring the bytes it downloads (which it does not print).
+import { readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { formatBytes } from './bytes.js';
 import type { Distribution } from './distro/index.js';
 import type { BuildOptions } from './plan.js';
 import type { Recipe } from './recipe.js';
@@ -27,7 +31,10 @@ export type DebootstrapStage = 'index' | 'resolve' | 'download' | 'extract' | 'i
 
 export interface ProgressUpdate {
   stage: DebootstrapStage;
-  /** e.g. "downloading 42: libc6 (3.1 MB cached: 40)" */
+  /**
+   * e.g. "downloading libc6 (12 downloaded, 3.1 MiB)",
+   * "package 40: libc6 (cached; 12 downloaded, 3.1 MiB; 28 from cache)", "unpacking 3/150 libc6:amd64"
+   */
   text: string;
 }
 
@@ -36,6 +43,8 @@ export interface ProgressUpdate {
  * "I: Retrieving PKG VER" / "I: Validating PKG VER" per package it fetches
  * (only Validating when the .deb is already in --cache-dir), then
  * "I: Extracting PKG...", "I: Unpacking PKG...", "I: Configuring PKG...".
+ * It prints no sizes: the bytes downloaded so far come from downloadedBytes
+ * (a DownloadMeter's count), shown in the download stage when there are any.
  */
 export class DebootstrapProgress {
   private packages = 0;
@@ -44,7 +53,11 @@ export class DebootstrapProgress {
   private unpacked = 0;
   private configured = 0;
   private lastRetrieving: string | undefined;
+  /** the download stage's last text without its counts, to show again when only the bytes changed */
+  private lastDownload: { what: string; from?: string } | undefined;
   stage: DebootstrapStage | undefined;
+
+  constructor(private readonly downloadedBytes?: () => number) {}
 
   /** Packages fetched from the mirror rather than the cache. */
   get downloaded(): number {
@@ -65,13 +78,13 @@ export class DebootstrapProgress {
     if ((m = /^Retrieving (\S+) (\S+)$/.exec(msg))) {
       this.retrieved++;
       this.lastRetrieving = m[1];
-      return this.set('download', `downloading ${m[1]} (${this.retrieved} downloaded)`);
+      this.lastDownload = { what: `downloading ${m[1]}` };
+      return this.set('download', this.downloadText()!);
     }
     if ((m = /^Validating (\S+) (\S+)$/.exec(msg))) {
       this.packages++;
-      const cached = this.packages - this.retrieved;
-      const from = this.lastRetrieving === m[1] ? 'downloaded' : 'cached';
-      return this.set('download', `package ${this.packages}: ${m[1]} (${from}; ${this.retrieved} downloaded, ${cached} from cache)`);
+      this.lastDownload = { what: `package ${this.packages}: ${m[1]}`, from: this.lastRetrieving === m[1] ? 'downloaded' : 'cached' };
+      return this.set('download', this.downloadText()!);
     }
     if ((m = /^Extracting (\S+?)\.\.\.$/.exec(msg))) {
       this.extracted++;
@@ -94,6 +107,16 @@ export class DebootstrapProgress {
     return undefined;
   }
 
+  /** The download stage's text with the current counts and bytes (undefined before that stage). */
+  downloadText(): string | undefined {
+    if (!this.lastDownload) return undefined;
+    const { what, from } = this.lastDownload;
+    const bytes = this.downloadedBytes?.() ?? 0;
+    const downloaded = `${this.retrieved} downloaded${bytes > 0 ? `, ${formatBytes(bytes)}` : ''}`;
+    if (from === undefined) return `${what} (${downloaded})`;
+    return `${what} (${from}; ${downloaded}${bytes > 0 ? ';' : ','} ${this.packages - this.retrieved} from cache)`;
+  }
+
   private count(n: number): string {
     return this.packages ? `${n}/${this.packages}` : String(n);
   }
@@ -101,5 +124,62 @@ export class DebootstrapProgress {
   private set(stage: DebootstrapStage, text: string): ProgressUpdate {
     this.stage = stage;
     return { stage, text };
+  }
+}
+
+/** The .deb files in dir (none when it does not exist yet). */
+async function debsIn(dir: string): Promise<string[]> {
+  try {
+    return (await readdir(dir)).filter((f) => f.endsWith('.deb'));
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Bytes debootstrap has downloaded so far, which it does not print: the sizes of the .deb
+ * files that appeared, since start(), in the directories it downloads into (its --cache-dir;
+ * without one, the target's var/cache/apt/archives and its partial/). A file that was there
+ * before came from the cache and is not counted (nor is one fetched again because its checksum
+ * failed: a rare undercount). Each poll() is one readdir per directory and one stat per new
+ * file; the caller polls about once a second during the download stage.
+ */
+export class DownloadMeter {
+  private readonly before = new Set<string>();
+  private polling: Promise<boolean> | undefined;
+  bytes = 0;
+
+  /**
+   * dirs in the reverse of the order a file moves through them (archives/ before partial/):
+   * a file moved between two readdirs is then missed once, never counted twice.
+   */
+  constructor(private readonly dirs: string[]) {}
+
+  async start(): Promise<void> {
+    for (const dir of this.dirs) for (const name of await debsIn(dir)) this.before.add(join(dir, name));
+  }
+
+  /** Measures again; true when the count changed. A poll while one runs shares it. */
+  poll(): Promise<boolean> {
+    this.polling ??= this.measure().finally(() => (this.polling = undefined));
+    return this.polling;
+  }
+
+  private async measure(): Promise<boolean> {
+    let total = 0;
+    for (const dir of this.dirs) {
+      for (const name of await debsIn(dir)) {
+        const path = join(dir, name);
+        if (this.before.has(path)) continue;
+        try {
+          total += (await stat(path)).size;
+        } catch {
+          // moved or removed since the readdir
+        }
+      }
+    }
+    const changed = total !== this.bytes;
+    this.bytes = total;
+    return changed;
   }
 }

@@ -23,8 +23,11 @@ import {
 } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { CommandError, run, type RunOptions, type RunResult } from '../exec/run.js';
-import { DebootstrapProgress, debootstrapCommand } from './debootstrap.js';
+import { AptProgress } from './apt-progress.js';
+import { DebootstrapProgress, DownloadMeter, debootstrapCommand } from './debootstrap.js';
 import { ImageInUseError, UsageError } from './errors.js';
+import { formatBytes } from './bytes.js';
+import { readHostOs } from './host-os.js';
 import { imageInUseBy } from './inuse.js';
 import { readFsid, writeJsonAtomic, imageState, type ImageMeta } from './meta.js';
 import { detachLoops, loopMount, mountAt, unmountTree, warnings } from './mount.js';
@@ -88,6 +91,18 @@ const TOOL_PACKAGES: Record<string, string> = {
   dpkg: 'dpkg',
 };
 
+/** The recipe's keyring is not on the host: which file, which recipe field, and how to get it on this host. */
+function missingKeyringError(ctx: BuildContext): UsageError {
+  const { recipe } = ctx;
+  const file = recipe.sourceFile ?? `recipe ${recipe.name}`;
+  return new UsageError(
+    `${file}: keyring: ${recipe.keyring} does not exist (debootstrap checks the ${ctx.distro.label} archive's signatures for ${recipe.suite} with it); nothing was created.\n` +
+      `${ctx.distro.keyringProvider(recipe.keyring, readHostOs())}.\n` +
+      `Put the keyring at ${recipe.keyring}, or set keyring: in ${file} to where it is.\n` +
+      '--insecure-no-verify skips the signature checks instead, which is insecure.',
+  );
+}
+
 // ---------------------------------------------------------------------------
 
 export const checkHost: Step = {
@@ -95,9 +110,11 @@ export const checkHost: Step = {
   title: 'Check the host',
   async run(ctx, io) {
     const { recipe } = ctx;
+    const bootstraps = !ctx.cacheHit && !ctx.extendBase;
+    // A fault of the recipe or the host's files, not of the privileges: said first, to anyone.
+    if (ctx.options.verify && bootstraps && !(await exists(recipe.keyring))) throw missingKeyringError(ctx);
     if (process.getuid?.() !== 0) throw new UsageError('building an image needs root (loop devices, mounts, debootstrap)');
     const tools = ['mkfs.btrfs', 'btrfs', 'losetup', 'mount', 'umount', 'chroot', 'dpkg'];
-    const bootstraps = !ctx.cacheHit && !ctx.extendBase;
     if (bootstraps) tools.push('debootstrap');
     if (recipe.commands.length || ctx.extendBase) tools.push('systemd-nspawn');
     const missing: string[] = [];
@@ -106,13 +123,6 @@ export const checkHost: Step = {
     const hostArch = (await sh(ctx, 'check-host', ['dpkg', '--print-architecture'])).stdout.trim();
     if (hostArch !== recipe.architecture) {
       throw new UsageError(`${recipe.sourceFile ?? recipe.name}: architecture ${recipe.architecture} differs from the host's ${hostArch}; foreign-architecture builds are not supported`);
-    }
-    if (ctx.options.verify && bootstraps && !(await exists(recipe.keyring))) {
-      throw new UsageError(
-        `keyring ${recipe.keyring} (needed to check the ${ctx.distro.label} archive's signatures for ${recipe.suite}) is missing: ` +
-          `${ctx.distro.keyringProvider(recipe.keyring)}. ` +
-          '(--insecure-no-verify skips signature checks; that is insecure.)',
-      );
     }
     if (bootstraps && !(await exists(ctx.distro.debootstrapScript))) {
       throw new UsageError(`debootstrap script ${ctx.distro.debootstrapScript} is missing (package debootstrap)`);
@@ -192,9 +202,22 @@ export const debootstrap: Step = {
   title: 'Bootstrap the system (debootstrap)',
   async run(ctx, io) {
     const command = debootstrapCommand(ctx, ctx.paths.newRootfs);
-    const progress = new DebootstrapProgress();
+    // Where debootstrap puts the .debs it downloads (see debootstrapCommand's --cache-dir).
+    const archives = join(ctx.paths.newRootfs, 'var/cache/apt/archives');
+    const meter = new DownloadMeter(ctx.options.cache ? [ctx.debCache] : [archives, join(archives, 'partial')]);
+    await meter.start();
+    const progress = new DebootstrapProgress(() => meter.bytes);
     const suite = `${ctx.recipe.suite} from ${ctx.recipe.mirror}`;
     io.progress(`starting: ${suite}`, 'start');
+    // A large package can take a while: the byte count moves on between debootstrap's lines.
+    const ticker = setInterval(() => {
+      if (progress.stage !== 'download') return;
+      void meter.poll().then((changed) => {
+        const text = progress.stage === 'download' && changed ? progress.downloadText() : undefined;
+        if (text) io.progress(text, 'download');
+      });
+    }, 1000);
+    ticker.unref();
     try {
       await sh(ctx, 'debootstrap', command, {
         onLine(line) {
@@ -222,8 +245,12 @@ export const debootstrap: Step = {
           (detail.length ? `\n${detail.join('\n')}` : ''),
         { cause: e },
       );
+    } finally {
+      clearInterval(ticker);
     }
-    io.progress(`${progress.total} packages, ${progress.downloaded} downloaded, ${progress.total - progress.downloaded} from the cache`, 'done');
+    await meter.poll();
+    const bytes = meter.bytes > 0 ? ` (${formatBytes(meter.bytes)})` : '';
+    io.progress(`${progress.total} packages: ${progress.downloaded} downloaded${bytes}, ${progress.total - progress.downloaded} from the cache`, 'done');
   },
 };
 
@@ -371,13 +398,20 @@ export const installPackages: Step = {
     await mkdir(ctx.debCache, { recursive: true });
     const archives = [`--bind=${ctx.debCache}:/var/cache/apt/archives`];
     io.progress('apt-get update', 'update');
-    await sh(ctx, 'install-packages', inNewRoot(ctx, archives, ['apt-get', '-q', 'update']));
-    let unpacked = 0;
+    const update = new AptProgress();
+    await sh(ctx, 'install-packages', inNewRoot(ctx, archives, ['apt-get', '-q', 'update']), {
+      onLine(line) {
+        const u = update.feed(line);
+        if (u) io.progress(`apt-get update: ${u.text}`, 'update');
+      },
+    });
     io.progress(`installing ${missing.join(' ')}`, 'install');
+    const install = new AptProgress();
     try {
       await sh(ctx, 'install-packages', inNewRoot(ctx, archives, ['apt-get', '-q', '-y', '--no-install-recommends', 'install', '--', ...missing]), {
         onLine(line) {
-          if (/^Unpacking /.test(line)) io.progress(`unpacked ${++unpacked}: ${line.split(' ')[1] ?? ''}`);
+          const u = install.feed(line);
+          if (u) io.progress(u.text, u.stage);
         },
       });
     } catch (e) {
@@ -388,7 +422,7 @@ export const installPackages: Step = {
         .slice(-4);
       throw new Error(`apt-get install ${missing.join(' ')} in the cached base failed${said.length ? `:\n${said.join('\n')}` : ` (exit ${e.exitCode ?? '?'})`}\n(--no-cache bootstraps the image afresh)`, { cause: e });
     }
-    io.progress(`${missing.length} package(s) added, ${unpacked} unpacked`, 'done');
+    io.progress(`${missing.length} package(s) added, ${install.unpacked} unpacked, ${formatBytes(install.fetched)} downloaded (apt-get update: ${formatBytes(update.fetched)})`, 'done');
   },
 };
 
@@ -655,17 +689,6 @@ function pidAlive(pid: number): boolean {
   } catch {
     return false;
   }
-}
-
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v >= 100 || i === 0 ? Math.round(v) : v.toFixed(1)} ${units[i]}`;
 }
 
 export type { StepIO };

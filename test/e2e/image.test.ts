@@ -7,11 +7,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { baseHash, ensureImageMounted, imagePaths, imageState, loadRecipe, loopsUnder, mountsUnder, REQUIRED_PACKAGES, umountImage, withMirror } from '../../src/image/index.js';
+import { BIN } from '../support/cli.js';
 import { TEST_CACHE_DIR, TEST_MIRROR, getTestImage, makeScratchDataDir } from '../support/test-image.js';
 
 const isRoot = process.getuid?.() === 0;
 const ROOT = new URL('../../', import.meta.url).pathname;
-const CLI = [process.execPath, '--import', 'tsx', join(ROOT, 'test/support/image-cli.ts')];
+// The shipped entry point, as users run it: bin/labctl.js loads the bundle that `npm test` builds first.
+const CLI = [process.execPath, BIN];
 
 interface CliResult {
   status: number | null;
@@ -141,7 +143,7 @@ describe('images (root, real)', { skip: !isRoot && 'needs root' }, () => {
     const times = [nspawnTrue(image.path), nspawnTrue(image.path), nspawnTrue(image.path)];
     const best = Math.min(...times);
     process.stderr.write(`# nspawn --ephemeral /bin/true: ${times.map((t) => t.toFixed(0)).join(', ')} ms\n`);
-    assert.ok(best < 1000, `best start took ${best} ms`);
+    assert.ok(best < 500, `best start took ${best} ms`);
     assert.ok(snapshots() <= before, 'the ephemeral snapshots are removed');
   });
 
@@ -168,7 +170,8 @@ describe('images (root, real)', { skip: !isRoot && 'needs root' }, () => {
       const result = JSON.parse(r.stdout) as { baseFromCache: boolean; seconds: number; meta: { recipeHash: string; suite: string } };
       assert.equal(result.baseFromCache, true);
       assert.equal(result.meta.recipeHash, image.recipeHash, 'same recipe, same hash');
-      assert.ok(result.seconds < 60, `warm build took ${result.seconds} s`);
+      // The issue's target for a warm rebuild of an unchanged recipe (measured: 1.7 s).
+      assert.ok(result.seconds < 15, `warm build took ${result.seconds} s`);
       process.stderr.write(`# warm build: ${result.seconds.toFixed(1)} s\n`);
       assertNothingLeft(dataDir, { files: [join(dataDir, 'images/warm.btrfs')] });
     });

@@ -8,11 +8,16 @@
 //
 // node:test runs every file in its own process: a lock file makes sure only one
 // process builds; the others wait and reuse it. The image stays in
-// /var/tmp/labctl-test-data ($LABCTL_TEST_DATA_DIR) between runs and is rebuilt only
-// when the bookworm recipe (its hash) changes. scripts/test-image.ts prepares it
-// before the suite and cleanupTestImage() unmounts it and frees the loop device after.
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+// /var/tmp/labctl-test-data ($LABCTL_TEST_DATA_DIR) between runs and is rebuilt when
+// the bookworm recipe (its hash) or the code that builds images (src/image/**/*.ts and
+// the recipe file, byte for byte: imageCodeHash) changed since it was built, so tests
+// never run on an image made by older build code. The rebuild uses the cached base
+// (DATA/cache), which PLAN_VERSION in src/image/recipe.ts invalidates. scripts/test-image.ts
+// prepares it before the suite and cleanupTestImage() unmounts it and frees the loop device after.
+import { createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import {
   buildImage,
   ensureImageMounted,
@@ -35,6 +40,42 @@ export const TEST_MIRROR = process.env.LABCTL_TEST_MIRROR || 'http://deb.debian.
 export const TEST_CACHE_DIR = join(TEST_DATA_DIR, 'cache');
 const LOCK = join(TEST_DATA_DIR, 'locks', 'test-image.lock');
 const SCRATCH = join(TEST_DATA_DIR, 'scratch');
+/** What the shared image was built from (outside DATA/images, where every .json is an image's metadata). */
+const BUILT_FROM = join(TEST_DATA_DIR, 'test-image.json');
+const IMAGE_CODE_DIR = fileURLToPath(new URL('../../src/image/', import.meta.url));
+
+interface BuiltFrom {
+  /** the image's filesystem uuid: this record is about that very image file */
+  fsid: string;
+  recipeHash: string;
+  codeHash: string;
+}
+
+function tsFilesUnder(dir: string): string[] {
+  const files: string[] = [];
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    if (e.isDirectory()) files.push(...tsFilesUnder(join(dir, e.name)));
+    else if (e.isFile() && e.name.endsWith('.ts')) files.push(join(dir, e.name));
+  }
+  return files.sort();
+}
+
+/** Hash of the image build code: every .ts file under src/image and the recipe file, by path and content. */
+export function imageCodeHash(recipeFile: string): string {
+  const hash = createHash('sha256');
+  for (const file of [...tsFilesUnder(IMAGE_CODE_DIR), recipeFile]) {
+    hash.update(`${relative(IMAGE_CODE_DIR, file)}\0`).update(readFileSync(file)).update('\0');
+  }
+  return hash.digest('hex').slice(0, 32);
+}
+
+function readBuiltFrom(): Partial<BuiltFrom> {
+  try {
+    return JSON.parse(readFileSync(BUILT_FROM, 'utf8')) as Partial<BuiltFrom>;
+  } catch {
+    return {};
+  }
+}
 
 export interface TestImage {
   dataDir: string;
@@ -42,13 +83,15 @@ export interface TestImage {
   /** the read-only rootfs subvolume (DATA/mnt/bookworm/rootfs), mounted */
   path: string;
   recipeHash: string;
+  /** imageCodeHash() of the code that built it */
+  codeHash: string;
   /** this call built it (false: reused) */
   built: boolean;
 }
 
 let pending: Promise<TestImage> | undefined;
 
-/** The shared bookworm test image, built once (per recipe hash) and mounted. Needs root. */
+/** The shared bookworm test image, built once (per recipe and build code) and mounted. Needs root. */
 export function getTestImage(): Promise<TestImage> {
   pending ??= getTestImageOnce().catch((e: unknown) => {
     pending = undefined;
@@ -60,20 +103,31 @@ export function getTestImage(): Promise<TestImage> {
 async function getTestImageOnce(): Promise<TestImage> {
   const recipe = resolveRecipe(TEST_IMAGE_NAME, { mirror: TEST_MIRROR });
   const hash = recipeHash(recipe, true);
+  const codeHash = imageCodeHash(recipe.sourceFile!);
   mkdirSync(TEST_DATA_DIR, { recursive: true });
   return withLock(LOCK, { waitMs: 30 * 60_000, what: 'the shared test image is busy' }, async () => {
     const paths = imagePaths(TEST_DATA_DIR, TEST_IMAGE_NAME);
     const st = imageState(paths);
+    const from = readBuiltFrom();
+    const why =
+      st.state !== 'ready' ? 'none is built'
+      : st.meta?.recipeHash !== hash ? 'the recipe changed'
+      : from.fsid !== st.meta.fsid || from.codeHash !== codeHash ? 'the image build code changed (or its record is missing)'
+      : undefined;
     let built = false;
-    if (st.state !== 'ready' || st.meta?.recipeHash !== hash) {
+    if (why) {
       const started = Date.now();
-      process.stderr.write(`# building the shared test image ${TEST_IMAGE_NAME} in ${TEST_DATA_DIR} from ${TEST_MIRROR}...\n`);
-      await buildImage(recipe, { dataDir: TEST_DATA_DIR, renderer: 'silent', handleSignals: false });
+      process.stderr.write(`# building the shared test image ${TEST_IMAGE_NAME} in ${TEST_DATA_DIR} from ${TEST_MIRROR} (${why})...\n`);
+      // The old record goes first: a build that fails half-way must not leave it vouching for the old image.
+      rmSync(BUILT_FROM, { force: true });
+      const result = await buildImage(recipe, { dataDir: TEST_DATA_DIR, renderer: 'silent', handleSignals: false });
+      const record: BuiltFrom = { fsid: result.meta.fsid, recipeHash: hash, codeHash };
+      writeFileSync(BUILT_FROM, JSON.stringify(record, null, 2) + '\n');
       process.stderr.write(`# built the shared test image in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
       built = true;
     }
     const { path } = await ensureImageMounted(TEST_IMAGE_NAME, TEST_DATA_DIR);
-    return { dataDir: TEST_DATA_DIR, name: TEST_IMAGE_NAME, path, recipeHash: hash, built };
+    return { dataDir: TEST_DATA_DIR, name: TEST_IMAGE_NAME, path, recipeHash: hash, codeHash, built };
   });
 }
 

@@ -12,9 +12,18 @@ import { machinesInRecord } from '../../src/image/inuse.js';
 import { LockBusyError, withLock } from '../../src/image/lock.js';
 import { readFsid } from '../../src/image/meta.js';
 import { parseMountinfo } from '../../src/image/mount.js';
+import { BIN } from '../support/cli.js';
 
 const tmp = (p: string) => mkdtempSync(join(tmpdir(), `labctl-${p}-`));
-const CLI = ['--import', 'tsx', 'test/support/image-cli.ts'];
+
+/**
+ * The shipped entry point, bin/labctl.js, running the sources (its LABCTL_FROM_SOURCE=1): a
+ * unit run has no `npm run build` before it, so the bundle may be older than the code under
+ * test. The end-to-end tests run the bundle itself.
+ */
+function labctl(...args: string[]) {
+  return spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', env: { ...process.env, LABCTL_FROM_SOURCE: '1' }, timeout: 60_000 });
+}
 
 describe('imageInUseBy', () => {
   it('reads machine records tolerantly', () => {
@@ -141,20 +150,20 @@ describe('CLI', () => {
     const dataDir = join(dir, 'data');
     const bad = join(dir, 'bad.yaml');
     writeFileSync(bad, 'distribution: debian\nsuite: bookworm\nmirror: http://deb.debian.org/debian\narchitecture: amd64\nsize: 2G\npackages: [systemd]\nflavour: spicy\n');
-    const r = spawnSync(process.execPath, [...CLI, 'image', 'build', bad, '--data-dir', dataDir], { encoding: 'utf8' });
+    const r = labctl('image', 'build', bad, '--data-dir', dataDir);
     assert.equal(r.status, 2, r.stderr);
     assert.match(r.stderr, new RegExp(`${bad.replace(/[.]/g, '\\.')}: invalid recipe:\\n\\s+flavour: unknown key`));
     assert.ok(!existsSync(dataDir), 'nothing was created');
-    const unknown = spawnSync(process.execPath, [...CLI, 'image', 'build', 'nosuch', '--data-dir', dataDir], { encoding: 'utf8' });
+    const unknown = labctl('image', 'build', 'nosuch', '--data-dir', dataDir);
     assert.equal(unknown.status, 2);
     assert.match(unknown.stderr, /no recipe named nosuch/);
-    const opt = spawnSync(process.execPath, [...CLI, 'image', 'build', 'bookworm', '--frobnicate'], { encoding: 'utf8' });
+    const opt = labctl('image', 'build', 'bookworm', '--frobnicate');
     assert.equal(opt.status, 2);
     assert.match(opt.stderr, /unknown option '--frobnicate'/);
-    const mirror = spawnSync(process.execPath, [...CLI, 'image', 'build', 'bookworm', '--mirror', 'nope', '--data-dir', dataDir], { encoding: 'utf8' });
+    const mirror = labctl('image', 'build', 'bookworm', '--mirror', 'nope', '--data-dir', dataDir);
     assert.equal(mirror.status, 2);
     assert.match(mirror.stderr, /--mirror nope: not a URL/);
-    const rm = spawnSync(process.execPath, [...CLI, 'image', 'rm', 'ghost', '--data-dir', dataDir], { encoding: 'utf8' });
+    const rm = labctl('image', 'rm', 'ghost', '--data-dir', dataDir);
     assert.equal(rm.status, 2);
     assert.match(rm.stderr, /no image named ghost/);
     assert.ok(!existsSync(dataDir));
@@ -162,7 +171,7 @@ describe('CLI', () => {
 
   it('list on an empty data dir', () => {
     const dataDir = tmp('cli');
-    const r = spawnSync(process.execPath, [...CLI, 'image', 'list', '--json', '--data-dir', dataDir], { encoding: 'utf8' });
+    const r = labctl('image', 'list', '--json', '--data-dir', dataDir);
     assert.equal(r.status, 0, r.stderr);
     assert.deepEqual(JSON.parse(r.stdout), []);
     assert.deepEqual(readdirSync(dataDir), []);

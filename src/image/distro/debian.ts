@@ -11,9 +11,9 @@ export const debian: Distribution = {
   defaultKeyring: DEBIAN_KEYRING,
   keyringProvider(keyring) {
     if (keyring.startsWith('/usr/share/keyrings/debian-archive')) {
-      return 'it is provided by the package debian-archive-keyring (apt-get install debian-archive-keyring)';
+      return 'The package debian-archive-keyring provides it (apt-get install debian-archive-keyring)';
     }
-    return `it is not a file shipped by a Debian package labctl knows; put the archive key of the mirror at ${keyring}`;
+    return 'No package labctl knows installs a file of that name; put the archive keyring of the mirror there';
   },
   // "sid" is the generic Debian script (bookworm, trixie... are symlinks to it).
   debootstrapScript: '/usr/share/debootstrap/scripts/sid',

@@ -1,4 +1,5 @@
 // What differs between distributions. Everything else in a build is shared.
+import type { HostOs } from '../host-os.js';
 import type { Recipe } from '../recipe.js';
 
 export interface Distribution {
@@ -9,8 +10,11 @@ export interface Distribution {
   defaultMirror: string;
   defaultComponents: readonly string[];
   defaultKeyring: string;
-  /** Human text naming the package or file that provides a keyring, for "keyring missing" errors. */
-  keyringProvider(keyring: string): string;
+  /**
+   * Human text naming the package or file that provides a keyring, for "keyring missing"
+   * errors. True for the host it runs on: which packages exist depends on it.
+   */
+  keyringProvider(keyring: string, host: HostOs): string;
   /**
    * The debootstrap script, passed explicitly as debootstrap's 4th argument so that
    * a suite newer than the host's debootstrap still builds (e.g. noble on Debian 12).
