@@ -10,12 +10,14 @@ import { backendFor, chooseBackend } from '../machine/select.js';
 import { cmdline, nspawnPidsOf, stopNotifyReceivers } from '../machine/proc.js';
 import { NETNS_DIR } from './netns.js';
 import { removeStaleSnapshots } from '../machine/snapshots.js';
+import { unitNameFor } from '../machine/unit-name.js';
 import { inotifyShortfall } from '../machine/limits.js';
 import { netDownLocked, netUpLocked } from './net.js';
+import { planNetwork } from '../plan/network.js';
 import { allStates, type MachineState, readState, STATE_DIR, withLabLock, writeState } from './state.js';
 
 export const DEFAULT_IMAGE = 'bookworm';
-/** Longest machine name: machined requires a valid host name (64 bytes); keep room for a prefix. */
+/** Longest machine name: machined requires a valid host name (at most 64 bytes). */
 const MACHINE_NAME_MAX = 64;
 
 export interface UpOptions {
@@ -42,17 +44,27 @@ export function plannedMachines(lab: Lab): PlannedMachine[] {
     .map((m) => ({ name: `${lab.prefix}${m.name}`, member: m.name, netns: m.netns }));
 }
 
-/** Refuses machine names that another lab runs, that some nspawn already runs, or that machined would reject. */
-function checkMachineNames(lab: Lab, machines: PlannedMachine[]): void {
+/**
+ * Refuses machine names that another lab runs, that some nspawn already runs (however it was
+ * started: `--machine=`, `-M`, or named after its directory), that machined has registered
+ * for another unit, or that machined would reject. `registered`: machined's machines where
+ * it runs (the systemd backend), else empty.
+ */
+function checkMachineNames(lab: Lab, machines: PlannedMachine[], registered: { name: string; unit: string }[]): void {
   const problems: string[] = [];
   const others = new Map<string, string>();
   for (const s of allStates()) if (s.lab !== lab.name) for (const m of s.machines ?? []) others.set(m.name, s.lab);
+  const units = new Map(registered.map((r) => [r.name, r.unit]));
+  const ownState = readState(lab.name) !== undefined;
   for (const m of machines) {
     if (m.name.length > MACHINE_NAME_MAX) problems.push(`machine name "${m.name}" is longer than ${MACHINE_NAME_MAX} characters`);
     const other = others.get(m.name);
+    const unit = units.get(m.name);
     if (other) problems.push(`machine ${m.name} is running in lab "${other}"; give this lab a different \`prefix:\``);
     else if (nspawnPidsOf(m.name).some((pid) => !isLeftoverOf(lab, m, pid))) {
-      problems.push(`a machine named ${m.name} is already running (not started by lab "${lab.name}")`);
+      problems.push(`a machine named ${m.name} is already running (not started by lab "${lab.name}"); stop it or give this lab a \`prefix:\``);
+    } else if (unit !== undefined && !(ownState && unit === unitNameFor(m.name))) {
+      problems.push(`machined already has a machine named ${m.name} (unit ${unit || '?'}, not started by lab "${lab.name}"); stop it (machinectl terminate ${m.name}) or give this lab a \`prefix:\``);
     }
   }
   if (problems.length) throw new LabUpError(`cannot bring lab "${lab.name}" up:\n  ${problems.join('\n  ')}`);
@@ -77,14 +89,19 @@ async function stopMachines(machines: MachineState[]): Promise<void> {
 }
 
 /** Stops what an earlier, unfinished run left (crash, SIGKILL, reboot) and removes its network. */
-async function clearLeftovers(lab: Lab, planned: PlannedMachine[]): Promise<void> {
+async function clearLeftovers(lab: Lab, planned: PlannedMachine[], registered: { name: string; unit: string }[]): Promise<void> {
   const previous = readState(lab.name);
   if (!previous) return;
   const recorded = previous.machines ?? [];
-  // Machines started but not yet recorded when the earlier run died: found by name and namespace.
+  // Machines started but not yet recorded when the earlier run died: found by name and
+  // namespace among processes, or by name and labctl's unit among machined's machines.
   const unrecorded: MachineState[] = planned
-    .filter((m) => !recorded.some((r) => r.name === m.name) && nspawnPidsOf(m.name).some((pid) => isLeftoverOf(lab, m, pid)))
-    .map((m) => ({ name: m.name, netns: m.netns, image: '', directory: '', backend: 'direct' }));
+    .filter((m) => !recorded.some((r) => r.name === m.name))
+    .flatMap((m): MachineState[] => {
+      if (registered.some((r) => r.name === m.name && r.unit === unitNameFor(m.name))) return [{ name: m.name, netns: m.netns, image: '', directory: '', backend: 'systemd', unit: unitNameFor(m.name) }];
+      if (nspawnPidsOf(m.name).some((pid) => isLeftoverOf(lab, m, pid))) return [{ name: m.name, netns: m.netns, image: '', directory: '', backend: 'direct' }];
+      return [];
+    });
   await stopMachines([...recorded, ...unrecorded]);
   await netDownLocked(lab.name);
 }
@@ -109,6 +126,9 @@ export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult
   const image = options.image ?? lab.image ?? DEFAULT_IMAGE;
   return withLabLock(lab.name, async () => {
     const previous = readState(lab.name);
+    if (previous?.status === 'up' && previous.planHash !== planNetwork(lab).hash) {
+      throw new LabUpError(`lab "${lab.name}" is up from a different definition (${previous.source}, changed since or another file); run \`labctl down\` first`);
+    }
     if (previous?.status === 'up' && previous.machines?.length === machines.length) {
       const backendsAlive = await Promise.all(
         previous.machines.map(async (m) => (await (await backendFor(m.backend)).info(m)).state !== 'gone'),
@@ -117,10 +137,11 @@ export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult
         return { lab: lab.name, changed: false, backend: previous.machines[0]?.backend ?? '-', machines: machines.map((m) => m.name), message: `lab "${lab.name}" is already up with ${machines.length} machines; nothing changed` };
       }
     }
-    checkMachineNames(lab, machines);
+    const backend: MachineBackend = await chooseBackend(options.backend);
+    const registered = (await backend.registered?.()) ?? [];
+    checkMachineNames(lab, machines, registered);
     const shortfall = inotifyShortfall(machines.length - (previous?.machines?.length ?? 0));
     if (shortfall) throw new LabUpError(`cannot bring lab "${lab.name}" up: ${shortfall}`);
-    const backend: MachineBackend = await chooseBackend(options.backend);
     const { ensureImageMounted } = await import('../image/index.js');
     let directory = '';
     const started: MachineState[] = [];
@@ -162,6 +183,9 @@ export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult
             title: `image ${image}`,
             task: async (_ctx, task) => {
               directory = (await ensureImageMounted(image, options.dataDir)).path;
+              // Snapshots of machines that died without cleaning up (a host reboot, SIGKILL
+              // of nspawn) stay in the image for good otherwise: swept while nothing boots from it.
+              await removeStaleSnapshots(directory);
               task.title = `image ${image}: ${directory}`;
             },
           },
@@ -175,7 +199,7 @@ export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult
                     task: async () => {
                       try {
                         // Everything an earlier run left (a crash, a reboot, a net-only lab) goes first.
-                        await clearLeftovers(lab, machines);
+                        await clearLeftovers(lab, machines, registered);
                         await netUpLocked(lab, { namespacesCreated: namespacesReady });
                         namespacesReady();
                       } catch (e) {

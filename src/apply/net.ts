@@ -42,7 +42,10 @@ function stateFor(lab: Lab, plan: NetworkPlan, status: LabState['status'], previ
     planHash: plan.hash,
     status,
     createdAt: previous?.createdAt ?? new Date().toISOString(),
-    namespaces: plan.namespaces.map((n) => ({ netns: n.netns, owner: n.owner, role: n.role })),
+    namespaces: plan.namespaces.map((n) => {
+      const router = lab.nodes.find((x) => x.netns === n.netns)?.router;
+      return { netns: n.netns, owner: n.owner, role: n.role, ...(router ? { router } : {}) };
+    }),
     nats: lab.nats.map((n) => ({
       name: n.name,
       netns: n.netns,
@@ -109,8 +112,10 @@ export async function netUpLocked(lab: Lab, hooks: NetUpHooks = {}): Promise<Net
     if (previous?.status === 'up' && previous.planHash === plan.hash && (await looksUp(plan))) {
       return { lab: lab.name, changed: false, namespaces: plan.namespaces.map((n) => n.netns), message: `lab "${lab.name}" is already up; nothing changed` };
     }
-    if (previous?.status === 'up' && previous.planHash !== plan.hash && (await looksUp(plan))) {
-      throw new NetError(`lab "${lab.name}" is up from a different definition (${previous.source}); run \`labctl net down\` first`);
+    if (previous?.status === 'up' && previous.planHash !== plan.hash) {
+      // Even when it no longer looks up: starting afresh would delete the namespaces (and the
+      // machines in them) of the definition that is up, which the user did not ask for.
+      throw new NetError(`lab "${lab.name}" is up from a different definition (${previous.source}, changed since or another file); run \`labctl net down\` (or \`labctl down\`) first`);
     }
     if (previous) {
       // A crashed or half-removed earlier run: clear what it recorded, then start afresh.

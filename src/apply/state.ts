@@ -29,7 +29,8 @@ export interface LabState {
   /** `creating` until every step of `up` has finished. */
   status: 'creating' | 'up';
   createdAt: string;
-  namespaces: { netns: string; owner: string; role: string }[];
+  /** router: for a node's namespace, the NAT (or internet) it routes through. */
+  namespaces: { netns: string; owner: string; role: string; router?: string }[];
   nats: { name: string; netns: string; mapping: string; filtering: string; declaredAs?: string }[];
   machines?: MachineState[];
 }

@@ -91,6 +91,11 @@ export interface CheckReport {
   repetitions: number;
   targets: TargetReport[];
   match: boolean;
+  /**
+   * NATs whose mapping or filtering could not be measured at all (no answer to any probe):
+   * an error of the lab or the path (exit 2), not a NAT that differs from its declaration.
+   */
+  unmeasured: string[];
   durationMs: number;
 }
 

@@ -225,6 +225,7 @@ export async function runCheck(options: CheckOptions): Promise<CheckReport> {
       repetitions: R,
       targets: reports,
       match: reports.every((r) => r.match !== false),
+      unmeasured: reports.filter((r) => r.measured.mapping === 'unknown' || r.measured.filtering === 'unknown').map((r) => r.name),
       durationMs: Date.now() - started,
     };
   });

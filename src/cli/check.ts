@@ -3,7 +3,7 @@
 // between every pair of nodes. Exit codes: 0 everything as declared, 1 something differs,
 // 2 an error (bad input, lab not up, a probe that could not run).
 import type { Command } from 'commander';
-import { example, printJson, requireRoot } from './common.js';
+import { EXIT_BAD_INPUT, example, printJson, requireRoot } from './common.js';
 
 interface CheckCliOptions {
   nat?: string;
@@ -45,7 +45,7 @@ export function registerCheckCommands(program: Command): void {
       .option('--nat <name>', 'only this NAT router')
       .option('--json', 'print one JSON document')
       .option('--lifetime', 'measure how long idle UDP mappings live (to about 1 s) and the keepalive that keeps them, instead of the behaviour tests')
-      .option('--pairs', 'also try UDP hole punching between every pair of nodes and explain who can talk directly')
+      .option('--pairs', 'also try UDP hole punching between every pair of nodes (all of them, whatever --nat says: the punches run at once) and explain who can talk directly')
       .option('--namespace <ns>', 'probe from this inside namespace of a lab labctl did not build (repeatable)', collect)
       .option('--server-namespace <ns>', 'with --namespace: the internet namespace for the STUN server (default: where default routes end)')
       .option('--port <port>', 'inside port for the filtering and hairpinning probes (e.g. the port a fixed-port NAT forwards to)')
@@ -115,6 +115,7 @@ async function checkCommand(file: string | undefined, opts: CheckCliOptions): Pr
   const doc: Record<string, unknown> = {};
   const text: string[] = [];
   let match = true;
+  const unmeasured: string[] = [];
   if (!opts.lifetime || opts.pairs) {
     const { runCheck } = await import('../check/run.js');
     const { formatCheck } = await import('../check/report.js');
@@ -122,6 +123,7 @@ async function checkCommand(file: string | undefined, opts: CheckCliOptions): Pr
     Object.assign(doc, report);
     text.push(formatCheck(report));
     match &&= report.match;
+    unmeasured.push(...report.unmeasured);
     if (opts.pairs) {
       const { runPairs, formatPairs } = await import('../check/pairs.js');
       const pairs = await runPairs(common, report);
@@ -137,8 +139,12 @@ async function checkCommand(file: string | undefined, opts: CheckCliOptions): Pr
     text.push(formatLifetime(lifetime));
     match &&= lifetime.match !== false;
   }
-  const code = match ? 0 : EXIT_DIFFERS;
+  // No answer at all is not a behaviour: the verdict for that NAT is missing, an error.
+  const code = unmeasured.length ? EXIT_BAD_INPUT : match ? 0 : EXIT_DIFFERS;
   if (opts.json) printJson({ ...doc, match, exitCode: code });
   else process.stdout.write(text.join('\n'));
+  if (unmeasured.length) {
+    process.stderr.write(`labctl check: could not measure ${unmeasured.join(', ')}: no answers to the probes (see the evidence above); is the path to the internet namespace working?\n`);
+  }
   return code;
 }

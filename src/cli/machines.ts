@@ -1,5 +1,6 @@
 // `labctl up|down|status|shell|exec`: the lab with its machines.
 import { spawn } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
 import { Option, type Command } from 'commander';
 import { action, example, printJson, requireRoot, UsageError } from './common.js';
 import { loadLab } from '../lab/load.js';
@@ -44,6 +45,17 @@ function passThrough(argv: string[]): Promise<number> {
       resolve(127);
     });
   });
+}
+
+/** The status a shell wrapper wrote (then removes the file); `fallback` when it wrote none (killed, hung up). */
+function readShellStatus(file: string, fallback: number): number {
+  try {
+    const status = Number(readFileSync(file, 'utf8').trim());
+    rmSync(file, { force: true });
+    return Number.isInteger(status) && status >= 0 && status <= 255 ? status : fallback;
+  } catch {
+    return fallback;
+  }
 }
 
 export function registerMachineCommands(program: Command): void {
@@ -139,8 +151,9 @@ export function registerMachineCommands(program: Command): void {
           requireRoot('shell');
           const m = await findMachine(name);
           const { backendFor } = await import('../machine/select.js');
-          const argv = await (await backendFor(m.backend)).shellArgv(m);
-          return passThrough(argv);
+          const shell = await (await backendFor(m.backend)).shellCommand(m);
+          const code = await passThrough(shell.argv);
+          return shell.statusFile ? readShellStatus(shell.statusFile, code) : code;
         }),
       ),
     'sudo labctl shell c1-nat',

@@ -52,8 +52,22 @@ export interface MachineBackend {
   info(machine: MachineState): Promise<MachineInfo>;
   /** argv that runs a command inside the machine, with stdio and exit code passed through. */
   execArgv(machine: MachineState, command: string[]): Promise<string[]>;
-  /** argv for an interactive login shell in the machine (needs a terminal). */
-  shellArgv(machine: MachineState): Promise<string[]>;
+  /** An interactive login shell in the machine (needs a terminal). */
+  shellCommand(machine: MachineState): Promise<ShellCommand>;
+  /**
+   * Machines registered with machined, whoever started them, with their units (systemd
+   * backend only: the direct backend registers nothing; its machines are found as processes).
+   */
+  registered?(): Promise<{ name: string; unit: string }[]>;
+}
+
+export interface ShellCommand {
+  argv: string[];
+  /**
+   * Host path of a file the shell's wrapper writes its exit status to, when the command
+   * itself does not pass it through (machinectl shell always exits 0); removed once read.
+   */
+  statusFile?: string;
 }
 
 /** Environment for commands run inside a machine: the machine's, not the host's. */

@@ -7,7 +7,7 @@ import { dirname, join } from 'node:path';
 import { run } from '../exec/run.js';
 import type { MachineState } from '../apply/state.js';
 import { NETNS_DIR } from '../apply/netns.js';
-import { MACHINE_ENV, type MachineBackend, type MachineInfo, type MachineSpec, MachineStartError } from './backend.js';
+import { MACHINE_ENV, type MachineBackend, type MachineInfo, type MachineSpec, MachineStartError, type ShellCommand } from './backend.js';
 import { alive, containerLeader, isNspawnOf, nspawnPidsOf, sleep } from './proc.js';
 import { nspawnArgs } from './nspawn.js';
 import { type NotifyWatch, watchReady } from './notify.js';
@@ -177,9 +177,10 @@ export class DirectBackend implements MachineBackend {
     const state: MachineInfo['state'] = said === 'running' ? 'running' : said === 'degraded' ? 'degraded' : said === 'starting' || said === 'initializing' ? 'starting' : said === 'stopping' ? 'stopping' : 'unknown';
     let addresses: string[] = [];
     try {
-      addresses = (JSON.parse(addrs.stdout || '[]') as { ifname: string; addr_info?: { local: string; prefixlen: number }[] }[])
+      addresses = (JSON.parse(addrs.stdout || '[]') as { ifname: string; addr_info?: { local: string }[] }[])
         .filter((i) => i.ifname !== 'lo')
-        .flatMap((i) => (i.addr_info ?? []).map((a) => `${a.local}/${a.prefixlen}`));
+        // Plain addresses, as machined's GetMachineAddresses gives them (the systemd backend).
+        .flatMap((i) => (i.addr_info ?? []).map((a) => a.local));
     } catch {
       /* no addresses */
     }
@@ -190,9 +191,11 @@ export class DirectBackend implements MachineBackend {
     return nsenterArgv(this.leaderOf(m), command);
   }
 
-  async shellArgv(m: MachineState): Promise<string[]> {
-    // A login shell with the machine's environment; TERM comes from the user's terminal.
-    return nsenterArgv(this.leaderOf(m), [`TERM=${process.env.TERM ?? 'xterm'}`, '/bin/bash', '--login']);
+  async shellCommand(m: MachineState): Promise<ShellCommand> {
+    // A login shell with the machine's environment, on the user's own terminal (so resize
+    // and Ctrl-C reach it as they would any program); TERM comes from that terminal, and
+    // nsenter exits with the shell's status.
+    return { argv: nsenterArgv(this.leaderOf(m), [`TERM=${process.env.TERM ?? 'xterm'}`, '/bin/bash', '--login']) };
   }
 
   private leaderOf(m: MachineState): number {

@@ -12,10 +12,59 @@ export function cmdline(pid: number): string[] {
   }
 }
 
+/**
+ * The machine name an nspawn command line gives: `--machine=NAME`, `--machine NAME`, `-M NAME`
+ * or `-MNAME` (labctl writes the first; the article and users type `-M`). Options end at `--`
+ * or at the first argument that is not an option (the container's own command). Without a
+ * name, nspawn names the machine after its directory or image (last path element), or, with
+ * --ephemeral, after that plus a random suffix: unknowable, so undefined.
+ */
+export function nspawnMachineName(argv: string[]): string | undefined {
+  let directory: string | undefined;
+  let ephemeral = false;
+  for (let i = 1; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--' || !a.startsWith('-') || a === '-') break;
+    if (a.startsWith('--')) {
+      const eq = a.indexOf('=');
+      const name = eq < 0 ? a : a.slice(0, eq);
+      const value = eq < 0 && NSPAWN_LONG_WITH_VALUE.has(name) ? argv[++i] : a.slice(eq + 1);
+      if (name === '--machine') return value;
+      if (name === '--directory' || name === '--image') directory = value;
+      if (name === '--ephemeral') ephemeral = true;
+      continue;
+    }
+    // A cluster of short options (-bxM NAME): the first that takes a value takes the rest or the next argument.
+    for (let j = 1; j < a.length; j++) {
+      const c = a[j]!;
+      if (c === 'x') ephemeral = true;
+      if (!NSPAWN_SHORT_WITH_VALUE.has(c)) continue;
+      const value = j + 1 < a.length ? a.slice(j + 1) : argv[++i];
+      if (c === 'M') return value;
+      if (c === 'D' || c === 'i') directory = value;
+      break;
+    }
+  }
+  if (directory === undefined || ephemeral) return undefined;
+  return directory.replace(/\/+$/, '').split('/').pop()?.replace(/\.raw$/, '') || undefined;
+}
+
+/** nspawn's short options that take a value. */
+const NSPAWN_SHORT_WITH_VALUE = new Set(['M', 'D', 'i', 'u', 'S', 'E', 'p', 'L', 'Z']);
+
+/** nspawn's long options that take a value (the next argument, when not given with `=`). */
+const NSPAWN_LONG_WITH_VALUE = new Set([
+  '--machine', '--directory', '--image', '--user', '--slice', '--setenv', '--port', '--selinux-context', '--selinux-apifs-context',
+  '--bind', '--bind-ro', '--tmpfs', '--overlay', '--overlay-ro', '--network-interface', '--network-macvlan', '--network-ipvlan', '--network-bridge', '--network-zone',
+  '--network-namespace-path', '--capability', '--drop-capability', '--chdir', '--pivot-root', '--uuid', '--property', '--register', '--settings',
+  '--console', '--kill-signal', '--link-journal', '--resolv-conf', '--timezone', '--template', '--notify-ready', '--personality', '--rlimit',
+  '--oom-score-adjust', '--cpu-affinity', '--hostname', '--no-new-privileges', '--system-call-filter', '--load-credential', '--set-credential', '--root-hash',
+]);
+
 /** True when pid is a systemd-nspawn running machine `name` (guards against reused pids). */
 export function isNspawnOf(pid: number, name: string): boolean {
   const argv = cmdline(pid);
-  return argv.length > 0 && (argv[0] ?? '').endsWith('systemd-nspawn') && argv.includes(`--machine=${name}`);
+  return argv.length > 0 && (argv[0] ?? '').endsWith('systemd-nspawn') && nspawnMachineName(argv) === name;
 }
 
 export function children(pid: number): number[] {
@@ -56,7 +105,7 @@ export function processesRunning(program: string, match: (argv: string[]) => boo
 
 /** Every nspawn process on the host that runs a machine of this name. */
 export function nspawnPidsOf(name: string): number[] {
-  return processesRunning('systemd-nspawn', (argv) => argv.includes(`--machine=${name}`));
+  return processesRunning('systemd-nspawn', (argv) => nspawnMachineName(argv) === name);
 }
 
 /** pid and all its descendants, deepest first. */

@@ -6,15 +6,19 @@
 // The unit's properties come from systemd/labctl-machine.unit-properties, read at every
 // start: that file is the truth, this module only knows how to send each key.
 import { formatIpv6 } from '../util/ipv6.js';
+import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { access, constants as fsConstants } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { MachineState } from '../apply/state.js';
 import { run } from '../exec/run.js';
-import { MACHINE_ENV, MachineStartError, type MachineBackend, type MachineInfo, type MachineSpec } from './backend.js';
+import { MACHINE_ENV, MachineStartError, type MachineBackend, type MachineInfo, type MachineSpec, type ShellCommand } from './backend.js';
 import { BusError, SYSTEM_BUS_SOCKET, Variant, closeSystemBus, isBusError, systemBus, type DBusMessage, type SystemBus } from './dbus.js';
 import { fdTargets, pids, sleep, whichExecutable } from '../util/process.js';
+import { unitNameFor } from './unit-name.js';
+
+export { unitNameFor };
 
 const SYSTEMD = 'org.freedesktop.systemd1';
 const SYSTEMD_PATH = '/org/freedesktop/systemd1';
@@ -289,12 +293,6 @@ const toVariants = (props: UnitProperty[]) => props.map((p) => [p.name, new Vari
 // Bus helpers
 // ---------------------------------------------------------------------------------
 
-/** The unit a machine runs in. Machine names are host names, which are valid in unit names. */
-export function unitNameFor(machine: string): string {
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(machine)) throw new Error(`invalid machine name ${JSON.stringify(machine)}`);
-  return `labctl-${machine}.service`;
-}
-
 const jobSubscriptions = new WeakMap<SystemBus, Promise<void>>();
 
 /** Match rule for JobRemoved plus Manager.Subscribe(), once per connection; resolves when both are in place. */
@@ -511,6 +509,9 @@ export async function systemdAvailable(): Promise<boolean> {
 export function closeSystemdBus(): void {
   closeSystemBus();
 }
+
+/** Runs in the machine under machinectl shell: root's login shell, then its status to /run ($1: a token labctl chose). */
+export const SHELL_WRAPPER = '/bin/bash --login; s=$?; echo "$s" >"/run/labctl-shell.$1.status"; exit "$s"';
 
 export class SystemdBackend implements MachineBackend {
   readonly name = 'systemd' as const;
@@ -734,8 +735,28 @@ export class SystemdBackend implements MachineBackend {
     return ['nsenter', '-t', String(machine.leader), '-a', '-r', '-w', '--', '/usr/bin/env', '-i', ...MACHINE_ENV, ...command];
   }
 
-  async shellArgv(m: MachineState): Promise<string[]> {
-    return ['machinectl', 'shell', `root@${m.name}`];
+  async shellCommand(m: MachineState): Promise<ShellCommand> {
+    // machinectl shell gives a full terminal (its own pty in the machine) but always exits 0
+    // (systemd/systemd#4215), so a small wrapper in the machine writes the login shell's
+    // status to a file labctl reads afterwards through the machine's root (/proc/LEADER/root).
+    const bus = systemBus();
+    const machine = await bus.busy(() => getMachine(bus, m.name));
+    const unit = m.unit ?? unitNameFor(m.name);
+    if (!machine || machine.unit !== unit || !machine.leader) throw new Error(`machine ${m.name} is not running (machined has no machine ${m.name} for unit ${unit})`);
+    const token = randomBytes(8).toString('hex');
+    return {
+      argv: ['machinectl', 'shell', `root@${m.name}`, '/bin/sh', '-c', SHELL_WRAPPER, 'labctl-shell', token],
+      statusFile: `/proc/${machine.leader}/root/run/labctl-shell.${token}.status`,
+    };
+  }
+
+  async registered(): Promise<{ name: string; unit: string }[]> {
+    const bus = systemBus();
+    return bus.busy(async () => {
+      const [list] = (await bus.call(MACHINED, MACHINED_PATH, MACHINE_MANAGER, 'ListMachines')) as [[string, string, string, string][]];
+      const machines = await Promise.all(list.map(async ([name]) => getMachine(bus, name)));
+      return machines.filter((x): x is MachineProps => x !== undefined).map((x) => ({ name: x.name, unit: x.unit }));
+    });
   }
 }
 

@@ -1,5 +1,6 @@
 // `labctl status`: machines (from their backend) and the network, per lab.
-import { allStates } from '../apply/state.js';
+import { allStates, type LabState } from '../apply/state.js';
+import { describeBehaviour, type Dependency } from '../lab/behaviour.js';
 import { backendFor } from '../machine/select.js';
 import { labStatus } from './net-status.js';
 import { table } from './table.js';
@@ -14,6 +15,8 @@ export interface MachineRow {
   uptime: string;
   backend: string;
   leaderPid?: number;
+  /** Why the backend could not say (state is then unknown). */
+  error?: string;
 }
 
 export interface LabOverview {
@@ -33,6 +36,18 @@ function uptime(since: string | undefined): string {
   return `${Math.floor(s / 3600)}h${Math.floor((s % 3600) / 60)}m`;
 }
 
+/**
+ * The NAT column: a NAT router's own behaviour; for a node, the NAT it sits behind and that
+ * NAT's behaviour (or that it is on the internet without one).
+ */
+function natColumn(s: LabState, netns: string, own: string | undefined): string {
+  if (own) return own;
+  const router = s.namespaces.find((n) => n.netns === netns)?.router;
+  const nat = router ? s.nats.find((n) => n.name === router) : undefined;
+  if (nat) return `behind ${nat.name}: ${describeBehaviour(nat.mapping as Dependency, nat.filtering as Dependency)}`;
+  return router ? 'none (on the internet)' : '';
+}
+
 export async function labsStatus(labName?: string): Promise<LabOverview[]> {
   const states = allStates().filter((s) => !labName || s.lab === labName);
   return Promise.all(
@@ -40,18 +55,27 @@ export async function labsStatus(labName?: string): Promise<LabOverview[]> {
       const net = await labStatus(s);
       const machines = await Promise.all(
         (s.machines ?? []).map(async (m): Promise<MachineRow> => {
-          const info = await (await backendFor(m.backend)).info(m).catch(() => ({ state: 'unknown' as const, addresses: [] as string[], leaderPid: undefined }));
+          let error: string | undefined;
+          const info = await (await backendFor(m.backend))
+            .info(m)
+            .catch((e: Error) => {
+              error = e.message;
+              return { state: 'unknown' as const, addresses: [] as string[], leaderPid: undefined, since: undefined };
+            });
           const ns = net.namespaces.find((n) => n.netns === m.netns);
           return {
             name: m.name,
             state: info.state,
             netns: m.netns,
-            addresses: info.addresses.length ? info.addresses : (ns?.interfaces.flatMap((i) => i.addresses) ?? []),
+            // Plain addresses, as machined gives them (GetMachineAddresses) and machinectl shows them.
+            addresses: info.addresses.length ? info.addresses : (ns?.interfaces.flatMap((i) => i.addresses.map((a) => a.replace(/\/\d+$/, ''))) ?? []),
             image: m.image,
-            nat: ns?.nat ?? '',
-            uptime: info.state === 'gone' ? '-' : uptime(m.startedAt),
+            nat: natColumn(s, m.netns, ns?.nat),
+            // machined's own start time where it has one, else when labctl started it.
+            uptime: info.state === 'gone' ? '-' : uptime(info.since ?? m.startedAt),
             backend: m.backend,
             ...(info.leaderPid ? { leaderPid: info.leaderPid } : {}),
+            ...(error ? { error } : {}),
           };
         }),
       );
@@ -71,7 +95,7 @@ export function formatLabsStatus(labs: LabOverview[]): string {
   if (labs.length === 0) return 'no lab is up\n';
   return labs
     .map((l) => {
-      const rows = l.machines.map((m) => [m.name, m.state, m.netns, m.addresses.join(' '), m.image, m.nat, m.uptime, m.backend]);
+      const rows = l.machines.map((m) => [m.name, m.error ? `${m.state} (${m.error.split('\n')[0]})` : m.state, m.netns, m.addresses.join(' '), m.image, m.nat, m.uptime, m.backend]);
       const head = `lab ${l.lab} (${l.status}) from ${l.source}`;
       const bare = l.bareNamespaces.length ? `namespaces without a machine: ${l.bareNamespaces.join(', ')}\n` : '';
       return `${head}\n${l.machines.length ? table(['MACHINE', 'STATE', 'NAMESPACE', 'ADDRESSES', 'IMAGE', 'NAT', 'UPTIME', 'BACKEND'], rows) : 'no machines (network only; `labctl up` boots them)\n'}${bare}`;

@@ -4,12 +4,14 @@
 import { after, afterEach, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { BIN, isRoot, labctl, labctlOk, netnsList, ROOT } from '../support/cli.js';
 import { getTestImage } from '../support/test-image.js';
-import { notifyReceiversIn } from '../../src/machine/proc.js';
+import { driveShellInTmux } from '../support/tmux-shell.js';
+import { execa } from 'execa';
+import { cmdline as cmdlineOf, descendants, notifyReceiversIn } from '../../src/machine/proc.js';
 
 const skip = isRoot ? false : 'needs root';
 const MACHINES = ['c0', 'c0-nat', 'c1', 'c1-nat'];
@@ -38,6 +40,13 @@ function start(args: string[]): Proc {
   return { out: () => out, done, write: (s) => child.stdin!.write(s), kill: (sig = 'SIGTERM') => child.kill(sig), pid: child.pid! };
 }
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+function tryKill(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    /* gone */
+  }
+}
 async function waitForText(p: Proc, text: string, ms: number): Promise<boolean> {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline && !p.out().includes(text)) await sleep(50);
@@ -129,15 +138,26 @@ test('up boots the four article machines, status shows them, a second up changes
   // Readiness came from nspawn's READY=1 (socat is installed here), not from polling the machines.
   assert.doesNotMatch(r.stderr, /is-system-running/, 'up polled the machines instead of reading their READY=1');
   assert.deepEqual(notifyReceiversIn('/run/labctl/article'), [], 'the readiness receivers stopped once the machines were ready');
-  const status = JSON.parse((await labctlOk(['status', '--json'])).stdout) as { lab: string; machines: { name: string; state: string; backend: string; netns: string; addresses: string[] }[]; bareNamespaces: string[] }[];
+  type Row = { name: string; state: string; backend: string; netns: string; addresses: string[]; image: string; nat: string; uptime: string };
+  const status = JSON.parse((await labctlOk(['status', '--json'])).stdout) as { lab: string; machines: Row[]; bareNamespaces: string[] }[];
   const lab = status.find((l) => l.lab === 'article')!;
   assert.deepEqual(lab.machines.map((m) => m.name).sort(), [...MACHINES].sort());
   for (const m of lab.machines) {
     assert.ok(['running', 'degraded'].includes(m.state), `${m.name} is ${m.state}`);
     assert.equal(m.backend, 'direct');
     assert.equal(m.netns, `ns-${m.name}`);
+    assert.equal(m.image, 'bookworm');
+    assert.match(m.uptime, /^\d+s$/, `${m.name} has been up for seconds`);
   }
-  assert.deepEqual(lab.machines.find((m) => m.name === 'c1-nat')!.addresses.sort(), ['10.0.2.100/24', '100.64.2.100/24']);
+  const row = (name: string) => lab.machines.find((m) => m.name === name)!;
+  assert.deepEqual(row('c1-nat').addresses.sort(), ['10.0.2.100', '100.64.2.100']);
+  assert.deepEqual(row('c0').addresses, ['10.0.1.1']);
+  assert.equal(row('c0-nat').nat, 'EIM+EIF (full-cone)');
+  assert.equal(row('c1-nat').nat, 'EIM+ADF (restricted-cone)');
+  assert.equal(row('c0').nat, 'behind c0-nat: EIM+EIF (full-cone)');
+  assert.equal(row('c1').nat, 'behind c1-nat: EIM+ADF (restricted-cone)');
+  const text = (await labctlOk(['status'])).stdout;
+  assert.match(text, /^c1\s+(running|degraded)\s+ns-c1\s+10\.0\.2\.1\s+bookworm\s+behind c1-nat: EIM\+ADF \(restricted-cone\)\s+\d+s\s+direct\s*$/m, text);
   assert.deepEqual(lab.bareNamespaces, ['ns-inet']);
   const again = await labctlOk(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir]);
   assert.match(again.stdout, /already up with 4 machines; nothing changed/);
@@ -157,6 +177,18 @@ test('exec passes stdout, stderr and the exit code through, in the machine\'s ow
   const missing = await labctl(['exec', 'nosuch', '--', 'true']);
   assert.equal(missing.exitCode, 2);
   assert.match(missing.stderr, /no running machine "nosuch"/);
+});
+
+test('shell: an interactive login shell in a terminal (tmux): prompt, resize, Ctrl-C, exit status', { skip }, async () => {
+  const run = async (argv: string[]) => {
+    const r = await execa(argv[0]!, argv.slice(1), { reject: false, stdin: 'ignore', timeout: 30_000 });
+    return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
+  };
+  await driveShellInTmux(run, [process.execPath, BIN, 'shell', 'c1-nat'], {
+    socket: `labctl-e2e-${process.pid}`,
+    probe: 'hostname; ip -o -4 addr show ve-c1-nat-inet',
+    expect: /ve-c1-nat-inet\s+inet 100\.64\.2\.100\/24/,
+  });
 });
 
 test('experiment 1 typed into the machines: full cone delivers, c0-nat shows NEW ... UNREPLIED', { skip }, async () => {
@@ -248,23 +280,85 @@ test('a machine that does not boot in time fails up with its console lines, and 
   assertClean('after a failed up');
 });
 
-// Kill points by what up has reached, not by the clock: a faster up must not slip past them.
-const KILL_POINTS: { label: string; reached: (p: Proc) => Promise<boolean> }[] = [
-  { label: 'after 200 ms', reached: async () => (await sleep(200), true) },
-  { label: 'while the network is made', reached: (p) => waitForText(p, 'network: ', 20000) },
-  { label: 'while the machines boot', reached: async (p) => (await waitForText(p, 'c1-nat in ns-c1-nat', 20000)) && (await sleep(150), true) },
+/** The article lab's state file as written so far, or undefined. */
+function articleState(): { status: string; machines?: { name: string }[] } | undefined {
+  try {
+    return JSON.parse(readFileSync('/run/labctl/article.json', 'utf8')) as { status: string; machines?: { name: string }[] };
+  } catch {
+    return undefined;
+  }
+}
+async function until(what: () => boolean, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline && !what()) await sleep(10);
+  return what();
+}
+
+// Kill points by what up has reached on the host (checked before the kill, so that each
+// point really tests a different leftover), not by the clock.
+const KILL_POINTS: { label: string; reached: () => boolean }[] = [
+  { label: 'while the network is made (its state file says creating)', reached: () => articleState()?.status === 'creating' },
+  { label: 'once the namespaces exist', reached: () => ARTICLE_NS.every((n) => netnsList().includes(n)) },
+  { label: 'while the machines boot (nspawn running, none recorded)', reached: () => nspawnOf(MACHINES).length > 0 && !articleState()?.machines?.length },
+  { label: 'once a machine is recorded as started', reached: () => (articleState()?.machines?.length ?? 0) > 0 },
 ];
 for (const point of KILL_POINTS) {
   test(`SIGKILL of up ${point.label}, then down: a clean host`, { skip }, async () => {
     const up = start(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir]);
-    assert.ok(await point.reached(up), up.out());
+    const reached = await until(point.reached, 30_000);
     up.kill('SIGKILL');
+    assert.ok(reached, `up reached the point "${point.label}" before it was killed: ${up.out()}`);
     assert.equal(await up.done, null, `up was killed before it finished: ${up.out()}`);
     const r = await labctl(['down', shortLab]);
     assert.equal(r.exitCode, 0, r.stderr);
     assertClean(`SIGKILL ${point.label}`);
   });
 }
+
+test('a machine of the same name started by hand (the article\'s -M) makes up refuse before it changes anything', { skip }, async () => {
+  // The article's way: systemd-nspawn ... -M c0 (here read-only, in a network namespace of its own, running sleep).
+  const byHand = spawn('systemd-nspawn', ['--quiet', '--register=no', '--keep-unit', '--read-only', '--private-network', '-D', rootfs, '-M', 'c0', '/bin/sleep', '300'], { stdio: 'ignore' });
+  try {
+    const sleeping = () => byHand.pid !== undefined && descendants(byHand.pid).some((p) => cmdlineOf(p)[0] === '/bin/sleep');
+    assert.ok(await until(sleeping, 10_000), 'the hand-started machine runs');
+    const r = await labctl(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir]);
+    assert.equal(r.exitCode, 1, r.stdout + r.stderr);
+    assert.match(r.stderr, /a machine named c0 is already running \(not started by lab "article"\)/);
+    assert.deepEqual(netnsList().filter((n) => ARTICLE_NS.includes(n)), [], 'no namespace was created');
+    assert.ok(!existsSync('/run/labctl/article.json'), 'no state file was written');
+  } finally {
+    byHand.kill('SIGTERM');
+    await new Promise((r) => (byHand.exitCode !== null ? r(null) : byHand.once('exit', r)));
+  }
+  assertClean('after the refused up');
+});
+
+test('after a host reboot (machines and namespaces gone, /run emptied), up sweeps the dead machines\' snapshots', { skip }, async () => {
+  await labctlOk(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir]);
+  // A reboot, as far as labctl can see: every process of the lab dies at once (no clean-up),
+  // the namespaces and everything under /run go.
+  const leaders = readdirSync('/proc')
+    .filter((e) => /^\d+$/.test(e))
+    .map(Number)
+    .filter((pid) => {
+      const argv = cmdlineOf(pid);
+      return (argv[0] ?? '').endsWith('systemd-nspawn') && MACHINES.some((m) => argv.includes(`--machine=${m}`));
+    });
+  assert.equal(leaders.length, 4);
+  for (const pid of leaders) for (const p of [...descendants(pid), pid]) tryKill(p);
+  assert.ok(await until(() => nspawnOf(MACHINES).length === 0, 10_000), 'the machines died');
+  for (const p of notifyReceiversIn('/run/labctl/article')) tryKill(p);
+  for (const n of ARTICLE_NS) execFileSync('ip', ['netns', 'delete', n]);
+  rmSync('/run/labctl/article.json', { force: true });
+  rmSync('/run/labctl/article', { recursive: true, force: true });
+  assert.equal(snapshotsLeft().filter((e) => !e.endsWith('.lck')).length, 4, `the dead machines' snapshots stay: ${snapshotsLeft().join(' ')}`);
+
+  await labctlOk(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir]);
+  assert.equal(nspawnOf(MACHINES).length, 4, 'the lab runs again');
+  assert.equal(snapshotsLeft().filter((e) => !e.endsWith('.lck')).length, 4, `only the running machines' snapshots are left: ${snapshotsLeft().join(' ')}`);
+  await labctlOk(['down', shortLab]);
+  assertClean('after the reboot, up and down');
+});
 
 test('SIGKILL of up, then up again recovers, then down', { skip }, async () => {
   const up = start(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir]);

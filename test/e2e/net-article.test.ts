@@ -69,6 +69,9 @@ after(async () => {
   if (!isRoot) return;
   await labctl(['net', 'down']);
   await labctl(['net', 'down', join(tmpdir(), 'labctl-short', 'article-short.yaml')]);
+  // Nothing of the lab stays: no namespace, and the host's own interfaces, addresses and routes as before.
+  assert.deepEqual(netnsList().filter((n) => ARTICLE_NS.includes(n)), [], 'no namespace of the article lab is left');
+  assert.equal(hostNetworkFingerprint(), hostBefore, "the host's namespace is as it was");
 });
 
 test('the default lab comes up with the article\'s names, addresses and routes', { skip }, async () => {
@@ -126,13 +129,16 @@ test('experiment 1: an unsolicited packet through the full cone arrives', { skip
 test('experiment 2: through the restricted cone nothing arrives before the inside has sent', { skip }, async () => {
   await labctlOk(['net', 'flush']);
   const events = startIn('ns-c1-nat', ['conntrack', '-E']);
+  // The control: c0's packet does leave c0-nat towards c1-nat (else "nothing arrives" proves nothing).
+  const sent = startIn('ns-c0-nat', ['conntrack', '-E']);
   const c1 = startIn('ns-c1', ['nc', '-l', '12345', '-u']);
   await sleep(300);
   await ncSend('ns-c0', '100.64.2.100', 54321, 'xyz');
+  assert.ok(await waitForText(sent, '[NEW]', 2000), `c0-nat forwarded c0's packet (got ${JSON.stringify(sent.out())})`);
   await sleep(700);
-  events.kill();
-  c1.kill();
+  for (const p of [events, sent, c1]) p.kill();
   await events.done;
+  assert.match(sent.out(), /\[NEW\] udp\s+17 30 src=10\.0\.1\.1 dst=100\.64\.2\.100 sport=\d+ dport=54321 \[UNREPLIED\] src=100\.64\.2\.100 dst=100\.64\.1\.100 sport=54321 dport=54321/);
   assert.equal(c1.out(), '', 'c1 receives nothing');
   assert.doesNotMatch(events.out(), /\[NEW\]/, 'c1-nat shows no conntrack event');
 });

@@ -14,7 +14,7 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import fs, { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { BIN, type CliResult, hostNetworkFingerprint, isRoot, labctl, labctlOk, netnsList, ROOT } from '../support/cli.js';
 import { UdpAgent } from '../support/agents.js';
 import { loadLab } from '../../src/lab/load.js';
@@ -666,4 +666,21 @@ test('net up (src bug): a lab that is up but lost a NAT router\'s ruleset is not
   assertLabUp(lab);
   await downOk(lab);
   assertNothingOf(lab, 'after down');
+});
+
+test('net up of an edited lab file while the lab is up is refused and changes nothing (even a namespace added)', { skip }, async () => {
+  const lab = useLab('repair.yaml');
+  await upOk(lab);
+  const before = ownNetns(lab.prefix);
+  const edited = join(mkdtempSync(join(tmpdir(), 'labctl-edited-')), 'repair.yaml');
+  // The same lab with one more node: its plan differs, and the new namespace does not exist.
+  writeFileSync(edited, readFileSync(lab.file, 'utf8').replace('nodes: [{ name: a1 }]', 'nodes: [{ name: a1 }, { name: a2 }]'));
+  const r = await labctl(['net', 'up', edited]);
+  assert.equal(r.exitCode, 1, r.stdout + r.stderr);
+  assert.match(r.stderr, /lab "lc9-repair" is up from a different definition .*run `labctl net down`/);
+  assert.deepEqual(ownNetns(lab.prefix), before, 'the namespaces of the lab that is up are untouched');
+  assertLabUp(lab);
+  await downOk(lab);
+  assertNothingOf(lab, 'after down');
+  rmSync(dirname(edited), { recursive: true, force: true });
 });

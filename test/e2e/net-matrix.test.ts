@@ -9,7 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { UdpAgent } from '../support/agents.js';
-import { isRoot, labctl, labctlOk, netnsList } from '../support/cli.js';
+import { hostNetworkFingerprint, isRoot, labctl, labctlOk, netnsList } from '../support/cli.js';
+
+let hostBefore = '';
 
 const skip = isRoot ? false : 'needs root';
 type Dep = 'endpoint-independent' | 'address-dependent' | 'address-and-port-dependent';
@@ -57,6 +59,7 @@ const P = '100.64.101.100';
 const Q = '100.64.102.100';
 
 before(async () => {
+  hostBefore = hostNetworkFingerprint();
   if (!isRoot) return;
   const lab = {
     name: 'matrix',
@@ -87,6 +90,7 @@ after(async () => {
   await Promise.all([p?.stop(), q?.stop(), ...[...inside.values()].map((a) => a.stop())]);
   await labctl(['net', 'down', file]);
   assert.deepEqual(netnsList().filter((n) => n.startsWith(`ns-${PREFIX}`)), [], 'no namespace of the matrix lab is left');
+  assert.equal(hostNetworkFingerprint(), hostBefore, "the host's interfaces, addresses, routes and rules are as they were");
 });
 
 async function mappedPort(to: UdpAgent, msg: string, expectFrom: string): Promise<number> {

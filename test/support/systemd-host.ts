@@ -666,7 +666,7 @@ export function leaks(innerNetns: Map<string, number>, snapshotsLeft: string[], 
 // Inside the host: a driver for SystemdBackend, so tests can call the backend's methods
 // where systemd is PID 1. Each call is one process; it prints one JSON line.
 //   node --import tsx /project/test/support/systemd-host.ts backend start '{"name":..}'
-//   ... backend info|stop|exec-argv|shell-argv '<MachineState JSON>' [-- cmd...]
+//   ... backend info|stop|exec-argv|shell-command '<MachineState JSON>' [-- cmd...]
 //   ... backend available
 // With --no-close it leaves the bus connection open, to show that an open connection
 // does not keep the process alive.
@@ -704,8 +704,8 @@ async function backendDriver(args: string[]): Promise<void> {
         if (sep !== '--') throw new Error('exec-argv STATE -- COMMAND...');
         result = await backend.execArgv(JSON.parse(json!), command);
         break;
-      case 'shell-argv':
-        result = await backend.shellArgv(JSON.parse(json!));
+      case 'shell-command':
+        result = await backend.shellCommand(JSON.parse(json!));
         break;
       default:
         throw new Error(`unknown backend method ${method ?? ''}`);
