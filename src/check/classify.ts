@@ -25,8 +25,11 @@ export interface RepVerdict<T> {
 export function classifyMappingRun(r: MappingResult): RepVerdict<Dependency> {
   const [o11, o12, o21, o22] = r.observations;
   const m = [o11, o12, o21, o22].map((o) => o?.mapped);
-  const ports = m.map((x) => (x ? String(x.port) : 'none')).join(' ');
-  const detail = `:${r.local} -> ${ports}`;
+  // The outside address once when every answer shows the same one (a NAT with one outside
+  // address), else each full endpoint (a NAT that maps onto a pool of addresses).
+  const addresses = new Set(m.filter((x) => x).map((x) => x!.address));
+  const shown = addresses.size === 1 ? `${[...addresses][0]}: ${m.map((x) => (x ? String(x.port) : 'none')).join(' ')}` : m.map((x) => (x ? formatEndpoint(x) : 'none')).join(' ');
+  const detail = `:${r.local} -> ${shown}`;
   if (m.some((x) => !x)) return { value: 'unknown', detail: `${detail} (no response from ${m.map((x, i) => (x ? '' : ['A1:P1', 'A1:P2', 'A2:P1', 'A2:P2'][i])).filter(Boolean).join(', ')})` };
   const [m11, m12, m21, m22] = m as TransportAddress[];
   const portsSame = same(m11, m12) && same(m21, m22);
@@ -190,7 +193,7 @@ export function analyse(runs: TargetRuns, declared: Declared | undefined): Pick<
     rows.push({ test, ...(decl !== undefined ? { declared: decl } : {}), measured: meas, ...(match !== undefined ? { match } : {}), evidence });
   const d = declared;
   const depText = (v: Verdict<Dependency>) => (typeof v === 'string' ? v : String(v));
-  row('mapping', d?.mapping, depText(mapping), d ? mapping === d.mapping : undefined, `outside ports towards A1:P1 A1:P2 A2:P1 A2:P2 from each inside port: ${runsEvidence(mapRuns)}`);
+  row('mapping', d?.mapping, depText(mapping), d ? mapping === d.mapping : undefined, `outside address and ports towards A1:P1 A1:P2 A2:P1 A2:P2 from each inside port: ${runsEvidence(mapRuns)}`);
   row('filtering', d?.filtering, depText(filtering), d ? filtering === d.filtering : undefined, `answers let in after sending to A1:P1: ${runsEvidence(filRuns)}`);
   row(
     'type',

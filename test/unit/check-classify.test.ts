@@ -256,3 +256,12 @@ test('options: --expect, --server, the server address pair avoids the lab\'s sub
   assert.deepEqual(chooseAddresses(['203.0.113.0/24', '198.51.100.7/24', '192.0.2.1/32']), ['198.18.0.1', '198.18.0.2']);
   assert.throws(() => chooseAddresses(['192.0.0.0/4']), /no free address pair/);
 });
+
+test('mapping evidence shows the outside address with the ports, or every endpoint when addresses differ', () => {
+  const obs = (address: string, port: number) => ({ mapped: { address, port } });
+  const one = classifyMappingRun({ local: 5000, observations: [obs('100.64.1.100', 1024), obs('100.64.1.100', 1024), obs('100.64.1.100', 1024), obs('100.64.1.100', 1024)] } as never);
+  assert.equal(one.detail, ':5000 -> 100.64.1.100: 1024 1024 1024 1024');
+  const pool = classifyMappingRun({ local: 5000, observations: [obs('100.64.1.100', 1024), obs('100.64.1.100', 1024), obs('100.64.1.101', 1024), obs('100.64.1.101', 1024)] } as never);
+  assert.equal(pool.value, 'address-dependent');
+  assert.equal(pool.detail, ':5000 -> 100.64.1.100:1024 100.64.1.100:1024 100.64.1.101:1024 100.64.1.101:1024');
+});
