@@ -61,7 +61,7 @@ function checkMachineNames(lab: Lab, machines: PlannedMachine[], registered: { n
     const other = others.get(m.name);
     const unit = units.get(m.name);
     if (other) problems.push(`machine ${m.name} is running in lab "${other}"; give this lab a different \`prefix:\``);
-    else if (nspawnPidsOf(m.name).some((pid) => !isLeftoverOf(lab, m, pid))) {
+    else if (nspawnPidsOf(m.name).some((pid) => !(ownState && runsInItsNamespace(m, pid)))) {
       problems.push(`a machine named ${m.name} is already running (not started by lab "${lab.name}"); stop it or give this lab a \`prefix:\``);
     } else if (unit !== undefined && !(ownState && unit === unitNameFor(m.name))) {
       problems.push(`machined already has a machine named ${m.name} (unit ${unit || '?'}, not started by lab "${lab.name}"); stop it (machinectl terminate ${m.name}) or give this lab a \`prefix:\``);
@@ -71,11 +71,12 @@ function checkMachineNames(lab: Lab, machines: PlannedMachine[], registered: { n
 }
 
 /**
- * An nspawn of a planned machine that an earlier, unfinished `up` of this same lab left
- * (its state file exists and the machine runs in this lab's namespace): ours to stop.
+ * True when nspawn process `pid` boots planned machine `m` in that machine's namespace. With
+ * this lab's state file present, that is what an earlier, unfinished `up` of this lab left:
+ * ours to stop.
  */
-function isLeftoverOf(lab: Lab, m: PlannedMachine, pid: number): boolean {
-  return readState(lab.name) !== undefined && cmdline(pid).includes(`--network-namespace-path=${NETNS_DIR}/${m.netns}`);
+function runsInItsNamespace(m: PlannedMachine, pid: number): boolean {
+  return cmdline(pid).includes(`--network-namespace-path=${NETNS_DIR}/${m.netns}`);
 }
 
 async function stopMachines(machines: MachineState[]): Promise<void> {
@@ -99,7 +100,7 @@ async function clearLeftovers(lab: Lab, planned: PlannedMachine[], registered: {
     .filter((m) => !recorded.some((r) => r.name === m.name))
     .flatMap((m): MachineState[] => {
       if (registered.some((r) => r.name === m.name && r.unit === unitNameFor(m.name))) return [{ name: m.name, netns: m.netns, image: '', directory: '', backend: 'systemd', unit: unitNameFor(m.name) }];
-      if (nspawnPidsOf(m.name).some((pid) => isLeftoverOf(lab, m, pid))) return [{ name: m.name, netns: m.netns, image: '', directory: '', backend: 'direct' }];
+      if (nspawnPidsOf(m.name).some((pid) => runsInItsNamespace(m, pid))) return [{ name: m.name, netns: m.netns, image: '', directory: '', backend: 'direct' }];
       return [];
     });
   await stopMachines([...recorded, ...unrecorded]);
@@ -271,13 +272,12 @@ export async function labDown(labName: string, options: { lab?: Lab; force?: boo
     const extra: MachineState[] = (options.lab ? plannedMachines(options.lab) : [])
       .filter((m) => !recorded.has(m.name) && (state || options.force))
       .flatMap((m) => {
-        const pid = nspawnPidsOf(m.name).find((p) => cmdline(p).includes(`--network-namespace-path=${NETNS_DIR}/${m.netns}`));
+        const pid = nspawnPidsOf(m.name).find((p) => runsInItsNamespace(m, p));
         if (!pid) return [];
         const directory = cmdline(pid).find((a) => a.startsWith('--directory='))?.slice('--directory='.length) ?? '';
         return [{ name: m.name, netns: m.netns, image: '', directory, backend: 'direct' as const }];
       });
     await stopMachines([...machines, ...extra].filter((m) => m.directory || nspawnPidsOf(m.name).length));
-    for (const m of machines) if (m.directory) await removeStaleSnapshots(m.directory);
     const net = await netDownLocked(labName, { ...(options.lab ? { lab: options.lab } : {}), ...(options.force ? { force: true } : {}) });
     // A readiness receiver outlives an `up` killed with SIGKILL (until its timeout): stop it.
     await stopNotifyReceivers(join(STATE_DIR, labName));

@@ -726,27 +726,29 @@ export class SystemdBackend implements MachineBackend {
     });
   }
 
-  async execArgv(m: MachineState, command: string[]): Promise<string[]> {
-    if (!command.length) throw new Error('execArgv: empty command');
+  /** The machine's leader (its PID 1, as the host sees it), from machined, when it runs in labctl's unit. */
+  private async leaderOf(m: MachineState): Promise<number> {
     const bus = systemBus();
-    const machine = await getMachine(bus, m.name);
+    const machine = await bus.busy(() => getMachine(bus, m.name));
     const unit = m.unit ?? unitNameFor(m.name);
     if (!machine || machine.unit !== unit || !machine.leader) throw new Error(`machine ${m.name} is not running (machined has no machine ${m.name} for unit ${unit})`);
-    return ['nsenter', '-t', String(machine.leader), '-a', '-r', '-w', '--', '/usr/bin/env', '-i', ...MACHINE_ENV, ...command];
+    return machine.leader;
+  }
+
+  async execArgv(m: MachineState, command: string[]): Promise<string[]> {
+    if (!command.length) throw new Error('execArgv: empty command');
+    return ['nsenter', '-t', String(await this.leaderOf(m)), '-a', '-r', '-w', '--', '/usr/bin/env', '-i', ...MACHINE_ENV, ...command];
   }
 
   async shellCommand(m: MachineState): Promise<ShellCommand> {
     // machinectl shell gives a full terminal (its own pty in the machine) but always exits 0
     // (systemd/systemd#4215), so a small wrapper in the machine writes the login shell's
     // status to a file labctl reads afterwards through the machine's root (/proc/LEADER/root).
-    const bus = systemBus();
-    const machine = await bus.busy(() => getMachine(bus, m.name));
-    const unit = m.unit ?? unitNameFor(m.name);
-    if (!machine || machine.unit !== unit || !machine.leader) throw new Error(`machine ${m.name} is not running (machined has no machine ${m.name} for unit ${unit})`);
+    const leader = await this.leaderOf(m);
     const token = randomBytes(8).toString('hex');
     return {
       argv: ['machinectl', 'shell', `root@${m.name}`, '/bin/sh', '-c', SHELL_WRAPPER, 'labctl-shell', token],
-      statusFile: `/proc/${machine.leader}/root/run/labctl-shell.${token}.status`,
+      statusFile: `/proc/${leader}/root/run/labctl-shell.${token}.status`,
     };
   }
 

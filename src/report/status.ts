@@ -1,8 +1,7 @@
 // `labctl status`: machines (from their backend) and the network, per lab.
 import { allStates, type LabState } from '../apply/state.js';
-import { describeBehaviour, type Dependency } from '../lab/behaviour.js';
 import { backendFor } from '../machine/select.js';
-import { labStatus } from './net-status.js';
+import { labStatus, type LabStatus } from './net-status.js';
 import { table } from './table.js';
 
 export interface MachineRow {
@@ -37,14 +36,15 @@ function uptime(since: string | undefined): string {
 }
 
 /**
- * The NAT column: a NAT router's own behaviour; for a node, the NAT it sits behind and that
- * NAT's behaviour (or that it is on the internet without one).
+ * The NAT column: a NAT router's own behaviour (as `net status` shows it); for a node, the
+ * NAT it sits behind and that NAT's behaviour (or that it is on the internet without one).
  */
-function natColumn(s: LabState, netns: string, own: string | undefined): string {
+function natColumn(s: LabState, net: LabStatus, netns: string): string {
+  const own = net.namespaces.find((n) => n.netns === netns)?.nat;
   if (own) return own;
   const router = s.namespaces.find((n) => n.netns === netns)?.router;
   const nat = router ? s.nats.find((n) => n.name === router) : undefined;
-  if (nat) return `behind ${nat.name}: ${describeBehaviour(nat.mapping as Dependency, nat.filtering as Dependency)}`;
+  if (nat) return `behind ${nat.name}: ${net.namespaces.find((n) => n.netns === nat.netns)?.nat ?? '?'}`;
   return router ? 'none (on the internet)' : '';
 }
 
@@ -70,7 +70,7 @@ export async function labsStatus(labName?: string): Promise<LabOverview[]> {
             // Plain addresses, as machined gives them (GetMachineAddresses) and machinectl shows them.
             addresses: info.addresses.length ? info.addresses : (ns?.interfaces.flatMap((i) => i.addresses.map((a) => a.replace(/\/\d+$/, ''))) ?? []),
             image: m.image,
-            nat: natColumn(s, m.netns, ns?.nat),
+            nat: natColumn(s, net, m.netns),
             // machined's own start time where it has one, else when labctl started it.
             uptime: info.state === 'gone' ? '-' : uptime(info.since ?? m.startedAt),
             backend: m.backend,

@@ -52,18 +52,18 @@ async function waitForText(p: Proc, text: string, ms: number): Promise<boolean> 
   while (Date.now() < deadline && !p.out().includes(text)) await sleep(50);
   return p.out().includes(text);
 }
-function nspawnOf(names: string[]): string[] {
+/** nspawn processes labctl started for these machines (found independently of labctl's own lookup). */
+function nspawnPids(names: string[]): number[] {
   return readdirSync('/proc')
     .filter((e) => /^\d+$/.test(e))
-    .map((pid) => {
-      try {
-        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-      } catch {
-        return [];
-      }
-    })
-    .filter((argv) => (argv[0] ?? '').endsWith('systemd-nspawn') && names.some((n) => argv.includes(`--machine=${n}`)))
-    .map((argv) => argv.join(' '));
+    .map(Number)
+    .filter((pid) => {
+      const argv = cmdlineOf(pid);
+      return (argv[0] ?? '').endsWith('systemd-nspawn') && names.some((n) => argv.includes(`--machine=${n}`));
+    });
+}
+function nspawnOf(names: string[]): string[] {
+  return nspawnPids(names).map((pid) => cmdlineOf(pid).join(' '));
 }
 /** Waits until a UDP socket listens on port in netns (so a probe sent next finds it). */
 async function waitListening(netns: string, port: number): Promise<void> {
@@ -337,15 +337,9 @@ test('after a host reboot (machines and namespaces gone, /run emptied), up sweep
   await labctlOk(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir]);
   // A reboot, as far as labctl can see: every process of the lab dies at once (no clean-up),
   // the namespaces and everything under /run go.
-  const leaders = readdirSync('/proc')
-    .filter((e) => /^\d+$/.test(e))
-    .map(Number)
-    .filter((pid) => {
-      const argv = cmdlineOf(pid);
-      return (argv[0] ?? '').endsWith('systemd-nspawn') && MACHINES.some((m) => argv.includes(`--machine=${m}`));
-    });
-  assert.equal(leaders.length, 4);
-  for (const pid of leaders) for (const p of [...descendants(pid), pid]) tryKill(p);
+  const nspawns = nspawnPids(MACHINES);
+  assert.equal(nspawns.length, 4);
+  for (const pid of nspawns) for (const p of [...descendants(pid), pid]) tryKill(p);
   assert.ok(await until(() => nspawnOf(MACHINES).length === 0, 10_000), 'the machines died');
   for (const p of notifyReceiversIn('/run/labctl/article')) tryKill(p);
   for (const n of ARTICLE_NS) execFileSync('ip', ['netns', 'delete', n]);
