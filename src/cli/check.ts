@@ -1,7 +1,7 @@
 // `labctl check`: classify the lab's NAT routers from inside the lab with labctl's own STUN
 // server and client (RFC 5389/5780), measure mapping lifetimes, and try UDP hole punching
 // between every pair of nodes. Exit codes: 0 everything as declared, 1 something differs,
-// 2 an error (bad input, lab not up, a probe that could not run).
+// 2 an error (bad input, lab not up, a probe that could not run, a NAT that answered no probe).
 import type { Command } from 'commander';
 import { EXIT_BAD_INPUT, example, printJson, requireRoot } from './common.js';
 
@@ -40,7 +40,7 @@ export function registerCheckCommands(program: Command): void {
   example(
     program
       .command('check')
-      .description('classify every NAT router from inside the lab (RFC 5780 tests with labctl\'s own STUN server and client) and compare with the lab file')
+      .description('classify every NAT router from inside the lab (RFC 5780 tests with labctl\'s own STUN server and client) and compare with the lab file; exit 0 as declared, 1 differs, 2 an error (also a NAT that answered no probe)')
       .argument('[file]', 'lab file, or the name of a built-in lab (its network must be up)')
       .option('--nat <name>', 'only this NAT router')
       .option('--json', 'print one JSON document')
