@@ -4,7 +4,7 @@
 // also when interrupted (SIGINT/SIGTERM).
 import { run } from '../exec/run.js';
 import { inNetns } from '../apply/netns.js';
-import { NAT_TABLE } from '../nat/compile.js';
+import { FLUSH_LEARNED_STATE } from '../nat/compile.js';
 import type { Lab } from '../lab/model.js';
 import type { ServerInstance } from '../stun/probes.js';
 import type { TransportAddress } from '../stun/message.js';
@@ -192,7 +192,7 @@ export async function flushHops(hops: PathHop[]): Promise<void> {
         h.labctl
           ? run(inNetns(h.netns, ['nft', '-f', '-']), {
               step: `flush learned mappings in ${h.netns}`,
-              input: `flush map ip ${NAT_TABLE} mappings\nflush set ip ${NAT_TABLE} peers\n`,
+              input: FLUSH_LEARNED_STATE,
               allowFailure: true,
             })
           : undefined,

@@ -4,7 +4,14 @@
 // How each RFC 4787 behaviour is made from stock netfilter:
 // - Mapping (outbound, postrouting nat):
 //   EIM with port preservation  `snat to OUT`: the kernel keeps the inside port when free
-//                               and reuses it for every destination;
+//                               and reuses it for every destination. The kernel keeps only
+//                               whole 5-tuples unique, so a second inside endpoint with the
+//                               same port would share that outside port towards the
+//                               destinations the first has not used (port overloading),
+//                               and its mapping would change with the destination: the
+//                               owner of each learned outside port is kept in @owners, and
+//                               an endpoint whose port is owned by another gets a hashed
+//                               port instead (as without preservation);
 //   EIM without preservation    outside port = jhash(inside addr . inside port): one
 //                               outside port per inside endpoint, whatever the destination;
 //   ADM                         jhash(inside addr . inside port . remote addr);
@@ -23,6 +30,8 @@
 import type { Nat } from '../lab/model.js';
 
 export const NAT_TABLE = 'labctl';
+/** nft input that makes a NAT labctl built forget what it learned (its conntrack entries go separately). */
+export const FLUSH_LEARNED_STATE = `flush map ip ${NAT_TABLE} mappings\nflush set ip ${NAT_TABLE} owners\nflush set ip ${NAT_TABLE} peers\n`;
 const EPHEMERAL_LOW = 1024;
 const EPHEMERAL_COUNT = 65536 - EPHEMERAL_LOW;
 
@@ -64,15 +73,23 @@ function portHash(key: string, seed: number): string {
   return `jhash ${key} mod ${EPHEMERAL_COUNT} seed 0x${seed.toString(16)} offset ${EPHEMERAL_LOW}`;
 }
 
+/** Whether the NAT keeps inside ports and so must keep other inside endpoints off a port already mapped. */
+function preservesPorts(nat: Nat): boolean {
+  const b = nat.behaviour;
+  return b.fixedPort === undefined && b.mapping === 'endpoint-independent' && b.portPreservation;
+}
+
+// A new flow whose inside port is already an outside port mapped for another inside endpoint.
+const PORT_OWNED_BY_ANOTHER = 'meta l4proto . th sport @mappings meta l4proto . th sport . ip saddr . th sport != @owners';
+
 /** The srcnat statements of the mapping behaviour, tried in order; the first whose match holds translates. */
 export function snatStatements(nat: Nat): string[] {
+  const out = nat.outside.address;
+  const hashed = (key: string, guard = '') => HASH_SEEDS.map((seed) => `${guard}${portHash(key, seed)} & 0xff >= 4 snat ip to ${out}:${portHash(key, seed)}`);
+  if (preservesPorts(nat)) return [...hashed('ip saddr . th sport', `${PORT_OWNED_BY_ANOTHER} `), `snat ip to ${out}`];
   const key = hashKey(nat);
   if (!key) return [`snat ip to ${snatTarget(nat)}`];
-  const out = nat.outside.address;
-  return [
-    ...HASH_SEEDS.map((seed) => `${portHash(key, seed)} & 0xff >= 4 snat ip to ${out}:${portHash(key, seed)}`),
-    `snat ip to ${out}`,
-  ];
+  return [...hashed(key), `snat ip to ${out}`];
 }
 
 /** The extra match a new inbound flow must pass under the NAT's filtering, or null when none may pass. */
@@ -98,6 +115,7 @@ export function compileNatRuleset(nat: Nat): string {
   const tcpTimeout = `${b.tcpMappingTimeout}s`;
   const filter = filterMatch(nat);
   const snat = snatStatements(nat);
+  const owners = preservesPorts(nat);
   const L: string[] = [];
   const add = (s = '') => L.push(s);
 
@@ -111,6 +129,12 @@ export function compileNatRuleset(nat: Nat): string {
   add(`\t# outside protocol . port -> inside address . port, learned from traffic`);
   add(`\tmap mappings {`);
   add(`\t\ttype inet_proto . inet_service : ipv4_addr . inet_service`);
+  add(`\t\tflags dynamic,timeout`);
+  add(`\t\ttimeout ${udpUnreplied}`);
+  add(`\t}`);
+  add(`\t# outside protocol . port . the inside address . port it is mapped for (who owns a preserved port)`);
+  add(`\tset owners {`);
+  add(`\t\ttype inet_proto . inet_service . ipv4_addr . inet_service`);
   add(`\t\tflags dynamic,timeout`);
   add(`\t\ttimeout ${udpUnreplied}`);
   add(`\t}`);
@@ -195,6 +219,7 @@ export function compileNatRuleset(nat: Nat): string {
     ];
     for (const [match, t] of variants) {
       add(`\t\t${match} update @mappings { meta l4proto . ${port} timeout ${t} : ${inside} }`);
+      if (owners) add(`\t\t${match} update @owners { meta l4proto . ${port} . ${inside} timeout ${t} }`);
       add(`\t\t${match} update @peers { meta l4proto . ${port} . ${remote} timeout ${t} }`);
     }
     add(`\t}`);

@@ -1,11 +1,39 @@
 // Runs the labctl command line as a user would, and checks the host for leftovers.
 import { execa } from 'execa';
 import { execFileSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const BIN = `${ROOT}bin/labctl.js`;
+
+/** Newest modification time of the files under dir (ms), 0 when there are none. */
+function newestMtime(dir: string): number {
+  let newest = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, e.name);
+    newest = Math.max(newest, e.isDirectory() ? newestMtime(path) : statSync(path).mtimeMs);
+  }
+  return newest;
+}
+
+// bin/labctl.js runs the bundle in dist/ whenever one exists. `npm test` builds first, but
+// one test file run by hand after an edit would test the old bundle: rebuild it here when
+// any source is newer, so that the tests always run the code in src/.
+function ensureFreshBuild(): void {
+  let built = 0;
+  try {
+    built = statSync(join(ROOT, 'dist', 'bundle', 'labctl.cjs')).mtimeMs;
+  } catch {
+    // not built: bin/labctl.js runs the sources through tsx
+    return;
+  }
+  if (newestMtime(join(ROOT, 'src')) <= built) return;
+  process.stderr.write('# src/ is newer than dist/bundle: npm run build\n');
+  execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
+}
+ensureFreshBuild();
 
 export interface CliResult {
   exitCode: number;
@@ -57,7 +85,17 @@ export function hostNetworkFingerprint(): string {
     run(['ip', '-o', 'addr', 'show']),
     run(['ip', 'route', 'show', 'table', 'all']),
     run(['nft', 'list', 'ruleset']),
-    run(['sysctl', 'net.ipv4.ip_forward', 'net.netfilter.nf_conntrack_udp_timeout']),
+    // every sysctl labctl sets in its NAT namespaces (-e: the bridge ones exist only with br_netfilter)
+    run([
+      'sysctl',
+      '-e',
+      'net.ipv4.ip_forward',
+      'net.netfilter.nf_conntrack_udp_timeout',
+      'net.netfilter.nf_conntrack_udp_timeout_stream',
+      'net.bridge.bridge-nf-call-iptables',
+      'net.bridge.bridge-nf-call-ip6tables',
+      'net.bridge.bridge-nf-call-arptables',
+    ]),
   ].join('\n----\n');
 }
 

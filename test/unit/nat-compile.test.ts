@@ -75,6 +75,32 @@ describe('mapping: the srcnat target', () => {
     assert.ok(rules.includes(`oifname ${OUTIF} ip saddr ${LAN} meta l4proto { tcp, udp } snat ip to ${OUT}`), rules.join('\n'));
   });
 
+  test('EIM with port preservation: an inside port already mapped for another endpoint gets a hashed port (no port overloading)', () => {
+    const n = natOf('{ type: full-cone }', '[{ name: a1 }, { name: a2 }]');
+    const owned = 'meta l4proto . th sport @mappings meta l4proto . th sport . ip saddr . th sport != @owners';
+    const hash = (seed: string) => `jhash ip saddr . th sport mod 64512 seed ${seed} offset 1024`;
+    const statements = snatStatements(n);
+    assert.deepEqual(statements, [
+      ...['0x6c6162', '0x6e6174', '0x6d6170'].map((seed) => `${owned} ${hash(seed)} & 0xff >= 4 snat ip to ${OUT}:${hash(seed)}`),
+      `snat ip to ${OUT}`,
+    ]);
+    const text = compileNatRuleset(n);
+    const rules = srcnat(text);
+    for (const st of statements) assert.ok(rules.includes(`oifname ${OUTIF} ip saddr ${LAN} meta l4proto { tcp, udp } ${st}`), st);
+    // The owner of each outside port is learned with the mapping, from its first packet on.
+    assert.ok(chain(text, 'learn_sent_original').some((r) => r.includes('update @owners { meta l4proto . th sport . ct original ip saddr . ct original proto-src ')));
+  });
+
+  test('only NATs that keep inside ports learn owners', () => {
+    for (const yaml of ['{ type: symmetric }', '{ type: full-cone, port-preservation: false }', '{ mapping: address-dependent, filtering: endpoint-independent }', '{ type: full-cone, fixed-port: 54321 }']) {
+      const text = compileNatRuleset(natOf(yaml));
+      assert.ok(!text.includes('update @owners'), yaml);
+      assert.ok(!srcnat(text).some((r) => r.includes('@owners')), yaml);
+      // declared all the same, so that one flush command fits every NAT labctl built
+      assert.ok(text.includes('\tset owners {'), yaml);
+    }
+  });
+
   test('EIM without port preservation: port = jhash(inside addr . inside port), never below 1024', () => {
     const n = natOf('{ type: port-restricted-cone, port-preservation: false }');
     const hash = (seed: string) => `jhash ip saddr . th sport mod 64512 seed ${seed} offset 1024`;
@@ -216,9 +242,10 @@ describe('timeouts', () => {
     const text = compileNatRuleset(n);
     for (const c of learnChains) {
       const rules = chain(text, c);
-      assert.equal(rules.length, 6, c);
+      // restricted cone keeps inside ports: @owners is learned beside @mappings and @peers
+      assert.equal(rules.length, 9, c);
       const port = c.startsWith('learn_sent') ? 'th sport' : 'th dport';
-      for (const set of ['@mappings', '@peers']) {
+      for (const set of ['@mappings', '@owners', '@peers']) {
         const upd = (match: string, t: string) => rules.find((r) => r.startsWith(`${match} update ${set} { meta l4proto . ${port}`) && r.includes(` timeout ${t}`));
         assert.ok(upd('meta l4proto udp ct status assured', '171s'), `${c} ${set}: assured UDP uses the stream timeout\n${rules.join('\n')}`);
         assert.ok(upd('meta l4proto udp ct status & assured == 0', '17s'), `${c} ${set}: unreplied UDP uses the unreplied timeout`);
@@ -226,7 +253,7 @@ describe('timeouts', () => {
       }
     }
     // The sets' own default timeout is the unreplied one.
-    assert.equal(text.match(/^\t\ttimeout 17s$/gm)?.length, 2);
+    assert.equal(text.match(/^\t\ttimeout 17s$/gm)?.length, 3);
   });
 
   test('defaults: 30 s unreplied, 120 s stream, 7440 s TCP', () => {
