@@ -1,7 +1,10 @@
 // From a parsed lab file to the resolved Lab: schema check, semantic checks, defaults
 // and address planning. Pure: reads nothing but its arguments, changes nothing.
-// Every problem becomes a LabIssue naming the field path and the reason; resolution
-// stops only after collecting all of them, so a user fixes a file in one pass.
+// Every problem becomes a LabIssue naming the field path and the reason. Resolution runs in
+// stages (schema; names and the site tree; subnets; addresses; NAT behaviour; interface
+// names) and reports every problem of the first stage that has any: each later stage reads
+// what the earlier ones resolved (a subnet plan needs a sound site tree, addresses need
+// their subnets), and checking it on top of a broken one would report made-up errors.
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import type { core } from 'zod/mini';
 import { CLASSIC, type Dependency } from './behaviour.js';
@@ -84,7 +87,7 @@ function zodIssues(error: core.$ZodError): LabIssue[] {
   return out;
 }
 
-/** Parses YAML text and resolves it; throws LabError with every problem found. */
+/** Parses YAML text and resolves it; throws LabError with every problem of the first failing stage. */
 export function parseLab(text: string, source: string): Lab {
   let data: unknown;
   try {
