@@ -72,3 +72,12 @@ export interface ShellCommand {
 
 /** Environment for commands run inside a machine: the machine's, not the host's. */
 export const MACHINE_ENV = ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'HOME=/root', 'USER=root', 'LOGNAME=root', 'SHELL=/bin/bash', 'LANG=C.UTF-8'];
+
+/**
+ * argv that runs `command` in the machine whose leader (PID 1, as the host sees it) is
+ * `leader`, as root in root's home with MACHINE_ENV, the same with either backend.
+ */
+export function nsenterArgv(leader: number, command: string[]): string[] {
+  // -r/-w: the machine's root and cwd; env -C then moves to root's home inside it.
+  return ['nsenter', '-t', String(leader), '-a', '-r', '-w', '--', '/usr/bin/env', '-i', '-C', '/root', ...MACHINE_ENV, ...command];
+}

@@ -7,12 +7,12 @@ import { dirname, join } from 'node:path';
 import { run } from '../exec/run.js';
 import type { MachineState } from '../apply/state.js';
 import { NETNS_DIR } from '../apply/netns.js';
-import { MACHINE_ENV, type MachineBackend, type MachineInfo, type MachineSpec, MachineStartError, type ShellCommand } from './backend.js';
+import { type MachineBackend, type MachineInfo, type MachineSpec, MachineStartError, nsenterArgv, type ShellCommand } from './backend.js';
 import { alive, containerLeader, isNspawnOf, nspawnPidsOf, sleep } from './proc.js';
 import { nspawnArgs } from './nspawn.js';
 import { type NotifyWatch, watchReady } from './notify.js';
 
-/** How long a clean halt may take before nspawn is told to end the machine at once. */
+/** How long the machine's power-off may take before nspawn is told to end the machine at once. */
 const HALT_TIMEOUT_MS = 4_000;
 const STOP_TIMEOUT_MS = 10_000;
 
@@ -26,11 +26,6 @@ export function consoleTail(path: string, lines = 15): string {
   } catch {
     return '';
   }
-}
-
-function nsenterArgv(leader: number, command: string[]): string[] {
-  // -r/-w: the machine's root and cwd; env -C then moves to root's home inside it.
-  return ['nsenter', '-t', String(leader), '-a', '-r', '-w', '--', '/usr/bin/env', '-i', '-C', '/root', ...MACHINE_ENV, ...command];
 }
 
 async function waitGone(pid: number, ms: number): Promise<boolean> {
@@ -64,7 +59,7 @@ export class DirectBackend implements MachineBackend {
 
   private async boot(spec: MachineSpec, watch: NotifyWatch | undefined): Promise<MachineState> {
     const log = openSync(spec.consoleLog, 'w', 0o600);
-    const argv = nspawnArgs(spec, { register: false });
+    const argv = nspawnArgs(spec);
     if (spec.signal?.aborted) {
       closeSync(log);
       throw new MachineStartError(spec.name, 'not started: up is being rolled back');
@@ -135,17 +130,19 @@ export class DirectBackend implements MachineBackend {
     if (m.nspawnPid && isNspawnOf(m.nspawnPid, m.name)) pids.add(m.nspawnPid);
     await Promise.all(
       [...pids].map(async (pid) => {
-        // SIGTERM makes nspawn halt the machine cleanly; its ephemeral snapshot goes with it.
+        // SIGTERM makes nspawn send the machine's systemd SIGRTMIN+14 (--kill-signal, see
+        // nspawn.ts): an immediate power-off, not an orderly halt. Its processes get SIGTERM,
+        // then SIGKILL, without each unit being stopped; nspawn then removes the snapshot.
         try {
           process.kill(pid, 'SIGTERM');
         } catch {
           return;
         }
         if (await waitGone(pid, HALT_TIMEOUT_MS)) return;
-        // A halt normally takes well under a second. Seen here now and then: the machine's
-        // systemd-halt.service fails and the machine sits in halt.target. A second SIGTERM
-        // makes nspawn end the machine at once ("Send SIGTERM again to trigger immediate
-        // termination"), still removing its snapshot.
+        // The power-off takes well under a second. Should the machine still be there (its
+        // systemd not yet handling signals, or hung), a second SIGTERM makes nspawn end the
+        // machine at once ("Send SIGTERM again to trigger immediate termination"), still
+        // removing its snapshot.
         try {
           process.kill(pid, 'SIGTERM');
         } catch {

@@ -1,14 +1,18 @@
-// The systemd-nspawn command line that boots one lab machine. Both backends use it; the
-// systemd backend runs it as a transient service, the direct backend as a child process.
+// The systemd-nspawn command line the direct backend runs as a child process. The systemd
+// backend's is the ExecStart= of systemd/labctl-machine.unit-properties; a unit test
+// (test/unit/machine-nspawn.test.ts) holds the two to the same options, apart from how
+// each registers the machine.
 import type { MachineSpec } from './backend.js';
 import { NETNS_DIR } from '../apply/netns.js';
 
-export function nspawnArgs(spec: Pick<MachineSpec, 'name' | 'netns' | 'directory'>, options: { register: boolean }): string[] {
+export function nspawnArgs(spec: Pick<MachineSpec, 'name' | 'netns' | 'directory'>): string[] {
   return [
     'systemd-nspawn',
     '--quiet',
-    // Without machined (direct backend) nspawn must neither register nor make its own scope.
-    ...(options.register ? [] : ['--register=no']),
+    // Without machined nspawn must neither register nor make its own scope: --register=no,
+    // and --keep-unit (it stays in labctl's cgroup). The systemd backend's unit keeps only
+    // --keep-unit: nspawn registers with machined under that unit.
+    '--register=no',
     '--keep-unit',
     '--boot',
     '--ephemeral',

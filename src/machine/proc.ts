@@ -16,11 +16,13 @@ export function cmdline(pid: number): string[] {
  * The machine name an nspawn command line gives: `--machine=NAME`, `--machine NAME`, `-M NAME`
  * or `-MNAME` (labctl writes the first; the article and users type `-M`). Options end at `--`
  * or at the first argument that is not an option (the container's own command). Without a
- * name, nspawn names the machine after its directory or image (last path element), or, with
- * --ephemeral, after that plus a random suffix: unknowable, so undefined.
+ * name, nspawn names the machine after its directory or image (last path element, cleaned
+ * up as nspawnNameFromPath does), or, with --ephemeral, after that plus a random suffix:
+ * unknowable, so undefined.
  */
 export function nspawnMachineName(argv: string[]): string | undefined {
   let directory: string | undefined;
+  let image = false;
   let ephemeral = false;
   for (let i = 1; i < argv.length; i++) {
     const a = argv[i]!;
@@ -30,7 +32,7 @@ export function nspawnMachineName(argv: string[]): string | undefined {
       const name = eq < 0 ? a : a.slice(0, eq);
       const value = eq < 0 && NSPAWN_LONG_WITH_VALUE.has(name) ? argv[++i] : a.slice(eq + 1);
       if (name === '--machine') return value;
-      if (name === '--directory' || name === '--image') directory = value;
+      if (name === '--directory' || name === '--image') [directory, image] = [value, name === '--image'];
       if (name === '--ephemeral') ephemeral = true;
       continue;
     }
@@ -41,12 +43,69 @@ export function nspawnMachineName(argv: string[]): string | undefined {
       if (!NSPAWN_SHORT_WITH_VALUE.has(c)) continue;
       const value = j + 1 < a.length ? a.slice(j + 1) : argv[++i];
       if (c === 'M') return value;
-      if (c === 'D' || c === 'i') directory = value;
+      if (c === 'D' || c === 'i') [directory, image] = [value, c === 'i'];
       break;
     }
   }
   if (directory === undefined || ephemeral) return undefined;
-  return directory.replace(/\/+$/, '').split('/').pop()?.replace(/\.raw$/, '') || undefined;
+  return nspawnNameFromPath(directory, image);
+}
+
+/** Longest host name, and so machine name (Linux's HOST_NAME_MAX). */
+const HOST_NAME_MAX = 64;
+
+/**
+ * The machine name nspawn gives a machine booted from `path` without -M, or undefined where
+ * nspawn would refuse to start ("Failed to determine machine name automatically") or where
+ * argv alone does not tell (`-D /` is named after the host, `-D .` after nspawn's working
+ * directory). Copied from systemd 252's determine_names() (Debian bookworm; the clean-up
+ * checked against its libsystemd-shared-252.so), which 257 (trixie) does the same way:
+ * nspawn makes the path absolute and drops trailing slashes and "." elements, takes the
+ * last element (less ".raw" for an image), cleans it with hostname_cleanup() and requires
+ * hostname_is_valid(). (From 258 the clean-up keeps "?", so nspawn refuses such a name
+ * where 252 and 257 drop the "?": an nspawn that never runs, so no wrong clash either.
+ * Since 256 a versioned "NAME.v" directory is first resolved to the version inside it that
+ * nspawn boots, which argv does not tell; its 252 name here has a dot, which no lab
+ * machine's name has.)
+ */
+export function nspawnNameFromPath(path: string, image = false): string | undefined {
+  const last = path.split('/').filter((e) => e !== '' && e !== '.').pop();
+  if (last === undefined || last === '..') return undefined;
+  const name = hostnameCleanup(image ? last.replace(/\.raw$/, '') : last);
+  return hostnameIsValid(name) ? name : undefined;
+}
+
+/**
+ * systemd's hostname_cleanup(): keeps ASCII letters, digits, "-" and "."; drops a "-" or "."
+ * that would start a label and a "." that would end one with "-"; stops at 64 characters,
+ * then drops one trailing "-" or "." (one only: "c0--" becomes "c0-", which is invalid).
+ */
+export function hostnameCleanup(s: string): string {
+  let out = '';
+  let dot = true;
+  let hyphen = true;
+  for (const c of s) {
+    if (out.length >= HOST_NAME_MAX) break;
+    if (c === '.') {
+      if (dot || hyphen) continue;
+      dot = true;
+      hyphen = false;
+    } else if (c === '-') {
+      if (dot) continue;
+      dot = false;
+      hyphen = true;
+    } else if (/^[A-Za-z0-9]$/.test(c)) {
+      dot = false;
+      hyphen = false;
+    } else continue;
+    out += c;
+  }
+  return /[-.]$/.test(out) ? out.slice(0, -1) : out;
+}
+
+/** systemd's hostname_is_valid(s, 0): dot-separated labels of letters, digits and inner "-"s, at most 64 characters. */
+export function hostnameIsValid(s: string): boolean {
+  return s.length <= HOST_NAME_MAX && /^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*$/.test(s);
 }
 
 /** nspawn's short options that take a value. */

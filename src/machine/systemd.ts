@@ -13,7 +13,7 @@ import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { MachineState } from '../apply/state.js';
 import { run } from '../exec/run.js';
-import { MACHINE_ENV, MachineStartError, type MachineBackend, type MachineInfo, type MachineSpec, type ShellCommand } from './backend.js';
+import { MachineStartError, nsenterArgv, type MachineBackend, type MachineInfo, type MachineSpec, type ShellCommand } from './backend.js';
 import { BusError, SYSTEM_BUS_SOCKET, Variant, closeSystemBus, isBusError, systemBus, type DBusMessage, type SystemBus } from './dbus.js';
 import { fdTargets, pids, sleep, whichExecutable } from '../util/process.js';
 import { unitNameFor } from './unit-name.js';
@@ -737,7 +737,8 @@ export class SystemdBackend implements MachineBackend {
 
   async execArgv(m: MachineState, command: string[]): Promise<string[]> {
     if (!command.length) throw new Error('execArgv: empty command');
-    return ['nsenter', '-t', String(await this.leaderOf(m)), '-a', '-r', '-w', '--', '/usr/bin/env', '-i', ...MACHINE_ENV, ...command];
+    // As the direct backend: in root's home, where `machinectl shell` (labctl shell) starts too.
+    return nsenterArgv(await this.leaderOf(m), command);
   }
 
   async shellCommand(m: MachineState): Promise<ShellCommand> {

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { nspawnMachineName } from '../../src/machine/proc.js';
+import { hostnameCleanup, nspawnMachineName } from '../../src/machine/proc.js';
 import { unitNameFor } from '../../src/machine/unit-name.js';
 
 describe('nspawnMachineName: the machine an nspawn command line runs, however it was named', () => {
@@ -26,6 +26,85 @@ describe('nspawnMachineName: the machine an nspawn command line runs, however it
   ];
   for (const [argv, name] of cases) {
     it(`${argv.slice(1).join(' ')} -> ${name ?? '(unknown)'}`, () => assert.equal(nspawnMachineName(argv), name));
+  }
+});
+
+/** Test titles: a long run of one letter as a{70}. */
+const short = (s: string) => s.replace(/([ax])\1{9,}/g, (run, c: string) => `${c}{${run.length}}`);
+
+describe('nspawnMachineName: a name from the directory, cleaned up as systemd-nspawn 252/257 does', () => {
+  const a = (n: number) => 'a'.repeat(n);
+  // Expected names as systemd 252's hostname_cleanup() and hostname_is_valid() give them
+  // (checked against libsystemd-shared-252.so); undefined: nspawn refuses to start
+  // ("Failed to determine machine name automatically, please use -M").
+  const cases: [string, string | undefined][] = [
+    ['/srv/c_0', 'c0'], // underscores are dropped
+    ['/srv/C_0', 'C0'],
+    ['/srv/c 0+x@y', 'c0xy'],
+    ['/srv/web.example.com', 'web.example.com'], // dots stay between labels
+    ['/srv/.c0.', 'c0'],
+    ['/srv/x..y', 'x.y'],
+    ['/srv/a-.b', 'a-b'], // no label ends with "-"
+    ['/srv/a.-b', 'a.b'], // nor starts with one
+    ['/srv/c0-', 'c0'], // one trailing "-" goes
+    ['/srv/-c0', 'c0'],
+    ['/srv/c0--', undefined], // only one: "c0-" is no host name
+    ['/srv/a--b', 'a--b'],
+    ['/srv/fööbar', 'fbar'],
+    ['/srv/___', undefined],
+    [`/srv/${a(70)}`, a(64)], // cut at 64 characters
+    [`/srv/${a(63)}-b`, a(63)], // ... then a trailing "-" goes
+    [`/srv/${a(63)}_-b`, a(63)],
+    [`/srv/${a(62)}--b`, undefined],
+    [`/srv/${a(63)}.b`, a(63)],
+    ['/srv/c0/', 'c0'],
+    ['/srv/c0/.', 'c0'],
+    ['c_0', 'c0'],
+    ['./c_0', 'c0'],
+    // named after the host or nspawn's working directory: not known from argv
+    ['/', undefined],
+    ['.', undefined],
+    ['/srv/c0/..', undefined],
+  ];
+  for (const [dir, name] of cases) {
+    it(`-D ${short(dir)} -> ${name === undefined ? '(none: nspawn refuses, or argv does not tell)' : short(name)}`, () => {
+      assert.equal(nspawnMachineName(['systemd-nspawn', '-D', dir, '-b']), name);
+      assert.equal(nspawnMachineName(['systemd-nspawn', `--directory=${dir}`, '-b']), name);
+    });
+  }
+
+  it('drops .raw from an image only, and cleans up what is left', () => {
+    assert.equal(nspawnMachineName(['systemd-nspawn', '-i', '/srv/disk_1.raw']), 'disk1');
+    assert.equal(nspawnMachineName(['systemd-nspawn', '--image', '/srv/disk.v2.raw']), 'disk.v2');
+    assert.equal(nspawnMachineName(['systemd-nspawn', '-D', '/srv/web.raw']), 'web.raw');
+  });
+
+  it('takes an explicit name as given', () => {
+    assert.equal(nspawnMachineName(['systemd-nspawn', '-D', '/srv/c_0', '-M', 'c0']), 'c0');
+  });
+});
+
+describe('hostnameCleanup: systemd\'s own test cases (test-hostname-util.c)', () => {
+  const cases: [string, string][] = [
+    ['foobar', 'foobar'],
+    ['foobar.com', 'foobar.com'],
+    ['foobar.com.', 'foobar.com'],
+    ['foo-bar.-com-.', 'foo-bar.com'],
+    ['foo-bar-.-com-.', 'foo-bar--com'],
+    ['--foo-bar.-com', 'foo-bar.com'],
+    ['fooBAR', 'fooBAR'],
+    ['fööbar', 'fbar'],
+    ['', ''],
+    ['.', ''],
+    ['..', ''],
+    ['.foobar', 'foobar'],
+    ['foo..bar', 'foo.bar'],
+    ['foo.bar..', 'foo.bar'],
+    ['x'.repeat(100), 'x'.repeat(64)],
+    [`xxxx........${'x'.repeat(92)}`, `xxxx.${'x'.repeat(59)}`],
+  ];
+  for (const [input, output] of cases) {
+    it(`${JSON.stringify(short(input))} -> ${JSON.stringify(short(output))}`, () => assert.equal(hostnameCleanup(input), output));
   }
 });
 
