@@ -7,8 +7,8 @@ import type { Lab } from '../lab/model.js';
 import { members } from '../lab/model.js';
 import type { BackendName, MachineBackend, MachineSpec } from '../machine/backend.js';
 import { backendFor, chooseBackend } from '../machine/select.js';
-import { cmdline, nspawnPidsOf, stopNotifyReceivers } from '../machine/proc.js';
-import { NETNS_DIR } from './netns.js';
+import { alive, children, cmdline, nspawnPidsOf, signalTree, sleep, stopNotifyReceivers } from '../machine/proc.js';
+import { listNetns, NETNS_DIR } from './netns.js';
 import { removeStaleSnapshots } from '../machine/snapshots.js';
 import { unitNameFor } from '../machine/unit-name.js';
 import { inotifyShortfall } from '../machine/limits.js';
@@ -19,6 +19,8 @@ import { allStates, type MachineState, readState, STATE_DIR, withLabLock, writeS
 export const DEFAULT_IMAGE = 'bookworm';
 /** Longest machine name: machined requires a valid host name (at most 64 bytes). */
 const MACHINE_NAME_MAX = 64;
+/** How long an interrupted `up` waits for its steps in flight before it kills their commands. */
+const SETTLE_MS = 5_000;
 
 export interface UpOptions {
   backend?: BackendName;
@@ -75,8 +77,36 @@ function checkMachineNames(lab: Lab, machines: PlannedMachine[], registered: { n
  * this lab's state file present, that is what an earlier, unfinished `up` of this lab left:
  * ours to stop.
  */
-function runsInItsNamespace(m: PlannedMachine, pid: number): boolean {
+function runsInItsNamespace(m: { netns: string }, pid: number): boolean {
   return cmdline(pid).includes(`--network-namespace-path=${NETNS_DIR}/${m.netns}`);
+}
+
+/** The recorded machines that still run: an nspawn of that name in the machine's namespace (either backend). */
+export function runningMachines(machines: MachineState[]): MachineState[] {
+  return machines.filter((m) => nspawnPidsOf(m.name).some((pid) => runsInItsNamespace(m, pid)));
+}
+
+/**
+ * Waits for an interrupted `up`'s steps to settle, at most SETTLE_MS. Past that, a step is
+ * stuck in a host command, or in a machine's boot: the commands labctl runs are killed (not
+ * the machines, which the rollback stops cleanly, removing their snapshots), and once they
+ * are gone none of them can change the lab after the rollback has looked.
+ */
+async function settle(steps: Promise<unknown>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = await Promise.race([
+    steps.then(
+      () => false,
+      () => false,
+    ),
+    new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), SETTLE_MS))),
+  ]);
+  clearTimeout(timer);
+  if (!timedOut) return;
+  const commands = children(process.pid).filter((pid) => !(cmdline(pid)[0] ?? '').endsWith('systemd-nspawn'));
+  for (const pid of commands) signalTree(pid, 'SIGKILL');
+  const deadline = Date.now() + 2_000;
+  while (commands.some(alive) && Date.now() < deadline) await sleep(20);
 }
 
 async function stopMachines(machines: MachineState[]): Promise<void> {
@@ -114,6 +144,23 @@ function recordMachine(labName: string, m: MachineState): void {
   writeState(state);
 }
 
+/**
+ * What `up` of a lab that is already up says. Asked for another image or backend than its
+ * machines run: that too, rather than seem to have done it (`image`: the one this `up` would
+ * boot; `backend`: the one asked for, if any).
+ */
+export function alreadyUpMessage(labName: string, recorded: MachineState[], image: string, backend?: BackendName): string {
+  const running = recorded[0];
+  const differences = running
+    ? [
+        ...(recorded.some((m) => m.image !== image) ? [`image ${running.image} (not ${image})`] : []),
+        ...(backend && recorded.some((m) => m.backend !== backend) ? [`the ${running.backend} backend (not ${backend})`] : []),
+      ]
+    : [];
+  const count = recorded.length ? `${recorded.length} machines` : 'no machines';
+  return `lab "${labName}" is already up with ${count}; nothing changed${differences.length ? `: it uses ${differences.join(' and ')}; \`labctl down\` first to change that` : ''}`;
+}
+
 export interface UpResult {
   lab: string;
   changed: boolean;
@@ -130,12 +177,14 @@ export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult
     if (previous?.status === 'up' && previous.planHash !== planNetwork(lab).hash) {
       throw new LabUpError(`lab "${lab.name}" is up from a different definition (${previous.source}, changed since or another file); run \`labctl down\` first`);
     }
-    if (previous?.status === 'up' && previous.machines?.length === machines.length) {
-      const backendsAlive = await Promise.all(
-        previous.machines.map(async (m) => (await (await backendFor(m.backend)).info(m)).state !== 'gone'),
-      );
+    // Up and still there: its namespaces, and every machine it recorded (a lab without
+    // machines has none, and is up when its network is).
+    const recorded = previous?.machines ?? [];
+    const present = new Set(listNetns());
+    if (previous?.status === 'up' && recorded.length === machines.length && previous.namespaces.every((n) => present.has(n.netns))) {
+      const backendsAlive = await Promise.all(recorded.map(async (m) => (await (await backendFor(m.backend)).info(m)).state !== 'gone'));
       if (backendsAlive.every(Boolean)) {
-        return { lab: lab.name, changed: false, backend: previous.machines[0]?.backend ?? '-', machines: machines.map((m) => m.name), message: `lab "${lab.name}" is already up with ${machines.length} machines; nothing changed` };
+        return { lab: lab.name, changed: false, backend: recorded[0]?.backend ?? '-', machines: machines.map((m) => m.name), message: alreadyUpMessage(lab.name, recorded, image, options.backend) };
       }
     }
     const backend: MachineBackend = await chooseBackend(options.backend);
@@ -155,13 +204,34 @@ export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult
       await netDownLocked(lab.name);
       rmSync(join(STATE_DIR, lab.name), { recursive: true, force: true });
     };
+    // The run's steps (image, network, machines) once started: what an interrupt waits for.
+    let steps: Promise<unknown> = Promise.resolve();
     let rollingBack = false;
+    let signalledAgain = false;
     const onSignal = (signal: NodeJS.Signals) => {
       // Further signals while rolling back must not cut the rollback short.
-      if (rollingBack) return void process.stderr.write(`labctl up: ${signal}: still stopping what was started...\n`);
+      if (rollingBack) {
+        signalledAgain = true;
+        return void process.stderr.write(`labctl up: ${signal}: still cleaning up (stopping what was started); please wait...\n`);
+      }
       rollingBack = true;
       process.stderr.write(`\nlabctl up: ${signal}: stopping what was started...\n`);
-      rollback()
+      // Not rolled back at once: a step in flight (the network being made, a machine
+      // starting) could still create a namespace, or record the lab as up, after the rollback
+      // had looked. The steps check the signal between their commands and stop there; the
+      // rollback starts once they have settled (see settle for one that does not).
+      abort.abort(new Error(`interrupted by ${signal}`));
+      settle(steps)
+        .then(async () => {
+          try {
+            await rollback();
+          } catch (e) {
+            // A second Ctrl-C at the terminal also reaches the rollback's own commands (it
+            // signals the whole process group) and may cut one short: the rollback can run again.
+            if (!signalledAgain) throw e;
+            await rollback();
+          }
+        })
         .catch((e: Error) => process.stderr.write(`labctl up: rolling back failed: ${e.message}; run \`labctl down\`\n`))
         .finally(() => process.exit(130));
     };
@@ -199,9 +269,10 @@ export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult
                     title: `network: ${lab.nats.length} NAT routers, ${lab.nodes.length} nodes`,
                     task: async () => {
                       try {
+                        abort.signal.throwIfAborted();
                         // Everything an earlier run left (a crash, a reboot, a net-only lab) goes first.
                         await clearLeftovers(lab, machines, registered);
-                        await netUpLocked(lab, { namespacesCreated: namespacesReady });
+                        await netUpLocked(lab, { namespacesCreated: namespacesReady, signal: abort.signal });
                         namespacesReady();
                       } catch (e) {
                         networkFailed(new NotStartedError('not started: the network failed'));
@@ -225,7 +296,8 @@ export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult
                       };
                       const state = await backend.start(spec);
                       started.push(state);
-                      recordMachine(lab.name, state);
+                      // Once interrupted, the rollback stops it and removes the state file, which must not be written again.
+                      if (!abort.signal.aborted) recordMachine(lab.name, state);
                     },
                   })),
                 ],
@@ -235,7 +307,10 @@ export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult
         ],
         { renderer: options.renderer ?? (process.stdout.isTTY ? 'default' : 'simple'), exitOnError: true, registerSignalListeners: false, rendererOptions: { collapseSubtasks: false } },
       );
-      await tasks.run();
+      steps = tasks.run();
+      await steps;
+      // Interrupted, though every step got through: the signal handler rolls back (the catch waits).
+      abort.signal.throwIfAborted();
       // The network's own error says more than the machines that did not start because of it.
       const notStarted = (e: Error) => Number(e instanceof NotStartedError || (e as { error?: Error }).error instanceof NotStartedError);
       const failures = tasks.errors.filter(Boolean).sort((a, b) => notStarted(a) - notStarted(b));
@@ -243,6 +318,7 @@ export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult
       if (started.length !== machines.length) throw new LabUpError(`only ${started.length} of ${machines.length} machines started`);
     } catch (e) {
       if (rollingBack) await new Promise(() => {}); // the signal handler finishes and exits
+      rollingBack = true; // a signal now leaves this rollback alone
       try {
         await rollback();
       } catch (r) {

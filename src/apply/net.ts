@@ -13,6 +13,15 @@ import { sysctlPath } from '../util/sysctl.js';
 
 export class NetError extends Error {}
 
+/** Refused because `labctl up`'s machines run in the lab's namespaces; nothing was changed. */
+export class MachinesRunningError extends NetError {
+  constructor(message: string) {
+    super(message);
+    // The CLI tells it by name (exit 2, as for bad input) without loading this module.
+    this.name = 'MachinesRunningError';
+  }
+}
+
 export interface NetUpResult {
   lab: string;
   changed: boolean;
@@ -62,6 +71,7 @@ export async function applyNetwork(plan: NetworkPlan, hooks: NetUpHooks = {}): P
   const create = [...plan.namespaces.map((n) => ['netns', 'add', n.netns]), ...plan.linkBatch];
   await run(['ip', '-batch', '-'], { step: 'create namespaces, veth pairs and bridges', input: batchText(create) });
   hooks.namespacesCreated?.();
+  hooks.signal?.throwIfAborted();
   await configureNamespaces(
     plan.namespaces.map((ns) => {
       // Modules are global, so what the host's /proc/sys has, every namespace has.
@@ -98,6 +108,28 @@ export interface NetUpHooks {
    * that `labctl up` can start booting machines into them while the network is configured.
    */
   namespacesCreated?: () => void;
+  /**
+   * Aborted when `labctl up` is interrupted; checked between steps, so that once it is,
+   * nothing more is created and the lab is never recorded as up: `up` rolls back once this
+   * run has settled, and must find everything it has to remove.
+   */
+  signal?: AbortSignal;
+}
+
+/**
+ * Refuses to remove the namespaces of a lab whose machines (started by `labctl up`) still
+ * run: they would go on without their network, and with the state file gone `labctl down`
+ * could no longer find them to stop them and remove their snapshots. Recorded machines that
+ * no longer run (crashed, killed) hold nothing, and do not stop it.
+ */
+async function refuseWhileMachinesRun(state: LabState | undefined, what: string): Promise<void> {
+  if (!state?.machines?.length) return;
+  // Loaded only for a lab with machines: lab.ts brings listr2 and the machine backends.
+  const { runningMachines } = await import('./lab.js');
+  const running = runningMachines(state.machines).map((m) => m.name);
+  if (running.length) {
+    throw new MachinesRunningError(`cannot ${what} of lab "${state.lab}": it has machines running (${running.join(', ')}); use \`labctl down\`, which stops them too`);
+  }
 }
 
 export async function netUp(lab: Lab): Promise<NetUpResult> {
@@ -119,13 +151,17 @@ export async function netUpLocked(lab: Lab, hooks: NetUpHooks = {}): Promise<Net
     }
     if (previous) {
       // A crashed or half-removed earlier run: clear what it recorded, then start afresh.
+      await refuseWhileMachinesRun(previous, 'rebuild the network');
+      hooks.signal?.throwIfAborted();
       await deleteNetns(previous.namespaces.map((n) => n.netns), 'clean up an earlier, unfinished run');
       removeState(lab.name);
     }
     checkNoClash(plan, undefined);
+    hooks.signal?.throwIfAborted();
     writeState(stateFor(lab, plan, 'creating'));
     try {
       await applyNetwork(plan, hooks);
+      hooks.signal?.throwIfAborted();
     } catch (e) {
       // Roll back: everything this run made lives in the namespaces it created.
       try {
@@ -148,9 +184,12 @@ export interface NetDownResult {
   message: string;
 }
 
-/** Removes what the lab's state file records; without one, touches nothing. */
+/** Removes what the lab's state file records; without one, touches nothing. Refused while the lab's machines run. */
 export async function netDown(labName: string, options: { lab?: Lab; force?: boolean } = {}): Promise<NetDownResult> {
-  return withLabLock(labName, () => netDownLocked(labName, options));
+  return withLabLock(labName, async () => {
+    await refuseWhileMachinesRun(readState(labName), 'take down the network');
+    return netDownLocked(labName, options);
+  });
 }
 
 export async function netDownLocked(labName: string, options: { lab?: Lab; force?: boolean } = {}): Promise<NetDownResult> {

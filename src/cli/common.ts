@@ -1,15 +1,16 @@
 // What every command shares: exit codes, error printing, JSON output.
 import type { Command } from 'commander';
 
-/** 0 ok; 1 the operation failed (or, for check, a NAT differs); 2 bad input. */
+/** 0 ok; 1 the operation failed (or, for check, a NAT differs); 2 bad input (or `net down`/`net up` refused while the lab's machines run). */
 export const EXIT_FAILED = 1;
 export const EXIT_BAD_INPUT = 2;
 
 export class UsageError extends Error {}
 
+/** Other modules' errors by name, so that this one loads none of them. */
 function isBadInput(e: unknown): boolean {
   const name = (e as Error)?.name;
-  return name === 'LabError' || name === 'RecipeError' || e instanceof UsageError;
+  return name === 'LabError' || name === 'RecipeError' || name === 'MachinesRunningError' || e instanceof UsageError;
 }
 
 /** Wraps a command action: prints errors as one clear message and sets the exit code. */

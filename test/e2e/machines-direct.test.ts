@@ -160,7 +160,11 @@ test('up boots the four article machines, status shows them, a second up changes
   assert.match(text, /^c1\s+(running|degraded)\s+ns-c1\s+10\.0\.2\.1\s+bookworm\s+behind c1-nat: EIM\+ADF \(restricted-cone\)\s+\d+s\s+direct\s*$/m, text);
   assert.deepEqual(lab.bareNamespaces, ['ns-inet']);
   const again = await labctlOk(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir]);
-  assert.match(again.stdout, /already up with 4 machines; nothing changed/);
+  assert.match(again.stdout, /already up with 4 machines; nothing changed$/m);
+  // Asked for another image and backend: still nothing changed, and it says what runs.
+  const other = await labctlOk(['up', shortLab, '--backend', 'systemd', '--image', 'trixie', '--data-dir', dataDir]);
+  assert.match(other.stdout, /already up with 4 machines; nothing changed: it uses image bookworm \(not trixie\) and the direct backend \(not systemd\); `labctl down` first to change that/);
+  assert.equal(nspawnOf(MACHINES).length, 4, 'the same four machines run');
 });
 
 test('exec passes stdout, stderr and the exit code through, in the machine\'s own namespaces', { skip }, async () => {
@@ -251,10 +255,65 @@ test('experiments 2 and 3 typed into the machines: restricted cone, then the ful
   for (const p of [events, c0, c1]) p.kill();
 });
 
+test('net down, and a net up that would rebuild the network, refuse while the machines run (exit 2) and change nothing', { skip }, async () => {
+  const namespaces = netnsList().filter((n) => ARTICLE_NS.includes(n)).sort();
+  const state = readFileSync('/run/labctl/article.json', 'utf8');
+  for (const lab of [shortLab, 'article']) {
+    const r = await labctl(['net', 'down', lab]);
+    assert.equal(r.exitCode, 2, `net down ${lab}: ${r.stdout}${r.stderr}`);
+    assert.match(r.stderr, /cannot take down the network of lab "article": it has machines running \((c0|c0-nat|c1|c1-nat)(, (c0|c0-nat|c1|c1-nat)){3}\); use `labctl down`, which stops them too/);
+  }
+  // A lost NAT table makes `net up` rebuild the network: the machines' namespaces would go.
+  execFileSync('ip', ['netns', 'exec', 'ns-c1-nat', 'nft', 'delete', 'table', 'ip', 'labctl']);
+  const up = await labctl(['net', 'up', shortLab]);
+  assert.equal(up.exitCode, 2, up.stdout + up.stderr);
+  assert.match(up.stderr, /cannot rebuild the network of lab "article": it has machines running \(.+\); use `labctl down`/);
+  assert.deepEqual(netnsList().filter((n) => ARTICLE_NS.includes(n)).sort(), namespaces, 'every namespace is still there');
+  assert.equal(nspawnOf(MACHINES).length, 4, 'every machine still runs');
+  assert.equal(readFileSync('/run/labctl/article.json', 'utf8'), state, 'the state file is as it was');
+});
+
 test('down stops every machine and leaves nothing behind', { skip }, async () => {
   const r = await labctlOk(['down', shortLab]);
   assert.match(r.stdout, /stopped 4 machines, removed 5 namespaces/);
   assertClean('after down');
+});
+
+test('net down of a lab whose recorded machines have stopped (not through labctl) removes its network', { skip }, async () => {
+  await labctlOk(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir]);
+  // SIGTERM: each nspawn powers its machine off and removes its snapshot; the state file
+  // still records the machines.
+  for (const pid of nspawnPids(MACHINES)) process.kill(pid, 'SIGTERM');
+  assert.ok(await until(() => nspawnOf(MACHINES).length === 0, 20_000), 'the machines stopped');
+  assert.equal(articleState()?.machines?.length, 4, 'the state file still records them');
+  const r = await labctl(['net', 'down', shortLab]);
+  assert.equal(r.exitCode, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /lab "article" is down: removed 5 namespaces/);
+  // What net down leaves of the machines (their console logs) goes with down.
+  await labctlOk(['down', shortLab]);
+  assertClean('after the machines stopped, net down and down');
+});
+
+test('up of a lab without machines: a second up says it is already up and changes nothing', { skip }, async () => {
+  const bare = join(dir, 'no-machines.yaml');
+  writeFileSync(bare, 'name: bare\nprefix: mdb-\nsites:\n  - name: a\n    nat: { type: full-cone, machine: false }\n    nodes: [{ name: a1, machine: false }]\n');
+  const own = () => netnsList().filter((n) => n.startsWith('ns-mdb-')).sort();
+  try {
+    const first = await labctlOk(['up', bare, '--backend', 'direct', '--data-dir', dataDir]);
+    assert.match(first.stdout, /lab "bare" is up: 0 machines/);
+    const namespaces = own();
+    assert.equal(namespaces.length, 3, `its namespaces: ${namespaces.join(' ')}`);
+    const state = readFileSync('/run/labctl/bare.json', 'utf8');
+    const again = await labctlOk(['up', bare, '--backend', 'direct', '--data-dir', dataDir]);
+    assert.match(again.stdout, /lab "bare" is already up with no machines; nothing changed$/m);
+    assert.equal(readFileSync('/run/labctl/bare.json', 'utf8'), state, 'the state file is as it was (the network was not rebuilt)');
+    assert.deepEqual(own(), namespaces);
+  } finally {
+    await labctl(['down', bare]);
+    rmSync(bare, { force: true });
+  }
+  assert.deepEqual(own(), [], 'down removed its namespaces');
+  assert.ok(!existsSync('/run/labctl/bare.json'), 'and its state file');
 });
 
 test('without a working socat, up asks each machine whether it has booted instead', { skip }, async () => {
@@ -333,6 +392,29 @@ test('a machine of the same name started by hand (the article\'s -M) makes up re
   assertClean('after the refused up');
 });
 
+test('a second lab with a machine name the first holds (another prefix: c0- + nat = c0-nat) is refused before it changes anything', { skip }, async () => {
+  // A prefix does not rule a clash out: it is prepended to names, so lab "clash" with prefix
+  // c0- and a node nat plans machine c0-nat (in ns-c0-nat), the article's NAT c0-nat.
+  const clashLab = join(dir, 'clash.yaml');
+  writeFileSync(clashLab, 'name: clash\nprefix: c0-\nnodes:\n  - { name: nat }\n');
+  await labctlOk(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir]);
+  try {
+    const namespacesBefore = netnsList().sort();
+    const r = await labctl(['up', clashLab, '--backend', 'direct', '--data-dir', dataDir]);
+    assert.equal(r.exitCode, 1, r.stdout + r.stderr);
+    assert.match(r.stderr, /cannot bring lab "clash" up:\n\s+machine c0-nat is running in lab "article"; give this lab a different `prefix:`/);
+    assert.deepEqual(netnsList().sort(), namespacesBefore, 'no namespace was created (nor ns-c0-inet) or removed');
+    assert.ok(!existsSync('/run/labctl/clash.json'), 'no state file was written');
+    assert.ok(!existsSync('/run/labctl/clash'), 'no console log directory was made');
+    assert.deepEqual(readdirSync('/run/labctl').filter((f) => f.startsWith('clash.lock')), [], 'its lock is released');
+    assert.equal(nspawnOf(MACHINES).length, 4, 'the article\'s machines still run');
+  } finally {
+    await labctlOk(['down', shortLab]);
+    rmSync(clashLab, { force: true });
+  }
+  assertClean('after the refused second lab and down');
+});
+
 test('after a host reboot (machines and namespaces gone, /run emptied), up sweeps the dead machines\' snapshots', { skip }, async () => {
   await labctlOk(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir]);
   // A reboot, as far as labctl can see: every process of the lab dies at once (no clean-up),
@@ -375,4 +457,19 @@ test('Ctrl-C during up stops cleanly', { skip }, async () => {
   const code = await up.done;
   assert.equal(code, 130, up.out());
   assertClean('after Ctrl-C');
+});
+
+test('Ctrl-C while the network is made: up waits for that step, then rolls back; a second Ctrl-C does not cut the rollback short', { skip }, async () => {
+  const up = start(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir]);
+  assert.ok(await until(() => articleState()?.status === 'creating', 30_000), `up reached the network: ${up.out()}`);
+  up.kill('SIGINT');
+  assert.ok(await until(() => up.out().includes('SIGINT: stopping what was started'), 5_000), up.out());
+  up.kill('SIGINT');
+  const code = await up.done;
+  assert.equal(code, 130, up.out());
+  assert.match(up.out(), /SIGINT: stopping what was started/);
+  assert.match(up.out(), /SIGINT: still cleaning up/);
+  // Nothing of a step that was in flight appears after labctl has gone (a namespace, a state file saying up).
+  await sleep(1000);
+  assertClean('after Ctrl-C while the network was made, and a second one');
 });
