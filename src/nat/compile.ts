@@ -119,7 +119,7 @@ export function compileNatRuleset(nat: Nat): string {
   const L: string[] = [];
   const add = (s = '') => L.push(s);
 
-  add(`# labctl NAT ruleset for ${nat.name} (site ${nat.site}), loaded by one nft command (this text as its argument), one atomic transaction`);
+  add(`# labctl NAT ruleset for ${nat.name} (site ${nat.site}), loaded by one "nft -f FILE" (a root-only file), one atomic transaction`);
   add(`# mapping ${b.mapping}, filtering ${b.filtering}, hairpinning ${b.hairpinning ? 'on' : 'off'}, port preservation ${b.portPreservation ? 'on' : 'off'}${b.fixedPort !== undefined ? `, fixed outside port ${b.fixedPort}` : ''}`);
   add(`# outside ${OUT} on ${nat.outside.ifname}; inside ${LAN} on ${nat.lan.ifname}`);
   // Declaring then deleting the table makes the load replace any earlier one atomically.
