@@ -119,7 +119,7 @@ const row = (what: string, k: string) => `| ${what} | ${ms(s[k]!.median)} | ${ms
 const body = `
 Measured ${new Date().toISOString().slice(0, 10)} on ${machineLine()}, by \`bench/check.ts\` (${runs} runs each, ${lifetimeRuns} for --lifetime; \`labctl check\`; wall time of whole commands, process start included). Load average at the start ${loadStart}, at the end ${loadEnd} (a shared machine: other work ran meanwhile).
 
-Each check runs every RFC 5780 test 3 times per NAT (mapping over the 2 x 2 server matrix, filtering, hairpinning), all NATs at once, with NAT state flushed before, between the two phases and after; the STUN server's addresses are added in the internet namespace and removed again by each run.
+Each check runs every RFC 5780 test 3 times per NAT (mapping over the 2 x 2 server matrix, filtering, hairpinning), all NATs at once, with NAT state flushed before and after, and between the two phases on paths through a fixed-port NAT (both of the default lab's NATs, none of the 16 sites'); the STUN server's addresses are added in the internet namespace and removed again by each run.
 
 | command | median | min | max |
 | --- | --- | --- | --- |

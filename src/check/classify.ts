@@ -44,6 +44,8 @@ export function classifyMappingRun(r: MappingResult): RepVerdict<Dependency> {
 // ------------------------------------------------------------------ filtering
 
 const yn = (o: Observation) => (o.mapped || o.from ? 'yes' : 'no');
+/** Whose answer got in: the server endpoint it came from (what filtering judges by), or no. */
+const inFrom = (o: Observation) => (o.from ? `${formatEndpoint(o.from)} yes` : 'no');
 
 /**
  * One filtering run (RFC 5780 4.4): with a mapping towards A1:P1, which of the answers from
@@ -51,7 +53,7 @@ const yn = (o: Observation) => (o.mapped || o.from ? 'yes' : 'no');
  */
 export function classifyFilteringRun(r: FilteringResult): RepVerdict<Dependency> {
   const got = (o: Observation) => !!o.from;
-  const detail = `:${r.local} same ${yn(r.same)}, other port ${yn(r.changePort)}, other address ${yn(r.changeAddress)}, both ${yn(r.changeBoth)}`;
+  const detail = `:${r.local} same ${yn(r.same)}, other port ${inFrom(r.changePort)}, other address ${inFrom(r.changeAddress)}, both ${inFrom(r.changeBoth)}`;
   if (!got(r.same)) return { value: 'unknown', detail: `${detail} (no answer even from the endpoint it sent to)` };
   // A server that did not answer from where it was asked spoils the test.
   for (const o of [r.changePort, r.changeAddress, r.changeBoth]) {

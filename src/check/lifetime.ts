@@ -59,6 +59,8 @@ export interface LifetimeTargetReport {
   kinds: KindReport[];
   /** Seconds between keepalives that keep this path's mapping, or undefined when unknown. */
   keepalive?: number;
+  /** What the keepalive rests on: a measured lifetime, or one only known to be longer than the checks went. */
+  keepaliveBasis?: KeepaliveBasis;
   match?: boolean;
 }
 
@@ -68,10 +70,15 @@ export interface LifetimeReport {
   targets: LifetimeTargetReport[];
   /** The keepalive that keeps every path's mapping. */
   keepalive?: number;
+  keepaliveBasis?: KeepaliveBasis;
   explanation: string[];
   match?: boolean;
+  /** Lifetimes no probe could check at all ("NAT's kind lifetime"): an error (exit 2), not a difference. */
+  unmeasured: string[];
   durationMs: number;
 }
+
+export type KeepaliveBasis = 'measured' | 'lower-bound';
 
 /** From the checks of one kind: the interval the lifetime lies in. Pure. */
 export function estimateLifetime(probes: LifetimeProbeResult[], maxSeconds: number): LifetimeEstimate {
@@ -84,7 +91,9 @@ export function estimateLifetime(probes: LifetimeProbeResult[], maxSeconds: numb
   const f = (x: number) => `${x.toFixed(1)} s`;
   const base = { ...(aliveUpTo !== undefined ? { aliveUpTo } : {}), ...(goneFrom !== undefined ? { goneFrom } : {}) };
   const errs = errors ? `; ${errors} probe(s) failed` : '';
-  if (done.length === 0) return { ...base, verdict: 'unknown', detail: `no check could be made${errs}` };
+  // Nothing to go by but why the probes failed: name the first reason.
+  const firstError = probes.find((p) => p.error)?.error;
+  if (done.length === 0) return { ...base, verdict: 'unknown', detail: `no check could be made${errs}${firstError ? ` (${firstError})` : ''}` };
   if (goneFrom === undefined) return { ...base, verdict: 'longer', detail: `still there after ${f(aliveUpTo!)} idle (checks stop at ${maxSeconds} s)${errs}` };
   // Checks at (nearly) the same moment may straddle the expiry; anything more is inconsistent.
   if (aliveUpTo !== undefined && aliveUpTo > goneFrom + 0.1) {
@@ -106,6 +115,67 @@ export function lifetimeMatches(e: LifetimeEstimate, expected: number): boolean 
 /** A keepalive under the lifetime with a sixth to spare: 30 s -> 25 s (WireGuard's advice for 30 s NATs). */
 export function keepaliveFor(lifetimeSeconds: number): number {
   return Math.max(1, Math.floor((lifetimeSeconds * 5) / 6));
+}
+
+/** The lifetime a keepalive must stay under, on one path or over several (see explainLifetimes()). */
+export interface Governing {
+  /** Seconds: measured, or the longest idle time the mapping was seen to survive. */
+  seconds: number;
+  kind: FlowKind;
+  /** Only known to be longer than `seconds` (its checks stopped at the cap). */
+  lowerBound: boolean;
+  /** The target it was measured on (set by governingOver). */
+  target?: LifetimeTargetReport;
+}
+
+/**
+ * The shortest lifetime of a path's kinds, which a keepalive must stay under. A lifetime
+ * only known to be longer than the checks went still bounds it from below: when that bound
+ * is the shortest, the keepalive rests on it (safe, if perhaps more often than needed); a
+ * measured lifetime at or under every bound is exact. Undefined when a kind could not be
+ * measured or its checks disagree: the shortest could be anything. Pure.
+ */
+export function governingLifetime(kinds: Pick<KindReport, 'kind' | 'estimate'>[]): Governing | undefined {
+  const known: Governing[] = [];
+  for (const k of kinds) {
+    const e = k.estimate;
+    if (e.verdict === 'measured') known.push({ seconds: e.seconds!, kind: k.kind, lowerBound: false });
+    else if (e.verdict === 'longer') known.push({ seconds: e.aliveUpTo!, kind: k.kind, lowerBound: true });
+    else return undefined;
+  }
+  return shortest(known);
+}
+
+/** The shortest of several; on a tie a measured one (the true shortest is then exactly it). */
+function shortest(gs: Governing[]): Governing | undefined {
+  return [...gs].sort((a, b) => a.seconds - b.seconds || Number(a.lowerBound) - Number(b.lowerBound))[0];
+}
+
+/** The shortest lifetime over every target, undefined when one of them has none. Pure. */
+export function governingOver(targets: LifetimeTargetReport[]): Governing | undefined {
+  const gs = targets.map((t) => {
+    const g = governingLifetime(t.kinds);
+    return g && { ...g, target: t };
+  });
+  if (gs.length === 0 || gs.some((g) => !g)) return undefined;
+  return shortest(gs as Governing[]);
+}
+
+/**
+ * One kind's report: the estimate, compared with what was declared. A kind no probe could
+ * check has no verdict to compare (it is unmeasured, an error), not a mismatch. Pure.
+ */
+export function kindReport(r: LifetimeResult, cap: number, exp: { unreplied: number; stream: number; from: 'declared' | 'sysctl' } | undefined): KindReport {
+  const estimate = estimateLifetime(r.probes, cap);
+  const e = exp?.[r.kind];
+  const compare = exp?.from === 'declared' && e !== undefined && estimate.verdict !== 'unknown';
+  return {
+    kind: r.kind,
+    ...(e !== undefined ? { expected: e, expectedFrom: exp!.from } : {}),
+    estimate,
+    ...(compare ? { match: lifetimeMatches(estimate, e) } : {}),
+    probes: r.probes.length,
+  };
 }
 
 export function idleGrid(maxSeconds: number): number[] {
@@ -170,63 +240,66 @@ export async function runLifetime(options: CheckOptions & { maxSeconds?: number 
     trace('lifetime probes done');
     session.atEnd(() => flushHops(hops));
     const reports: LifetimeTargetReport[] = results.map(({ t, results: rs }) => {
-      const exp = expected.get(t);
-      const kinds: KindReport[] = rs.map((r) => {
-        const estimate = estimateLifetime(r.probes, capFor(t, r.kind));
-        const e = exp?.[r.kind];
-        const declared = exp?.from === 'declared';
-        return {
-          kind: r.kind,
-          ...(e !== undefined ? { expected: e, expectedFrom: exp!.from } : {}),
-          estimate,
-          ...(declared && e !== undefined ? { match: lifetimeMatches(estimate, e) } : {}),
-          probes: r.probes.length,
-        };
-      });
-      const measured = kinds.map((k) => k.estimate.seconds).filter((s): s is number => s !== undefined);
-      const allMeasured = measured.length === kinds.length;
+      const kinds = rs.map((r) => kindReport(r, capFor(t, r.kind), expected.get(t)));
+      const g = governingLifetime(kinds);
       const ms = kinds.map((k) => k.match).filter((m): m is boolean => m !== undefined);
       return {
         name: t.name,
         probe: t.probe,
         path: t.path.map((h) => h.name),
         kinds,
-        ...(allMeasured ? { keepalive: keepaliveFor(Math.min(...measured)) } : {}),
+        ...(g ? { keepalive: keepaliveFor(g.seconds), keepaliveBasis: basisOf(g) } : {}),
         ...(ms.length ? { match: ms.every(Boolean) } : {}),
       };
     });
-    const kas = reports.map((r) => r.keepalive);
-    const keepalive = kas.every((k) => k !== undefined) && kas.length ? Math.min(...(kas as number[])) : undefined;
+    const g = governingOver(reports);
     const ms = reports.map((r) => r.match).filter((m): m is boolean => m !== undefined);
     return {
       ...(lab ? { lab } : {}),
       server: session.server,
       targets: reports,
-      ...(keepalive !== undefined ? { keepalive } : {}),
-      explanation: explain(reports, keepalive),
+      ...(g ? { keepalive: keepaliveFor(g.seconds), keepaliveBasis: basisOf(g) } : {}),
+      explanation: explainLifetimes(reports),
       ...(ms.length ? { match: ms.every(Boolean) } : {}),
+      unmeasured: unmeasuredLifetimes(reports),
       durationMs: Date.now() - started,
     };
   });
 }
 
-function explain(reports: LifetimeTargetReport[], keepalive: number | undefined): string[] {
+/** The lifetimes no probe could check at all, by name ("NAT's kind lifetime"). Pure. */
+export function unmeasuredLifetimes(reports: Pick<LifetimeTargetReport, 'name' | 'kinds'>[]): string[] {
+  return reports.flatMap((r) => r.kinds.filter((k) => k.estimate.verdict === 'unknown').map((k) => `${r.name}'s ${k.kind} lifetime`));
+}
+
+const basisOf = (g: Governing): KeepaliveBasis => (g.lowerBound ? 'lower-bound' : 'measured');
+
+/** Why the keepalive is what it is, in words. Pure. */
+export function explainLifetimes(reports: LifetimeTargetReport[]): string[] {
   const lines: string[] = [];
-  const worst = reports
-    .flatMap((r) => r.kinds.map((k) => ({ r, k })))
-    .filter((x) => x.k.estimate.seconds !== undefined)
-    .sort((a, b) => a.k.estimate.seconds! - b.k.estimate.seconds!)[0];
+  const g = governingOver(reports);
   lines.push(
     'A NAT forgets an idle UDP mapping after a timeout that depends on the flow: one that has seen a single exchange (unreplied) gets the short UDP timeout; one with traffic both ways for more than 2 s gets the longer stream timeout (conntrack calls it ASSURED).',
   );
   lines.push(
     'A keepalive sent only from inside (WireGuard\'s PersistentKeepalive is not answered) refreshes the mapping with whichever timeout the flow has; a new flow, or one re-created after a NAT forgot it, has the short one. So the interval must stay under the shortest lifetime of every NAT on the path, with some margin.',
   );
-  if (keepalive !== undefined && worst) {
+  if (!g) {
+    lines.push('No keepalive can be recommended: a lifetime could not be measured, or its checks disagree (see above).');
+    return lines;
+  }
+  const k = keepaliveFor(g.seconds);
+  const t = g.target!;
+  const where = `${g.kind}, ${t.name}${t.path.length > 1 ? ` through ${t.path.join(' and ')}` : ''}`;
+  if (!g.lowerBound) {
+    lines.push(`The shortest lifetime measured is ${g.seconds} s (${where}): a keepalive every ${k} s keeps every mapping (e.g. WireGuard PersistentKeepalive = ${k}).`);
+    // A lifetime known only to be longer than the checks went is longer than this one too.
+    if (reports.some((r) => r.kinds.some((x) => x.estimate.verdict === 'longer'))) lines.push('Lifetimes only known to be longer than the checks went are longer than that one too: they do not change it.');
+  } else {
     lines.push(
-      `The shortest lifetime measured is ${worst.k.estimate.seconds} s (${worst.k.kind}, ${worst.r.name}${worst.r.path.length > 1 ? ` through ${worst.r.path.join(' and ')}` : ''}): a keepalive every ${keepalive} s keeps every mapping (e.g. WireGuard PersistentKeepalive = ${keepalive}).`,
+      `The shortest lifetime is only known to be longer than ${g.seconds.toFixed(0)} s (${where}: the mapping outlived every check; see --lifetime-max), and none measured is shorter: a keepalive every ${k} s keeps every mapping, if perhaps more often than needed (e.g. WireGuard PersistentKeepalive = ${k}).`,
     );
-  } else lines.push('No keepalive can be recommended: a lifetime could not be measured (see above).');
+  }
   return lines;
 }
 
@@ -242,7 +315,8 @@ export function formatLifetime(r: LifetimeReport): string {
       const exp = k.expected !== undefined ? `${k.expected} s${k.expectedFrom === 'sysctl' ? ' (sysctl)' : ''}` : '-';
       rows.push([t.name, t.path.join(' < ') || '-', k.kind, exp, measured, k.match === undefined ? '-' : k.match ? 'yes' : 'NO', e.detail]);
     }
-    rows.push([t.name, '', 'keepalive', '', t.keepalive !== undefined ? `${t.keepalive} s` : '-', '', 'under the shortest lifetime on this path, a sixth to spare']);
+    const lower = t.keepaliveBasis === 'lower-bound';
+    rows.push([t.name, '', 'keepalive', '', t.keepalive !== undefined ? `${t.keepalive} s` : '-', '', `under the shortest lifetime on this path${lower ? ' (only known to be longer than the checks went)' : ''}, a sixth to spare`]);
   }
   out.push(
     table(['NAT', 'path (inner < outer)', 'flow', 'expected', 'measured', 'match', 'evidence'], rows)
@@ -251,6 +325,6 @@ export function formatLifetime(r: LifetimeReport): string {
       .join('\n'),
   );
   out.push(...r.explanation);
-  if (r.keepalive !== undefined) out.push(`keepalive for the whole lab: ${r.keepalive} s`);
+  if (r.keepalive !== undefined) out.push(`keepalive for the whole lab: ${r.keepalive} s${r.keepaliveBasis === 'lower-bound' ? ' (from a lower bound of a lifetime: perhaps more often than needed)' : ''}`);
   return out.join('\n') + '\n';
 }

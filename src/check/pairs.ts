@@ -2,15 +2,16 @@
 // socket (as WireGuard or an ICE agent would), learns its outside endpoint from the STUN
 // server, then every node sends to every other node's learned endpoint at once for a second.
 // The grid says who heard whom; for each direction that failed, a model of the NATs on both
-// paths (src/check/punch-model.ts) says which NAT dropped it and why, and a direction that
-// behaved otherwise than the model predicts is flagged.
+// paths (src/check/punch-model.ts) says which NAT dropped it and why (marked as predicted:
+// the nodes cannot see it), and a direction that behaved otherwise than the model predicts
+// is flagged.
 import type { Nat } from '../lab/model.js';
 import type { PunchLearnResult, PunchResult } from '../stun/probes.js';
 import { formatEndpoint, type TransportAddress } from '../stun/message.js';
 import { table } from '../report/table.js';
 import { forwardedPort, natPath } from './declared.js';
 import type { CheckReport } from './model.js';
-import { explainDrop, type ModelNat, type ModelNode, predictPunching } from './punch-model.js';
+import { explainDrop, type ModelNat, type ModelNode, type PairPrediction, predictPunching } from './punch-model.js';
 import { resolveTargets, serverPlacement, type CheckOptions } from './run.js';
 import { serverLine } from './report.js';
 import { flushHops, withSession } from './session.js';
@@ -30,10 +31,13 @@ export interface PairCell {
   delivered: boolean;
   /** Where it appeared to come from, at the receiver. */
   seenFrom?: TransportAddress;
-  /** What the NATs' behaviour predicts ('either': it depends on whose packet comes first). */
+  /** What the NATs' behaviour predicts ('either': it depends on whose packet comes first, so either outcome matches). */
   predicted?: boolean | 'either';
   /** Why it failed (or, when the model disagrees with what happened, that). */
   why?: string;
+  /** Whether `why` was seen (or is what was seen against the model), or is the model's prediction only. */
+  basis?: 'observed' | 'predicted';
+  /** Undefined when nothing was predicted, or the direction could not be tried. */
   match?: boolean;
 }
 
@@ -44,7 +48,11 @@ export interface PairsReport {
   cells: PairCell[];
   /** Unordered pairs that can talk both ways directly. */
   direct: { a: string; b: string; both: boolean }[];
+  /** What the predictions come from: the lab file, or the behaviour the check measured (namespaces). */
+  model?: 'declared' | 'measured';
   match?: boolean;
+  /** Nodes that learned no endpoint, so their directions could not be tried: an error (exit 2). */
+  unmeasured: string[];
 }
 
 function modelNat(nat: Nat, ports: Map<string, number | undefined>): ModelNat {
@@ -142,24 +150,14 @@ export async function runPairs(options: CheckOptions, report: CheckReport): Prom
 
       const model = modelNodes(options, nodes, report);
       const predictions = model ? predictPunching(model) : undefined;
+      const modelKind = options.lab ? 'declared' : 'measured';
       const cells: PairCell[] = [];
       for (const [bi, b] of nodes.entries()) {
         for (const a of nodes) {
           if (a === b) continue;
           const got = heard[bi]!.received.find((r) => r.peer === a.name);
           const p = predictions?.find((x) => x.from === a.name && x.to === b.name);
-          const delivered = !!got && got.port === (learned[bi]!.local ?? -1);
-          const cell: PairCell = { from: a.name, to: b.name, delivered, ...(got ? { seenFrom: got.from } : {}) };
-          if (!a.learned || !b.learned) cell.why = `${!a.learned ? a.name : b.name} learned no endpoint from the STUN server`;
-          if (p && model) {
-            cell.predicted = p.verdict.timing ? 'either' : p.verdict.delivered;
-            cell.match = p.verdict.timing ? true : p.verdict.delivered === delivered;
-            if (!delivered) cell.why ??= explainDrop(p, model);
-            if (!cell.match) cell.why = `the NATs' ${options.lab ? 'declared' : 'measured'} behaviour says it should ${p.verdict.delivered ? 'arrive' : 'not arrive'}${p.verdict.delivered ? '' : ` (${explainDrop(p, model)})`}, but it did${delivered ? '' : ' not'}`;
-            else if (p.verdict.timing) cell.why = `${delivered ? 'arrived' : 'did not arrive'}; ${p.verdict.reason}`;
-          }
-          if (got && !delivered) cell.why = `arrived at inside port ${got.port}, not the punching socket`;
-          cells.push(cell);
+          cells.push(pairCell(a, b, got, learned[bi]!.local, p && model ? { p, model, kind: modelKind } : undefined));
         }
       }
       const direct: PairsReport['direct'] = [];
@@ -177,10 +175,50 @@ export async function runPairs(options: CheckOptions, report: CheckReport): Prom
         nodes,
         cells,
         direct,
+        ...(model ? { model: modelKind } : {}),
         ...(ms.length ? { match: ms.every(Boolean) } : {}),
+        unmeasured: nodes.filter((n) => !n.learned).map((n) => n.name),
       };
     },
   );
+}
+
+/**
+ * One direction, a -> b: whether a's packet reached b's punching socket (it arrived at
+ * receiverPort), and with a model what it predicts and why. A direction with a node that
+ * learned no endpoint was never tried: that is its reason, and nothing to compare. Pure.
+ */
+export function pairCell(
+  a: PairNode,
+  b: PairNode,
+  got: PunchResult['received'][number] | undefined,
+  receiverPort: number | undefined,
+  model: { p: PairPrediction; model: ModelNode[]; kind: 'declared' | 'measured' } | undefined,
+): PairCell {
+  const delivered = !!got && got.port === (receiverPort ?? -1);
+  const cell: PairCell = { from: a.name, to: b.name, delivered, ...(got ? { seenFrom: got.from } : {}) };
+  if (!a.learned || !b.learned) return { ...cell, why: `${!a.learned ? a.name : b.name} learned no endpoint from the STUN server`, basis: 'observed' };
+  if (model) {
+    const { p } = model;
+    cell.predicted = p.verdict.timing ? 'either' : p.verdict.delivered;
+    // Who sends first is a race the check does not control: either outcome is as predicted.
+    cell.match = p.verdict.timing ? true : p.verdict.delivered === delivered;
+    if (!cell.match) {
+      // What happened against what the model says: observed (the model's reason in brackets).
+      const drop = p.verdict.delivered ? '' : ` (${explainDrop(p, model.model)})`;
+      cell.why = `the NATs' ${model.kind} behaviour says it should ${p.verdict.delivered ? 'arrive' : 'not arrive'}${drop}, but it did${delivered ? '' : ' not'}`;
+      cell.basis = 'observed';
+    } else if (p.verdict.timing || !delivered) {
+      // Which NAT dropped it, or what the race decides, is the model's word: not seen.
+      cell.why = p.verdict.timing ? (p.verdict.reason ?? 'depends on whose packet the NATs see first') : explainDrop(p, model.model);
+      cell.basis = 'predicted';
+    }
+  }
+  if (got && !delivered) {
+    cell.why = `arrived at inside port ${got.port}, not the punching socket`;
+    cell.basis = 'observed';
+  }
+  return cell;
 }
 
 export function formatPairs(r: PairsReport): string {
@@ -203,7 +241,7 @@ export function formatPairs(r: PairsReport): string {
     const c = r.cells.find((x) => x.from === from && x.to === to)!;
     return `${c.delivered ? 'yes' : 'no'}${c.match === false ? '!' : c.predicted === 'either' ? '?' : ''}`;
   };
-  out.push('who hears whom (row sends, column receives; "?" = could go either way, "!" = not what the NATs\' behaviour predicts):');
+  out.push('who hears whom (row sends, column receives; "?" = timing-dependent: either outcome matches, "!" = not what the NATs\' behaviour predicts):');
   out.push(
     table(['from \\ to', ...names], names.map((a) => [a, ...names.map((b) => cell(a, b))]))
       .split('\n')
@@ -212,12 +250,20 @@ export function formatPairs(r: PairsReport): string {
   );
   const both = r.direct.filter((d) => d.both).map((d) => `${d.a} <-> ${d.b}`);
   out.push(`talk directly both ways: ${both.length ? both.join(', ') : 'no pair'}`);
-  const failed = r.cells.filter((c) => !c.delivered || c.match === false || c.predicted === 'either');
+  // Directions with a node that learned no endpoint were not tried: one line below says so.
+  const untried = (c: PairCell) => r.unmeasured.includes(c.from) || r.unmeasured.includes(c.to);
+  const failed = r.cells.filter((c) => !untried(c) && (!c.delivered || c.match === false || c.predicted === 'either'));
   if (failed.length) {
-    out.push('why:');
-    for (const c of failed) out.push(`  ${c.from} -> ${c.to}: ${c.why ?? 'no packet arrived'}`);
+    // Which NAT dropped a packet is not seen from the nodes: say when the model says it.
+    const predicted = r.model && failed.some((c) => c.basis === 'predicted');
+    out.push(predicted ? `why ("predicted": from the model of the NATs' ${r.model} behaviour, not observed):` : 'why:');
+    for (const c of failed) {
+      const timing = c.predicted === 'either' ? `timing-dependent, either outcome matches (${c.delivered ? 'arrived' : 'did not arrive'}); ` : '';
+      out.push(`  ${c.from} -> ${c.to}: ${timing}${c.basis === 'predicted' ? 'predicted: ' : ''}${c.why ?? 'no packet arrived'}`);
+    }
   }
   const wrong = r.cells.filter((c) => c.match === false);
   if (wrong.length) out.push(`${wrong.length} direction(s) behaved otherwise than predicted`);
+  if (r.unmeasured.length) out.push(`not tried, to or from ${r.unmeasured.join(', ')}: learned no endpoint from the STUN server`);
   return out.join('\n') + '\n';
 }

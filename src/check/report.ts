@@ -2,6 +2,24 @@
 import { table } from '../report/table.js';
 import type { CheckReport, TargetReport } from './model.js';
 
+/** What each part of a check (behaviour, --pairs, --lifetime) contributes to the verdict. */
+export interface CheckOutcome {
+  /** false: something differs from what was declared or predicted. */
+  match?: boolean;
+  /** What could not be measured at all. */
+  unmeasured?: string[];
+}
+
+/**
+ * The exit code of `labctl check` from its parts: 2 when anything could not be measured (its
+ * verdict is missing: an error, even if something else differs), else 1 when anything
+ * differs, else 0. Pure.
+ */
+export function checkExitCode(parts: CheckOutcome[]): 0 | 1 | 2 {
+  if (parts.some((p) => p.unmeasured?.length)) return 2;
+  return parts.every((p) => p.match !== false) ? 0 : 1;
+}
+
 const mark = (m: boolean | undefined) => (m === undefined ? '-' : m ? 'yes' : 'NO');
 
 export function serverLine(r: Pick<CheckReport, 'server'>): string {

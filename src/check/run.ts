@@ -1,7 +1,9 @@
 // `labctl check`: classify every NAT from inside the lab with RFC 5780 tests.
 //
 // For each target (a NAT, probed through a node behind it) the probes run in two phases,
-// with NAT state flushed before, between and after:
+// with NAT state flushed before and after; between the phases only on paths through a
+// fixed-port NAT (whose probes share one outside port), or on every path of NATs labctl did
+// not build (nothing is known of them):
 //   phase 1  filtering (RFC 5780 4.4) and hairpinning (4.5): they send to the server's
 //            first address only, so address-dependent filtering learns nothing about the
 //            second address the filtering test needs to be a stranger;
@@ -29,6 +31,7 @@ export class CheckInputError extends Error {
 export interface CheckOptions {
   /** labctl mode: the lab (its network must be up). */
   lab?: Lab;
+  /** labctl mode only: just this NAT. */
   nat?: string;
   /** Namespace mode: inside namespaces to probe from (NATs labctl did not build). */
   namespaces?: string[];
@@ -65,6 +68,8 @@ export async function resolveTargets(options: CheckOptions): Promise<ResolvedTar
   }
   const namespaces = options.namespaces ?? [];
   if (namespaces.length === 0) throw new CheckInputError('give a lab file, or --namespace NS for namespaces labctl did not build');
+  // Not silently ignored: NATs found by following routes have no names to pick one by.
+  if (options.nat) throw new CheckInputError('--nat goes with a lab file; with --namespace, name only the namespaces to probe from');
   const paths = await Promise.all(namespaces.map((ns) => discoverPath(ns, options.serverNamespace)));
   const ends = [...new Set(paths.map((p) => p.end))];
   if (ends.length > 1) throw new CheckInputError(`the namespaces reach different internets (${ends.join(', ')}); give --server-namespace`);

@@ -1,9 +1,11 @@
 // `labctl check`: classify the lab's NAT routers from inside the lab with labctl's own STUN
 // server and client (RFC 5389/5780), measure mapping lifetimes, and try UDP hole punching
 // between every pair of nodes. Exit codes: 0 everything as declared, 1 something differs,
-// 2 an error (bad input, lab not up, a probe that could not run, a NAT that answered no probe).
+// 2 an error (bad input, lab not up, a probe that could not run, a NAT that answered no probe,
+// a lifetime no probe could check, a node that learned no endpoint for --pairs).
 import type { Command } from 'commander';
-import { EXIT_BAD_INPUT, example, printJson, requireRoot } from './common.js';
+import { example, printJson, requireRoot } from './common.js';
+import type { CheckOutcome } from '../check/report.js';
 
 interface CheckCliOptions {
   nat?: string;
@@ -22,7 +24,6 @@ interface CheckCliOptions {
   serveSeconds?: string;
 }
 
-const EXIT_DIFFERS = 1;
 const EXIT_ERROR = 2;
 
 function collect(value: string, previous: string[] = []): string[] {
@@ -40,9 +41,9 @@ export function registerCheckCommands(program: Command): void {
   example(
     program
       .command('check')
-      .description('classify every NAT router from inside the lab (RFC 5780 tests with labctl\'s own STUN server and client) and compare with the lab file; exit 0 as declared, 1 differs, 2 an error (also a NAT that answered no probe)')
+      .description('classify every NAT router from inside the lab (RFC 5780 tests with labctl\'s own STUN server and client) and compare with the lab file; exit 0 as declared, 1 differs, 2 an error (also anything no probe could measure)')
       .argument('[file]', 'lab file, or the name of a built-in lab (its network must be up)')
-      .option('--nat <name>', 'only this NAT router')
+      .option('--nat <name>', 'only this NAT router (of a lab file)')
       .option('--json', 'print one JSON document')
       .option('--lifetime', 'measure how long idle UDP mappings live (to about 1 s) and the keepalive that keeps them, instead of the behaviour tests')
       .option('--pairs', 'also try UDP hole punching between every pair of nodes (all of them, whatever --nat says: the punches run at once) and explain who can talk directly')
@@ -56,6 +57,12 @@ export function registerCheckCommands(program: Command): void {
       .option('--lifetime-max <seconds>', 'with --lifetime: give up on a mapping that lives longer than this')
       .option('--serve', 'only run labctl\'s STUN server on its two addresses in the internet namespace, for third-party clients, until Ctrl-C')
       .option('--serve-seconds <seconds>', 'with --serve: stop after this long')
+      // Flushing is how probes start from a clean NAT; on someone else's NAT it is not harmless.
+      .addHelpText(
+        'after',
+        '\nCheck flushes conntrack (conntrack -F) in every NAT namespace on the probed paths before, during and after its probes,\n' +
+          'NATs labctl did not build (--namespace) included: flows through them lose their NAT state (a running VPN tunnel may have to reconnect).',
+      )
       .action(async (file: string | undefined, opts: CheckCliOptions) => {
         let code: number;
         try {
@@ -79,7 +86,10 @@ async function checkCommand(file: string | undefined, opts: CheckCliOptions): Pr
   const { loadLab } = await import('../lab/load.js');
   const { parseExpect, parseServer } = await import('../check/options.js');
   const { validAddressPair } = await import('../check/stun-site.js');
+  const { checkExitCode, formatCheck } = await import('../check/report.js');
   if (file && opts.namespace?.length) throw new Error('give a lab file or --namespace, not both');
+  // A NAT labctl did not build has no name to pick it by: the namespaces say what to probe.
+  if (opts.nat && opts.namespace?.length) throw new Error('--nat goes with a lab file; with --namespace, name only the namespaces to probe from');
   if (!opts.namespace?.length && (opts.serverNamespace || opts.expect)) throw new Error('--server-namespace and --expect go with --namespace');
   const lab = opts.namespace?.length ? undefined : loadLab(file);
   requireRoot('check');
@@ -114,22 +124,23 @@ async function checkCommand(file: string | undefined, opts: CheckCliOptions): Pr
   }
   const doc: Record<string, unknown> = {};
   const text: string[] = [];
-  let match = true;
-  const unmeasured: string[] = [];
+  const parts: CheckOutcome[] = [];
+  // For stderr: what could not be measured at all, and why.
+  const problems: string[] = [];
   if (!opts.lifetime || opts.pairs) {
     const { runCheck } = await import('../check/run.js');
-    const { formatCheck } = await import('../check/report.js');
     const report = await runCheck(common);
     Object.assign(doc, report);
     text.push(formatCheck(report));
-    match &&= report.match;
-    unmeasured.push(...report.unmeasured);
+    parts.push(report);
+    if (report.unmeasured.length) problems.push(`could not measure ${report.unmeasured.join(', ')}: no answers to the probes (see the evidence above); is the path to the internet namespace working?`);
     if (opts.pairs) {
       const { runPairs, formatPairs } = await import('../check/pairs.js');
       const pairs = await runPairs(common, report);
       doc.pairs = pairs;
       text.push(formatPairs(pairs));
-      match &&= pairs.match !== false;
+      parts.push(pairs);
+      if (pairs.unmeasured.length) problems.push(`could not try hole punching with ${pairs.unmeasured.join(', ')}: no endpoint learned from the STUN server`);
     }
   }
   if (opts.lifetime) {
@@ -137,14 +148,14 @@ async function checkCommand(file: string | undefined, opts: CheckCliOptions): Pr
     const lifetime = await runLifetime({ ...common, ...(lifetimeMax !== undefined ? { maxSeconds: lifetimeMax } : {}) });
     doc.lifetime = lifetime;
     text.push(formatLifetime(lifetime));
-    match &&= lifetime.match !== false;
+    parts.push(lifetime);
+    if (lifetime.unmeasured.length) problems.push(`could not measure ${lifetime.unmeasured.join(', ')}: no probe could make a check (see the evidence above); is the path to the internet namespace working?`);
   }
+  const match = parts.every((p) => p.match !== false);
   // No answer at all is not a behaviour: the verdict for that NAT is missing, an error.
-  const code = unmeasured.length ? EXIT_BAD_INPUT : match ? 0 : EXIT_DIFFERS;
+  const code = checkExitCode(parts);
   if (opts.json) printJson({ ...doc, match, exitCode: code });
   else process.stdout.write(text.join('\n'));
-  if (unmeasured.length) {
-    process.stderr.write(`labctl check: could not measure ${unmeasured.join(', ')}: no answers to the probes (see the evidence above); is the path to the internet namespace working?\n`);
-  }
+  for (const p of problems) process.stderr.write(`labctl check: ${p}\n`);
   return code;
 }

@@ -135,7 +135,7 @@ test('a NAT declared otherwise than it behaves: exit 1 and the difference shown'
   const r = await check([fileB]);
   assert.equal(r.exitCode, 1, `exit 1 expected\n${r.stdout.slice(0, 3000)}\n${r.stderr}`);
   assert.match(r.stdout, /k1-nat: probed from k1-n \(ns-ckm-k1-n\).* -- DIFFERS from its declaration/);
-  assert.match(r.stdout, /filtering\s+address-and-port-dependent\s+address-dependent\s+NO\s+answers let in after sending to A1:P1: run 1: :\d+ same yes, other port yes, other address no, both no/);
+  assert.match(r.stdout, /filtering\s+address-and-port-dependent\s+address-dependent\s+NO\s+answers let in after sending to A1:P1: run 1: :\d+ same yes, other port [\d.]+:\d+ yes, other address no, both no/);
   assert.match(r.stdout, /type\s+port-restricted-cone \(EIM\+APDF\)\s+restricted-cone \(EIM\+ADF\)\s+NO/);
   assert.match(r.stdout, /1 of \d+ NAT\(s\) differ from their declaration: k1-nat$/);
   const j = JSON.parse((await check([fileB, '--json', '--nat', 'k1-nat', '--runs', '1'])).stdout) as Report;
@@ -156,6 +156,9 @@ test('errors exit 2: a lab that is not up, an unknown NAT, a bad option', { skip
   assert.match(badRuns.stderr, /--runs wants a whole number from 1 to 10/);
   const badFile = await check([join(dir, 'missing.yaml')]);
   assert.equal(badFile.exitCode, 2);
+  const natWithNamespace = await check(['--namespace', 'ns-ckm-k1-n', '--nat', 'k1-nat']);
+  assert.equal(natWithNamespace.exitCode, 2);
+  assert.match(natWithNamespace.stderr, /--nat goes with a lab file/);
   assert.deepEqual(leftovers(INET, ours()), []);
 });
 

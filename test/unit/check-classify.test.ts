@@ -48,6 +48,9 @@ test('filtering runs: EIF, ADF, APDF from which changed answers got in (RFC 5780
   assert.equal(classifyFilteringRun(filtering(1, true, false, false)).value, 'address-dependent');
   assert.equal(classifyFilteringRun(filtering(1, false, false, false)).value, 'address-and-port-dependent');
   assert.equal(classifyFilteringRun(filtering(1, false, true, false)).value, 'inconsistent');
+  // The evidence names the server endpoint whose answer got in.
+  assert.equal(classifyFilteringRun(filtering(1, true, false, false)).detail, ':1 same yes, other port 203.0.113.1:3479 yes, other address no, both no');
+  assert.equal(classifyFilteringRun(filtering(1, true, true, true)).detail, ':1 same yes, other port 203.0.113.1:3479 yes, other address 203.0.113.2:3478 yes, both 203.0.113.2:3479 yes');
   const noAnswer = { ...filtering(1, false, false, false), same: obs([A1, 3478]) };
   assert.equal(classifyFilteringRun(noAnswer).value, 'unknown');
   // A server that ignores CHANGE-REQUEST answers from where it was asked: the test says nothing.
