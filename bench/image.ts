@@ -1,9 +1,9 @@
 // Image benchmarks (root): cold and warm builds, a rebuild after a package-list change,
 // systemd-nspawn --ephemeral start time on btrfs vs the same tree in a plain directory,
-// and the memory of one booted ephemeral machine. Writes the "## Images" section of
-// BENCHMARKS.md.
+// and the memory of one booted ephemeral machine, and of N booted at once. Writes the
+// "## Images" section of BENCHMARKS.md.
 //
-//   node --import tsx bench/image.ts [--mirror URL] [--runs N] [--no-write]
+//   node --import tsx bench/image.ts [--mirror URL] [--runs N] [--batch N] [--no-write]
 //
 // Uses its own data dir (/var/tmp/labctl-bench, removed at the end) so the cold build
 // really starts from nothing. Every host command goes through run().
@@ -26,6 +26,8 @@ const WRITE = !args.includes('--no-write');
 const DATA = process.env.LABCTL_BENCH_DATA_DIR || '/var/tmp/labctl-bench';
 const ROOT = new URL('../', import.meta.url).pathname;
 const MACHINE = 'labctl-bench';
+/** Machines booted at once for the free-memory measure. */
+const BATCH = Number(argValue('--batch') ?? 8);
 
 const log = (s: string) => process.stderr.write(`${s}\n`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -87,12 +89,12 @@ function comm(pid: number): string {
   }
 }
 
-function findNspawn(): number | undefined {
+function findNspawn(machine = MACHINE): number | undefined {
   for (const p of readdirSafe('/proc')) {
     if (!/^\d+$/.test(p)) continue;
     try {
       const argv = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
-      if (argv[0]?.endsWith('systemd-nspawn') && argv.includes(`--machine=${MACHINE}`)) return Number(p);
+      if (argv[0]?.endsWith('systemd-nspawn') && argv.includes(`--machine=${machine}`)) return Number(p);
     } catch {
       /* gone */
     }
@@ -119,31 +121,40 @@ interface MemoryResult {
   state: string;
 }
 
-async function bootedMachineMemory(dir: string): Promise<MemoryResult> {
-  // Let the page cache and the previous runs settle.
-  await run(['sync'], { step: 'sync' });
-  await sleep(2000);
-  const before = await memSample();
-  const started = process.hrtime.bigint();
+interface BootedMachine {
+  name: string;
+  /** resolves when the machine has stopped */
+  done: Promise<unknown>;
+  nspawn: number;
+  /** the container's PID 1 */
+  init: number;
+}
+
+/** Starts an ephemeral machine (host network) and returns once its systemd runs. */
+async function startMachine(dir: string, name: string): Promise<BootedMachine> {
   // run() resolves when the machine stops; the promise stays pending while it runs.
-  const machine = run(
-    ['systemd-nspawn', '--register=no', '--keep-unit', '--ephemeral', '--quiet', `--machine=${MACHINE}`, '-D', dir, '--boot'],
-    { step: 'boot machine', allowFailure: true },
-  );
+  const done = run(['systemd-nspawn', '--register=no', '--keep-unit', '--ephemeral', '--quiet', `--machine=${name}`, '-D', dir, '--boot'], {
+    step: 'boot machine',
+    allowFailure: true,
+  });
   let nspawn: number | undefined;
   let init: number | undefined;
   // The container's PID 1 is the nspawn child running systemd (nspawn forks helpers first).
   const findInit = () => (nspawn ? children(nspawn).find((c) => comm(c) === 'systemd') : undefined);
   for (let i = 0; i < 400 && init === undefined; i++) {
     await sleep(25);
-    nspawn ??= findNspawn();
+    nspawn ??= findNspawn(name);
     init = findInit();
   }
-  if (!nspawn || !init) throw new Error('the benchmark machine did not start');
-  // Poll the container's systemd until the boot is over (running, or degraded).
+  if (!nspawn || !init) throw new Error(`the benchmark machine ${name} did not start`);
+  return { name, done, nspawn, init };
+}
+
+/** Polls the machine's systemd until the boot is over (running, or degraded); returns that state. */
+async function waitForBoot(m: BootedMachine): Promise<string> {
   let state = 'unknown';
   for (let i = 0; i < 600; i++) {
-    const r = await run(['nsenter', `--target=${init}`, '--mount', '--pid', '--', 'systemctl', 'is-system-running'], {
+    const r = await run(['nsenter', `--target=${m.init}`, '--mount', '--pid', '--', 'systemctl', 'is-system-running'], {
       step: 'wait for boot',
       allowFailure: true,
       timeoutMs: 5000,
@@ -152,24 +163,77 @@ async function bootedMachineMemory(dir: string): Promise<MemoryResult> {
     if (['running', 'degraded', 'maintenance', 'stopping'].includes(state)) break;
     await sleep(100);
   }
+  return state;
+}
+
+async function stopMachine(m: BootedMachine): Promise<void> {
+  process.kill(m.nspawn, 'SIGTERM'); // nspawn asks the container's systemd to power off
+  await Promise.race([m.done, sleep(30_000)]);
+  if (findNspawn(m.name)) process.kill(m.nspawn, 'SIGKILL');
+  await m.done;
+}
+
+async function bootedMachineMemory(dir: string): Promise<MemoryResult> {
+  // Let the page cache and the previous runs settle.
+  await run(['sync'], { step: 'sync' });
+  await sleep(2000);
+  const before = await memSample();
+  const started = process.hrtime.bigint();
+  const m = await startMachine(dir, MACHINE);
+  const state = await waitForBoot(m);
   const bootSeconds = Number(process.hrtime.bigint() - started) / 1e9;
   await sleep(5000);
-  const procs = descendants(init).map((pid) => ({ pid, comm: comm(pid), pss: pss(pid) }));
+  const procs = descendants(m.init).map((pid) => ({ pid, comm: comm(pid), pss: pss(pid) }));
   const after = await memSample();
   const result: MemoryResult = {
     bootSeconds,
     memAvailableDrop: before.available - after.available,
     memFreeDrop: before.free - after.free,
     pssContainer: procs.reduce((a, p) => a + p.pss, 0),
-    pssNspawn: pss(nspawn),
+    pssNspawn: pss(m.nspawn),
     processes: procs,
     state,
   };
-  process.kill(nspawn, 'SIGTERM'); // nspawn asks the container's systemd to power off
-  await Promise.race([machine, sleep(30_000)]);
-  if (findNspawn()) process.kill(nspawn, 'SIGKILL');
-  await machine;
+  await stopMachine(m);
   return result;
+}
+
+interface BatchMemory {
+  machines: number;
+  /** all of them booted, from the first start */
+  bootSeconds: number;
+  states: string[];
+  /** the drops in MemFree and MemAvailable divided by the number of machines */
+  memFreeDropPerMachine: number;
+  memAvailableDropPerMachine: number;
+}
+
+/**
+ * The article's measure (the drop in free memory) with n machines booted at once: one
+ * machine's drop is within the noise of everything else on the host (tens of MiB); n
+ * machines' drop divided by n has 1/n of that noise.
+ */
+async function batchMemory(dir: string, n: number): Promise<BatchMemory> {
+  await run(['sync'], { step: 'sync' });
+  await sleep(2000);
+  const before = await memSample();
+  const started = process.hrtime.bigint();
+  const machines = await Promise.all(Array.from({ length: n }, (_, i) => startMachine(dir, `${MACHINE}-${i}`)));
+  try {
+    const states = await Promise.all(machines.map(waitForBoot));
+    const bootSeconds = Number(process.hrtime.bigint() - started) / 1e9;
+    await sleep(5000);
+    const after = await memSample();
+    return {
+      machines: n,
+      bootSeconds,
+      states,
+      memFreeDropPerMachine: (before.free - after.free) / n,
+      memAvailableDropPerMachine: (before.available - after.available) / n,
+    };
+  } finally {
+    await Promise.all(machines.map(stopMachine));
+  }
 }
 
 /** MemAvailable and MemFree, each the median of 5 samples over a second (other processes move them too). */
@@ -200,6 +264,11 @@ async function cleanupAll(): Promise<void> {
   rmSync(DATA, { recursive: true, force: true });
 }
 
+/** Bytes a (sparse) file takes on disk. */
+async function diskBytes(file: string): Promise<number> {
+  return Number((await run(['du', '-B1', file], { step: 'du' })).stdout.split(/\s/)[0]);
+}
+
 async function machineFacts() {
   const one = async (cmd: string[]) => (await run(cmd, { step: 'facts', allowFailure: true })).stdout.trim().split('\n')[0] ?? '';
   const os = /^PRETTY_NAME="?([^"\n]*)"?/m.exec(readFileSync('/etc/os-release', 'utf8'))?.[1] ?? '?';
@@ -224,16 +293,18 @@ async function main(): Promise<void> {
 
   log(`cold build of bookworm from ${MIRROR} into ${DATA} (empty caches)...`);
   const cold = await buildImage(recipe, { dataDir: DATA, renderer: 'silent' });
-  log(`  ${cold.seconds.toFixed(1)} s`);
+  // Measured now: the warm build below replaces this file with its own, of the same name.
+  const coldImageBytes = await diskBytes(cold.imageFile);
+  log(`  ${cold.seconds.toFixed(1)} s, image file ${mib(coldImageBytes)} on disk`);
   log('warm build (same recipe, cached base)...');
   const warm = await buildImage(recipe, { dataDir: DATA, renderer: 'silent' });
-  log(`  ${warm.seconds.toFixed(1)} s`);
+  const warmImageBytes = await diskBytes(warm.imageFile);
+  log(`  ${warm.seconds.toFixed(1)} s, image file ${mib(warmImageBytes)} on disk`);
   log('rebuild after adding one package (cached base + apt-get install)...');
   const changed = await buildImage({ ...recipe, packages: [...recipe.packages, 'less'] }, { dataDir: DATA, renderer: 'silent', name: 'bookworm-less' });
   log(`  ${changed.seconds.toFixed(1)} s`);
   const stepSeconds = (r: typeof cold, name: string) => r.steps.find((s) => s.name === name)?.seconds ?? 0;
   const debootstrapOf = (r: typeof cold) => stepSeconds(r, 'debootstrap');
-  const imageBytes = Number((await run(['du', '-B1', cold.imageFile], { step: 'du' })).stdout.split(/\s/)[0]);
 
   const { path } = await ensureImageMounted('bookworm', DATA);
   log(`nspawn --ephemeral /bin/true on btrfs (${RUNS} runs)...`);
@@ -260,6 +331,12 @@ async function main(): Promise<void> {
   log(`booting one ephemeral machine for memory, on the plain ${fsType} directory...`);
   const memPlain = await bootedMachineMemoryMedian(plain, 3);
   log(`  boot ${memPlain.bootSeconds.toFixed(2)} s, MemFree -${mib(memPlain.memFreeDrop)}, MemAvailable -${mib(memPlain.memAvailableDrop)}, PSS ${mib(memPlain.pssContainer)} (+ nspawn ${mib(memPlain.pssNspawn)})`);
+  log(`booting ${BATCH} ephemeral machines at once for memory, on btrfs...`);
+  const batch = await batchMemory(path, BATCH);
+  log(`  all booted in ${batch.bootSeconds.toFixed(2)} s, per machine MemFree -${mib(batch.memFreeDropPerMachine)}, MemAvailable -${mib(batch.memAvailableDropPerMachine)}`);
+  log(`booting ${BATCH} ephemeral machines at once for memory, on the plain ${fsType} directory...`);
+  const batchPlain = await batchMemory(plain, BATCH);
+  log(`  all booted in ${batchPlain.bootSeconds.toFixed(2)} s, per machine MemFree -${mib(batchPlain.memFreeDropPerMachine)}, MemAvailable -${mib(batchPlain.memAvailableDropPerMachine)}`);
   await run(['rm', '-rf', '--one-file-system', join(DATA, 'plain')], { step: 'plain copy' });
 
   await removeImage('bookworm', { dataDir: DATA });
@@ -284,12 +361,15 @@ Recipe: \`images/bookworm.yaml\` (minbase + the lab packages) from ${MIRROR}.
 | cold build (empty caches: download, debootstrap, cache the base) | ${cold.seconds.toFixed(1)} s (debootstrap ${debootstrapOf(cold).toFixed(1)} s) |
 | warm build (same recipe: base restored from the cache) | ${warm.seconds.toFixed(1)} s |
 | rebuild after adding one package (${changed.baseExtendedWith ? `cached base + apt-get install ${changed.baseExtendedWith.join(' ')}` : 'cached .debs, new debootstrap'}) | ${changed.seconds.toFixed(1)} s (${changed.baseExtendedWith ? `apt-get ${stepSeconds(changed, 'install-packages').toFixed(1)} s` : `debootstrap ${debootstrapOf(changed).toFixed(1)} s`}) |
-| image file on disk (sparse, ${cold.meta.sizeBytes / 1024 ** 3} GiB apparent) | ${mib(imageBytes)} |
+| image file on disk after the cold build (sparse, ${cold.meta.sizeBytes / 1024 ** 3} GiB apparent) | ${mib(coldImageBytes)} |
+| image file on disk after the warm build (the base received from the cache's \`btrfs send\` stream) | ${mib(warmImageBytes)} |
 | \`systemd-nspawn --register=no --keep-unit --ephemeral -D rootfs /bin/true\`, btrfs subvolume | median ${ms(median(btrfsTimes))} (${btrfsTimes.map(ms).join(', ')}) |
 | same, the same tree copied to a plain ${fsType} directory | median ${ms(median(plainTimes))} (${plainTimes.map(ms).join(', ')}) |
 | one booted ephemeral machine (\`--boot\`, host network): start to \`systemctl is-system-running\` = ${mem.state} | btrfs: ${mem.bootSeconds.toFixed(2)} s; plain ${fsType}: ${memPlain.bootSeconds.toFixed(2)} s |
 | its memory as the article measured it: drop in free memory (MemFree) from before the start to 5 s after boot (median of ${mem.drops.length} boots) | btrfs: ${mib(mem.memFreeDrop)} (${mem.freeDrops.map(mib).join(', ')}); plain ${fsType}: ${mib(memPlain.memFreeDrop)} (${memPlain.freeDrops.map(mib).join(', ')}) |
 | its memory: drop in MemAvailable (page cache that can be dropped does not count) | btrfs: ${mib(mem.memAvailableDrop)} (${mem.drops.map(mib).join(', ')}); plain ${fsType}: ${mib(memPlain.memAvailableDrop)} (${memPlain.drops.map(mib).join(', ')}) |
+| ${BATCH} machines booted at once (all ${batch.states.every((st) => st === batch.states[0]) ? batch.states[0] : batch.states.join('/')} after ${batch.bootSeconds.toFixed(2)} s on btrfs, ${batchPlain.bootSeconds.toFixed(2)} s on plain ${fsType}): drop in MemFree per machine, as the article measured it with less noise | btrfs: **${mib(batch.memFreeDropPerMachine)}**; plain ${fsType}: ${mib(batchPlain.memFreeDropPerMachine)} |
+| the same: drop in MemAvailable per machine | btrfs: ${mib(batch.memAvailableDropPerMachine)}; plain ${fsType}: ${mib(batchPlain.memAvailableDropPerMachine)} |
 | its memory: PSS sum of its processes (smaps_rollup) | btrfs: ${mib(mem.pssContainer)} in ${mem.processes.length} processes (+ ${mib(mem.pssNspawn)} for systemd-nspawn itself); plain ${fsType}: ${mib(memPlain.pssContainer)} (+ ${mib(memPlain.pssNspawn)}) |
 
 Processes of the booted machine (btrfs): ${mem.processes.map((p) => `${p.comm} ${mib(p.pss)}`).join(', ')}.
@@ -300,7 +380,7 @@ ephemeral start, and 476 MB vs 79 MB of free memory per booted machine. On a pla
 \`--ephemeral\` copies the whole tree at every start (time, and page cache holding the copy); on
 btrfs it takes a snapshot.
 
-- Targets: a warm rebuild under 15 s (**${warm.seconds.toFixed(1)} s**); an ephemeral boot to systemd ready under 1 s (**${mem.bootSeconds.toFixed(2)} s**); memory per booted machine below the article's 79 MB, as the PSS of its processes (**${mib(mem.pssContainer)}**, ${mib(mem.pssContainer + mem.pssNspawn)} with systemd-nspawn) and as the drop in free memory (**${mib(mem.memFreeDrop)}** median on btrfs, ${mib(memPlain.memFreeDrop)} from the plain directory${noisy ? '; within the noise of other work on the host' : ''}).
+- Targets: a warm rebuild under 15 s (**${warm.seconds.toFixed(1)} s**); an ephemeral boot to systemd ready under 1 s (**${mem.bootSeconds.toFixed(2)} s**); memory per booted machine below the article's 79 MB, as the PSS of its processes (**${mib(mem.pssContainer)}**, ${mib(mem.pssContainer + mem.pssNspawn)} with systemd-nspawn) and as the drop in free memory (**${mib(batch.memFreeDropPerMachine)}** per machine with ${BATCH} booted at once on btrfs, ${mib(batchPlain.memFreeDropPerMachine)} from the plain directory; one machine alone: ${mib(mem.memFreeDrop)} median on btrfs, ${mib(memPlain.memFreeDrop)} plain${noisy ? ', within the noise of other work on the host' : ''}).
 `;
   process.stdout.write(`\n${section}`);
   if (WRITE) {

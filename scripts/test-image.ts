@@ -3,13 +3,16 @@
 //   node --import tsx scripts/test-image.ts cleanup   # unmount, detach loop devices; exit 1 if anything is left
 //   node --import tsx scripts/test-image.ts status    # what is built / mounted, JSON
 //   node --import tsx scripts/test-image.ts reset     # cleanup and delete the test data dir (image and caches)
-// cleanup --force also kills processes still using the mounts (a leaked machine).
-// The data dir is /var/tmp/labctl-test-data unless $LABCTL_TEST_DATA_DIR says otherwise.
+// cleanup --force also kills processes still using the mounts (a leaked machine);
+// cleanup --remove then deletes the data dir too, as reset does (npm test, for the fresh
+// data dir it made for its run).
+// The data dir is $LABCTL_TEST_DATA_DIR (npm test sets it), else /var/tmp/labctl-test-data.
 import { listImages, loopsUnder, mountsUnder } from '../src/image/index.js';
 import { TEST_DATA_DIR, cleanupTestImage, getTestImage } from '../test/support/test-image.js';
 
 const [command = 'status', ...flags] = process.argv.slice(2);
 const force = flags.includes('--force');
+const remove = flags.includes('--remove');
 
 try {
   switch (command) {
@@ -21,14 +24,15 @@ try {
     }
     case 'cleanup':
     case 'reset': {
-      const left = await cleanupTestImage({ force, remove: command === 'reset' });
+      const removing = remove || command === 'reset';
+      const left = await cleanupTestImage({ force, remove: removing });
       for (const s of left.skipped) process.stderr.write(`test-image: left alone: ${s}\n`);
       if (left.mounts.length || left.loops.length || left.skipped.length) {
         const rest = [...left.mounts, ...left.loops];
         if (rest.length) process.stderr.write(`test-image: still left under ${TEST_DATA_DIR}:\n${rest.map((l) => `  ${l}`).join('\n')}\n`);
         process.exitCode = 1;
       } else {
-        process.stdout.write(`test-image: ${command === 'reset' ? 'removed' : 'clean'}: no mount and no loop device left under ${TEST_DATA_DIR}\n`);
+        process.stdout.write(`test-image: ${removing ? 'removed' : 'clean'}: no mount and no loop device left under ${TEST_DATA_DIR}\n`);
       }
       break;
     }
@@ -40,7 +44,7 @@ try {
       break;
     }
     default:
-      process.stderr.write('usage: node --import tsx scripts/test-image.ts prepare|cleanup [--force]|status|reset\n');
+      process.stderr.write('usage: node --import tsx scripts/test-image.ts prepare|cleanup [--force] [--remove]|status|reset\n');
       process.exitCode = 2;
   }
 } catch (e) {

@@ -127,7 +127,8 @@ Examples:
       .action(
         action('build', async (target: string, opts: { mirror?: string; cacheDir?: string; name?: string; cache: boolean; insecureNoVerify?: boolean; verbose?: boolean; json?: boolean }, cmd: Command) => {
           const dataDir = dataDirOf(cmd);
-          if (opts.insecureNoVerify && !opts.json) {
+          // Also with --json: the warning goes to stderr and leaves the JSON on stdout intact.
+          if (opts.insecureNoVerify) {
             process.stderr.write('labctl image build: warning: --insecure-no-verify: archive signatures are NOT checked\n');
           }
           const result = await buildImage(target, {

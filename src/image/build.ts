@@ -7,10 +7,14 @@ import type { ImageMeta } from './meta.js';
 import { resolveDataDir } from './paths.js';
 import { cachedBases } from './base-cache.js';
 import { chooseBaseToExtend, createContext, planBuild, type BuildContext, type BuildOptions, type StepIO } from './plan.js';
-import { bootstrapHash, loadRecipe, withMirror, type Recipe } from './recipe.js';
-import { mountAt, loopMount } from './mount.js';
+import { bootstrapHash, loadRecipe, unknownSuiteWarning, withMirror, type Recipe } from './recipe.js';
+import { mountAt, loopMount, warnings } from './mount.js';
 import { imageState, readFsid, readMeta } from './meta.js';
+import { killProcessesUsing } from './procs.js';
 import { removeNewBuild } from './steps.js';
+
+/** How long an interrupted build waits for its running step to end before it cleans up anyway. */
+const STEP_SETTLE_MS = 20_000;
 
 export type RendererName = 'default' | 'simple' | 'verbose' | 'silent';
 
@@ -66,6 +70,8 @@ export function resolveRecipe(nameOrRecipe: string | Recipe, options: Pick<Build
 /** Builds an image: NAME (images/NAME.yaml), a recipe FILE, or a parsed recipe. */
 export async function buildImage(nameOrRecipe: string | Recipe, options: BuildImageOptions = {}): Promise<BuildResult> {
   const recipe = resolveRecipe(nameOrRecipe, options);
+  const suiteWarning = unknownSuiteWarning(recipe);
+  if (suiteWarning) warnings.emit(suiteWarning);
   const buildOptions: BuildOptions = {
     cache: options.cache !== false,
     verify: options.verify !== false,
@@ -74,8 +80,8 @@ export async function buildImage(nameOrRecipe: string | Recipe, options: BuildIm
   const dataDir = resolveDataDir(options.dataDir);
   const ctx = createContext({ recipe, options: buildOptions, dataDir, ...(options.cacheDir ? { cacheDir: options.cacheDir } : {}) });
   ctx.cacheHit = buildOptions.cache && existsSync(ctx.baseStream);
-  // Signatures: apt inside the base checks them with the image's own keyring, which the
-  // verified bootstrap installed; an unverified base is not extended.
+  // Signatures: apt inside the base checks them with the recipe's keyring (install-packages
+  // copies it in); an unverified base is not extended.
   if (!ctx.cacheHit && buildOptions.cache && buildOptions.verify) {
     const extend = chooseBaseToExtend(cachedBases(dirname(ctx.baseStream)), bootstrapHash(recipe, true), ctx.packages);
     if (extend) ctx.extendBase = extend;
@@ -87,6 +93,19 @@ export async function buildImage(nameOrRecipe: string | Recipe, options: BuildIm
 
   let cleanup: Promise<void> | undefined;
   const cleanUp = () => (cleanup ??= cleanupFailedBuild(ctx));
+  /** the running step, settled either way (so an interrupted build can wait for it) */
+  let inFlight: Promise<void> | undefined;
+  // The cleanup must not run beside a step: a command the step starts meanwhile (a loop
+  // mount) would come after it and stay. So stop the step first: ctx.interrupted keeps it
+  // from starting another command, killing what uses the new image ends the one it runs
+  // (a Ctrl-C on a terminal reaches it too, a kill of labctl alone does not), and its end
+  // is awaited, within a bound, since a command stuck in the kernel cannot be killed.
+  const stopAndCleanUp = async () => {
+    // Before the build lock is taken, the .new files may be another build's.
+    if (ctx.releaseBuildLock) await killProcessesUsing([ctx.paths.newMountDir, ctx.paths.newImageFile]);
+    await settleWithin(inFlight, STEP_SETTLE_MS);
+    await cleanUp();
+  };
   let signalHandler: ((signal: NodeJS.Signals) => void) | undefined;
   if (options.handleSignals) {
     signalHandler = (signal) => {
@@ -96,7 +115,7 @@ export async function buildImage(nameOrRecipe: string | Recipe, options: BuildIm
       }
       ctx.interrupted = signal;
       process.stderr.write(`\nlabctl: ${signal}: stopping the build and cleaning up\n`);
-      void cleanUp()
+      void stopAndCleanUp()
         .then(() => process.stderr.write('labctl: build interrupted; cleaned up (no mount, loop device or partial image left)\n'))
         .catch((e: unknown) => process.stderr.write(`labctl: cleanup failed: ${(e as Error).message}\n`))
         .finally(() => {
@@ -127,8 +146,13 @@ export async function buildImage(nameOrRecipe: string | Recipe, options: BuildIm
           log,
         };
         ctx.io = io;
+        const running = step.run(ctx, io);
+        inFlight = running.then(
+          () => undefined,
+          () => undefined,
+        );
         try {
-          await step.run(ctx, io);
+          await running;
         } catch (error) {
           // A step killed by the cleanup of an interrupted build failed because of the signal.
           if (ctx.interrupted) throw new InterruptedError(ctx.interrupted);
@@ -182,6 +206,14 @@ export async function buildImage(nameOrRecipe: string | Recipe, options: BuildIm
     steps: timings,
     meta: ctx.meta!,
   };
+}
+
+/** Resolves when promise settles or after ms, whichever comes first. */
+function settleWithin(promise: Promise<void> | undefined, ms: number): Promise<void> {
+  if (!promise) return Promise.resolve();
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 async function cleanupFailedBuild(ctx: BuildContext): Promise<void> {

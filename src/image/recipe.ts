@@ -26,8 +26,11 @@ export const REQUIRED_PACKAGES = [
   'iputils-ping',
 ] as const;
 
-/** Bump when the build steps change in a way that makes older caches wrong. */
-export const PLAN_VERSION = 1;
+/**
+ * Bump when the build steps change in a way that makes older caches wrong.
+ * 2: the base holds the recipe's keyring and a sources.list with signed-by.
+ */
+export const PLAN_VERSION = 2;
 
 export const MIN_IMAGE_SIZE = 512 * 1024 ** 2;
 export const MAX_IMAGE_SIZE = 1024 ** 4;
@@ -234,9 +237,10 @@ export function parseRecipe(text: string, options: ParseOptions = {}): Recipe {
   const raw = result.data;
   const distro = DISTRIBUTIONS[raw.distribution];
   const problems: string[] = [];
-  if (!distro.suites.includes(raw.suite)) {
-    problems.push(`suite: ${raw.suite} is not a ${distro.label} suite labctl knows (known: ${distro.suites.join(', ')})`);
-  }
+  // A suite labctl does not list is built all the same (unknownSuiteWarning), so that a new
+  // release needs no labctl update; one of the other distribution is a mistake.
+  const other = Object.values(DISTRIBUTIONS).find((d) => d !== distro && d.suites.includes(raw.suite) && !distro.suites.includes(raw.suite));
+  if (other) problems.push(`suite: ${raw.suite} is a suite of ${other.label}, not of ${distro.label} (distribution: ${other.id}?)`);
   const name = raw.name ?? options.name;
   if (!name) problems.push('name: is required when the recipe does not come from a file');
   else {
@@ -287,6 +291,34 @@ export function parseRecipe(text: string, options: ParseOptions = {}): Recipe {
     ...(options.file ? { sourceFile: resolve(options.file) } : {}),
   };
   return recipe;
+}
+
+/**
+ * The warning for a suite labctl does not list (a release newer than labctl, or a typo that
+ * debootstrap will report): it is built with the distribution's generic debootstrap script.
+ */
+export function unknownSuiteWarning(recipe: Recipe): string | undefined {
+  const distro = DISTRIBUTIONS[recipe.distribution];
+  if (distro.suites.includes(recipe.suite)) return undefined;
+  return (
+    `${recipe.sourceFile ?? `recipe ${recipe.name}`}: suite ${recipe.suite} is not among the ${distro.label} suites labctl knows (${distro.suites.join(', ')}); ` +
+    `building it as a newer ${distro.label} release, with debootstrap's script ${distro.debootstrapScript}`
+  );
+}
+
+/**
+ * Where the recipe's keyring is inside the image, for apt's signed-by. The distribution's
+ * own keyring keeps its standard path (the image's keyring package owns and updates the file
+ * there); any other (a private mirror's) goes to /etc/apt/keyrings/labctl-FILE. Named after
+ * the keyring file, not the image: a cached base is shared by images of other names.
+ */
+export function imageKeyringPath(recipe: Recipe): string {
+  const distro = DISTRIBUTIONS[recipe.distribution];
+  if (recipe.keyring === distro.defaultKeyring) return distro.defaultKeyring;
+  // apt tells an armored keyring from a binary one by its name: .asc, else .gpg.
+  const ext = recipe.keyring.endsWith('.asc') ? '.asc' : '.gpg';
+  const stem = basename(recipe.keyring).replace(/\.(gpg|asc|pgp)$/, '').replace(/[^A-Za-z0-9_.-]/g, '_');
+  return `/etc/apt/keyrings/labctl-${stem}${ext}`;
 }
 
 /** True when the argument names a recipe file rather than a shipped recipe. */

@@ -32,15 +32,24 @@ import { imageInUseBy } from './inuse.js';
 import { readFsid, writeJsonAtomic, imageState, type ImageMeta } from './meta.js';
 import { detachLoops, loopMount, mountAt, unmountTree, warnings } from './mount.js';
 import { inRoot } from './paths.js';
-import { bootstrapHash } from './recipe.js';
+import { bootstrapHash, imageKeyringPath } from './recipe.js';
 import { describeBase, dropBase, noteBootstrapHash, pruneBaseCache } from './base-cache.js';
 import { acquireLock, withLock } from './lock.js';
 import { killProcessesUsing } from './procs.js';
 import type { BuildContext, Step, StepIO } from './plan.js';
 
+/**
+ * Throws once the build is interrupted. Called before every host command a step starts:
+ * after a signal no new command may start, since the cleanup that follows must find
+ * everything a command makes (a loop mount started after it would stay).
+ */
+function stopIfInterrupted(ctx: BuildContext, step: string): void {
+  if (ctx.interrupted) throw new Error(`${step}: interrupted`);
+}
+
 /** Runs a host command for a step: output streams to io.log (shown with --verbose). */
 async function sh(ctx: BuildContext, step: string, command: string[], options: RunOptions = {}): Promise<RunResult> {
-  if (ctx.interrupted) throw new Error(`${step}: interrupted`);
+  stopIfInterrupted(ctx, step);
   if (ctx.options.verbose) ctx.io.log(`$ ${command.join(' ')}`);
   const verboseTap = ctx.options.verbose ? (line: string) => ctx.io.log(line) : undefined;
   const userTap = options.onLine;
@@ -184,6 +193,7 @@ export const mountImage: Step = {
   name: 'mount',
   title: 'Loop-mount the new image',
   async run(ctx, io) {
+    stopIfInterrupted(ctx, 'mount');
     await loopMount(ctx.paths.newImageFile, ctx.paths.newMountDir, { step: 'mount' });
     io.progress(ctx.paths.newMountDir);
   },
@@ -257,10 +267,33 @@ export const debootstrap: Step = {
 export const configureApt: Step = {
   name: 'configure-apt',
   title: 'Configure the package sources',
-  async run(ctx) {
-    await writeFile(inRoot(ctx.paths.newRootfs, '/etc/apt/sources.list'), ctx.distro.sourcesList(ctx.recipe));
+  async run(ctx, io) {
+    const signedBy = await writeAptSources(ctx);
+    io.progress(signedBy ? `signed-by ${signedBy}` : 'no keyring (--insecure-no-verify)');
   },
 };
+
+/**
+ * Puts the recipe's keyring in the image and writes sources.list naming it (signed-by), so
+ * that apt in the image (install-packages, and later the machines) checks the archive with
+ * the keyring debootstrap checked it with, not just the keys the image's own packages trust
+ * (which a private mirror's are not). The distribution's own keyring, when its package
+ * installed it, is left as it is. Returns the keyring's path in the image, if it has one.
+ */
+async function writeAptSources(ctx: BuildContext): Promise<string | undefined> {
+  const root = ctx.paths.newRootfs;
+  const keyring = imageKeyringPath(ctx.recipe);
+  const packaged = keyring === ctx.distro.defaultKeyring && (await exists(inRoot(root, keyring)));
+  if (!packaged && (await exists(ctx.recipe.keyring))) {
+    const target = await safeTarget(root, keyring);
+    await copyFile(ctx.recipe.keyring, target);
+    await chmod(target, 0o644);
+  }
+  // No keyring on the host is only possible with --insecure-no-verify: apt keeps its own trust then.
+  const signedBy = (await exists(inRoot(root, keyring))) ? keyring : undefined;
+  await writeFile(inRoot(root, '/etc/apt/sources.list'), ctx.distro.sourcesList(ctx.recipe, signedBy));
+  return signedBy;
+}
 
 async function emptyDir(dir: string, keep: string[] = []): Promise<void> {
   let entries: string[];
@@ -393,8 +426,9 @@ export const installPackages: Step = {
   async run(ctx, io) {
     const missing = ctx.extendBase!.missing;
     // apt's archive is debootstrap's .deb cache, bind-mounted: what either downloaded once
-    // is not downloaded again. apt checks the archive's signatures with the image's keyring
-    // (only verified bases are extended).
+    // is not downloaded again. apt checks the archive's signatures with the recipe's keyring
+    // (only verified bases are extended), copied in again: the base's copy may be older.
+    await writeAptSources(ctx);
     await mkdir(ctx.debCache, { recursive: true });
     const archives = [`--bind=${ctx.debCache}:/var/cache/apt/archives`];
     io.progress('apt-get update', 'update');
@@ -475,6 +509,7 @@ export const setRootPassword: Step = {
     const password = (await readFile(file, 'utf8')).split('\n')[0]?.replace(/\r$/, '') ?? '';
     if (!password) throw new UsageError(`root-password-file ${file} is empty`);
     if (/[:\n]/.test(password)) throw new UsageError(`root-password-file ${file}: the password may not contain ':'`);
+    stopIfInterrupted(ctx, 'set-root-password');
     // The password goes on standard input, never on a command line.
     await run(['chroot', ctx.paths.newRootfs, 'chpasswd'], { step: 'set-root-password', input: `root:${password}\n` });
   },
@@ -641,6 +676,8 @@ export const swap: Step = {
   async run(ctx, io) {
     const p = ctx.paths;
     await withLock(p.imageLock, { waitMs: 60_000, what: `image ${ctx.name} is busy` }, async () => {
+      // Waiting for the lock can take a while: an interrupted build leaves the previous image alone.
+      stopIfInterrupted(ctx, 'swap');
       const wasMounted = Boolean(mountAt(p.mountDir));
       if (wasMounted) {
         const users = await imageInUseBy(ctx.name, { dataDir: p.dataDir });

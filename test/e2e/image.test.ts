@@ -1,5 +1,6 @@
-// Images, for real (root): the shared bookworm test image, a warm rebuild from the
-// cache, rm/umount refused while in use, SIGINT and a bad mirror leaving nothing behind.
+// Images, for real (root): the shared bookworm test image (under `npm test` built by a cold
+// debootstrap in this run's fresh data dir), a warm rebuild from the cache that build filled,
+// rm/umount refused while in use, SIGINT and a bad mirror leaving nothing behind.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -136,6 +137,17 @@ describe('images (root, real)', { skip: !isRoot && 'needs root' }, () => {
     assert.deepEqual(readdirSync(join(image.path, 'var/cache/apt/archives')).filter((f) => f.endsWith('.deb')), [], 'package cache cleaned');
   });
 
+  it(
+    'in the fresh data dir of npm test, it was bootstrapped from the mirror and its base cached',
+    { skip: process.env.LABCTL_TEST_FRESH_DATA_DIR !== '1' && 'the data dir is reused ($LABCTL_TEST_DATA_DIR): the image may come from an earlier run' },
+    () => {
+      const meta = imageState(imagePaths(image.dataDir, image.name)).meta;
+      assert.equal(meta?.baseFromCache, false, 'a cold debootstrap, not a cached base');
+      // The base the warm build below restores.
+      assert.ok(existsSync(join(TEST_CACHE_DIR, 'base', `${meta.baseHash}.stream`)), 'the base was cached');
+    },
+  );
+
   it('systemd-nspawn --ephemeral starts from it in well under a second', () => {
     // Other test files may run machines on the shared image: count snapshots, do not expect none.
     const snapshots = () => readdirSync(join(image.dataDir, 'mnt', image.name)).filter((f) => f.startsWith('.#machine.') && !f.endsWith('.lck')).length;
@@ -179,7 +191,7 @@ describe('images (root, real)', { skip: !isRoot && 'needs root' }, () => {
     it('an added package: apt installs it into the cached base (no debootstrap), and that base is cached in turn', async () => {
       const env = { LABCTL_RUN_DIR: runDir, LABCTL_STATE_DIR: runDir };
       const recipe = bookwormPlus(dataDir, 'file');
-      // This package list's own base must not be cached already (from an earlier run).
+      // This package list's own base must not be cached already (by an earlier run in a reused data dir).
       const own = join(TEST_CACHE_DIR, 'base', baseHash(withMirror(loadRecipe(recipe), TEST_MIRROR), true));
       rmSync(`${own}.stream`, { force: true });
       rmSync(`${own}.json`, { force: true });
@@ -259,7 +271,7 @@ describe('images (root, real)', { skip: !isRoot && 'needs root' }, () => {
       // A changed package list, and no cached base to extend with apt (their descriptions are
       // moved aside): debootstrap runs (the .debs come from the cache); stop it while it unpacks.
       const recipe = bookwormPlus(dataDir, 'less');
-      // Make sure this base is not cached already (a build that was not interrupted in an earlier run).
+      // Make sure this base is not cached already (a build that was not interrupted in an earlier run in a reused data dir).
       const base = baseHash(withMirror(loadRecipe(recipe), TEST_MIRROR), true);
       rmSync(join(TEST_CACHE_DIR, 'base', `${base}.stream`), { force: true });
       const r = await withCachedBasesHidden(() =>

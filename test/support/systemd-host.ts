@@ -9,13 +9,13 @@
 //   const report = await stopHost();          // always bounded; isClean(report) or a leak list
 //
 // The host's tree is the image images/systemd-host.yaml, built with labctl's image
-// machinery into the shared test data dir (/var/tmp/labctl-test-data) once per recipe
+// machinery into the shared test data dir ($LABCTL_TEST_DATA_DIR; a fresh one per `npm test` run) once per recipe
 // hash, and booted --ephemeral so it stays pristine. Inside it:
 //   /project                  this checkout (read-only), computed from import.meta.url
 //   /usr/local/bin/node       the node running the tests (read-only)
-//   /var/tmp/labctl-test-data the shared test data dir (same path; what is mounted under
+//   TEST_DATA_DIR             the shared test data dir (same path; what is mounted under
 //                             it on the real host is not there)
-//   HOST_DATA_DIR             (/var/tmp/labctl-test-data/systemd-host/data) the host's own
+//   HOST_DATA_DIR             (TEST_DATA_DIR/systemd-host/data) the host's own
 //                             data dir, with its own bookworm image, mounted: what labctl
 //                             and the nested machines use inside (--data-dir HOST_DATA_DIR)
 // It has its own network namespace (--private-network) and its own /run (a tmpfs), so

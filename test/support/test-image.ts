@@ -1,4 +1,4 @@
-// ONE shared bookworm test image per machine, for the whole test suite.
+// ONE shared bookworm test image per test run, shared by every test file.
 //
 //   import { getTestImage } from '../support/test-image.js';
 //   const { dataDir, name, path } = await getTestImage();
@@ -7,13 +7,18 @@
 //   // or ensureImageMounted(name, dataDir) from src/image/index.ts.
 //
 // node:test runs every file in its own process: a lock file makes sure only one
-// process builds; the others wait and reuse it. The image stays in
-// /var/tmp/labctl-test-data ($LABCTL_TEST_DATA_DIR) between runs and is rebuilt when
-// the bookworm recipe (its hash) or the code that builds images (src/image/**/*.ts and
-// the recipe file, byte for byte: imageCodeHash) changed since it was built, so tests
-// never run on an image made by older build code. The rebuild uses the cached base
-// (DATA/cache), which PLAN_VERSION in src/image/recipe.ts invalidates. scripts/test-image.ts
-// prepares it before the suite and cleanupTestImage() unmounts it and frees the loop device after.
+// process builds; the others wait and reuse it. The image lives in the test data dir,
+// $LABCTL_TEST_DATA_DIR. `npm test` (scripts/test-all.sh) makes a fresh one for each run
+// (/var/tmp/labctl-test.XXXXXX), so the image is built there from the Debian mirror by a
+// cold debootstrap (empty caches), and removes it at the end. A data dir named by the user
+// in $LABCTL_TEST_DATA_DIR (or, for a test file run on its own without it,
+// /var/tmp/labctl-test-data) is kept between runs, for development: the image there is
+// reused, and rebuilt when the bookworm recipe (its hash) or the code that builds images
+// (src/image/**/*.ts and the recipe file, byte for byte: imageCodeHash) changed since it was
+// built, so tests never run on an image made by older build code. That rebuild uses the
+// cached base (DATA/cache), which PLAN_VERSION in src/image/recipe.ts invalidates.
+// scripts/test-image.ts prepares the image before the suite; cleanupTestImage() unmounts
+// it and frees the loop device after (and with remove, deletes the data dir).
 import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -235,7 +240,8 @@ export async function cleanupTestImage(options: { remove?: boolean; force?: bool
     }
     if (!keep.length) {
       rmSync(SCRATCH, { recursive: true, force: true });
-      if (options.remove) rmSync(TEST_DATA_DIR, { recursive: true, force: true });
+      // rm -r would go down into a mount that is still there: then the dir stays, and is reported.
+      if (options.remove && !mountsUnder(TEST_DATA_DIR).length) rmSync(TEST_DATA_DIR, { recursive: true, force: true });
     }
     return {
       mounts: mountsUnder(TEST_DATA_DIR).map((m) => m.mountPoint).filter((m) => !kept(m)),

@@ -1,10 +1,14 @@
 // The pure build plan, debootstrap's command line and progress, per-distribution modules.
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { after, describe, it } from 'node:test';
 import { DebootstrapProgress, createContext, debootstrapCommand, loadRecipe, parseRecipe, planBuild, resolveDataDir, type BuildOptions } from '../../src/image/index.js';
 import { debian, ubuntu } from '../../src/image/distro/index.js';
 import { chooseBaseToExtend } from '../../src/image/plan.js';
-import { baseHash, bootstrapHash, withMirror } from '../../src/image/recipe.js';
+import { baseHash, bootstrapHash, imageKeyringPath, withMirror } from '../../src/image/recipe.js';
+import { configureApt } from '../../src/image/steps.js';
 
 const opts = (o: Partial<BuildOptions> = {}): BuildOptions => ({ cache: true, verify: true, verbose: false, ...o });
 const names = (steps: { name: string }[]) => steps.map((s) => s.name);
@@ -139,6 +143,15 @@ describe('debootstrap command', () => {
     assert.ok(!cmd.some((a) => a.startsWith('--cache-dir')));
   });
 
+  it('a suite labctl does not list: the generic script, and for Ubuntu merged /usr like the newer suites', () => {
+    const duke = { ...loadRecipe('bookworm'), suite: 'duke' };
+    assert.deepEqual(debootstrapCommand(createContext({ recipe: duke, options: opts(), dataDir: '/d' }), '/t').slice(-4), ['duke', '/t', 'http://deb.debian.org/debian', '/usr/share/debootstrap/scripts/sid']);
+    const resolute = { ...loadRecipe('noble'), suite: 'resolute' };
+    const cmd = debootstrapCommand(createContext({ recipe: resolute, options: opts(), dataDir: '/d' }), '/t');
+    assert.deepEqual(cmd.slice(-4), ['resolute', '/t', 'http://archive.ubuntu.com/ubuntu', '/usr/share/debootstrap/scripts/gutsy']);
+    assert.ok(cmd.includes('--merged-usr'));
+  });
+
   it('--mirror changes the mirror argument', () => {
     const r = { ...loadRecipe('bookworm'), mirror: 'http://mirror.local/debian' };
     const cmd = debootstrapCommand(createContext({ recipe: r, options: opts(), dataDir: '/d' }), '/t');
@@ -152,10 +165,84 @@ describe('distributions', () => {
     assert.match(ubuntu.sourcesList(loadRecipe('noble')), /^deb http:\/\/archive\.ubuntu\.com\/ubuntu noble main universe\n/);
   });
 
+  it('name the keyring apt checks the archive with (signed-by) on every line', () => {
+    const debianKeyring = '/usr/share/keyrings/debian-archive-keyring.gpg';
+    assert.equal(
+      debian.sourcesList(loadRecipe('bookworm'), debianKeyring),
+      `deb [signed-by=${debianKeyring}] http://deb.debian.org/debian bookworm main\ndeb [signed-by=${debianKeyring}] http://deb.debian.org/debian bookworm-updates main\n`,
+    );
+    assert.equal(debian.sourcesList({ ...loadRecipe('bookworm'), suite: 'sid' }, debianKeyring), `deb [signed-by=${debianKeyring}] http://deb.debian.org/debian sid main\n`);
+    const mirror = { ...loadRecipe('noble'), mirror: 'http://mirror.lan/ubuntu', keyring: '/srv/keys/lan-mirror.gpg' };
+    assert.equal(
+      ubuntu.sourcesList(mirror, '/etc/apt/keyrings/labctl-lan-mirror.gpg'),
+      'deb [signed-by=/etc/apt/keyrings/labctl-lan-mirror.gpg] http://mirror.lan/ubuntu noble main universe\n' +
+        'deb [signed-by=/etc/apt/keyrings/labctl-lan-mirror.gpg] http://mirror.lan/ubuntu noble-updates main universe\n',
+    );
+  });
+
+  it('put the distribution keyring at its own path in the image, any other in /etc/apt/keyrings', () => {
+    assert.equal(imageKeyringPath(loadRecipe('bookworm')), '/usr/share/keyrings/debian-archive-keyring.gpg');
+    assert.equal(imageKeyringPath(loadRecipe('noble')), '/usr/share/keyrings/ubuntu-archive-keyring.gpg');
+    const bookworm = loadRecipe('bookworm');
+    assert.equal(imageKeyringPath({ ...bookworm, keyring: '/srv/keys/mirror.gpg' }), '/etc/apt/keyrings/labctl-mirror.gpg');
+    assert.equal(imageKeyringPath({ ...bookworm, keyring: '/srv/keys/mirror.asc' }), '/etc/apt/keyrings/labctl-mirror.asc', 'armored stays .asc');
+    assert.equal(imageKeyringPath({ ...bookworm, keyring: '/srv/keys/my key' }), '/etc/apt/keyrings/labctl-my_key.gpg');
+    // Another distribution's keyring at its standard path is not this image's package's file.
+    assert.equal(imageKeyringPath({ ...bookworm, keyring: '/usr/share/keyrings/ubuntu-archive-keyring.gpg' }), '/etc/apt/keyrings/labctl-ubuntu-archive-keyring.gpg');
+  });
+
   it('name the package that provides a missing keyring (per host: test/unit/image-keyring.test.ts)', () => {
     const ubuntuHost = { id: 'ubuntu', idLike: ['debian'], versionId: '24.04' };
     assert.match(ubuntu.keyringProvider('/usr/share/keyrings/ubuntu-archive-keyring.gpg', ubuntuHost), /apt-get install ubuntu-keyring/);
     assert.match(debian.keyringProvider('/usr/share/keyrings/debian-archive-keyring.gpg', ubuntuHost), /debian-archive-keyring/);
+  });
+});
+
+describe('configure-apt: the recipe keyring in the image, sources.list signed by it', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'labctl-apt-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const io = { progress() {}, log() {} };
+  /** A context whose new rootfs is a plain directory (the step only writes files). */
+  const contextFor = (recipe: ReturnType<typeof loadRecipe>, name: string, o: Partial<BuildOptions> = {}) => {
+    const ctx = createContext({ recipe: { ...recipe, name }, options: opts(o), dataDir: join(dir, name) });
+    mkdirSync(join(ctx.paths.newRootfs, 'etc/apt'), { recursive: true });
+    return ctx;
+  };
+
+  it("a private mirror's keyring is copied to /etc/apt/keyrings and named in every line", async () => {
+    const keyring = join(dir, 'keys', 'mirror.gpg');
+    mkdirSync(dirname(keyring), { recursive: true });
+    writeFileSync(keyring, 'KEYS');
+    const ctx = contextFor({ ...loadRecipe('bookworm'), mirror: 'http://mirror.lan/debian', keyring }, 'private');
+    await configureApt.run(ctx, io);
+    const copy = join(ctx.paths.newRootfs, 'etc/apt/keyrings/labctl-mirror.gpg');
+    assert.equal(readFileSync(copy, 'utf8'), 'KEYS');
+    assert.equal(statSync(copy).mode & 0o777, 0o644, 'apt (as _apt) must read it');
+    assert.equal(
+      readFileSync(join(ctx.paths.newRootfs, 'etc/apt/sources.list'), 'utf8'),
+      'deb [signed-by=/etc/apt/keyrings/labctl-mirror.gpg] http://mirror.lan/debian bookworm main\n' +
+        'deb [signed-by=/etc/apt/keyrings/labctl-mirror.gpg] http://mirror.lan/debian bookworm-updates main\n',
+    );
+    // Run again (install-packages does, on a cached base): the recipe's keyring as it is now.
+    writeFileSync(keyring, 'ROTATED');
+    await configureApt.run(ctx, io);
+    assert.equal(readFileSync(copy, 'utf8'), 'ROTATED');
+  });
+
+  it("the distribution's keyring that its package put in the image is left as it is", async () => {
+    const ctx = contextFor(loadRecipe('bookworm'), 'stock');
+    const packaged = join(ctx.paths.newRootfs, 'usr/share/keyrings/debian-archive-keyring.gpg');
+    mkdirSync(dirname(packaged), { recursive: true });
+    writeFileSync(packaged, 'FROM THE PACKAGE');
+    await configureApt.run(ctx, io);
+    assert.equal(readFileSync(packaged, 'utf8'), 'FROM THE PACKAGE');
+    assert.match(readFileSync(join(ctx.paths.newRootfs, 'etc/apt/sources.list'), 'utf8'), /^deb \[signed-by=\/usr\/share\/keyrings\/debian-archive-keyring\.gpg\] http:\/\/deb\.debian\.org\/debian bookworm main\n/);
+  });
+
+  it('--insecure-no-verify without the keyring on the host: no signed-by (apt keeps its own trust)', async () => {
+    const ctx = contextFor({ ...loadRecipe('bookworm'), keyring: join(dir, 'missing.gpg') }, 'insecure', { verify: false });
+    await configureApt.run(ctx, io);
+    assert.equal(readFileSync(join(ctx.paths.newRootfs, 'etc/apt/sources.list'), 'utf8'), debian.sourcesList(loadRecipe('bookworm')));
   });
 });
 

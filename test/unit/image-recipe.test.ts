@@ -4,6 +4,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { unknownSuiteWarning } from '../../src/image/recipe.js';
 import {
   REQUIRED_PACKAGES,
   RecipeError,
@@ -132,7 +133,19 @@ describe('parseRecipe', () => {
 
   it('rejects a suite of the other distribution', () => {
     const p = problemsOf(GOOD.replace('suite: bookworm', 'suite: noble'));
-    assert.match(p[0]!, /^suite: noble is not a Debian suite/);
+    assert.deepEqual(p, ['suite: noble is a suite of Ubuntu, not of Debian (distribution: ubuntu?)']);
+  });
+
+  it('accepts a suite labctl does not know (a newer release): the build warns and uses the generic script', () => {
+    const r = parseRecipe(GOOD.replace('suite: bookworm', 'suite: duke'), { file: '/srv/duke.yaml', name: 'duke' });
+    assert.equal(r.suite, 'duke');
+    assert.equal(
+      unknownSuiteWarning(r),
+      "/srv/duke.yaml: suite duke is not among the Debian suites labctl knows (buster, bullseye, bookworm, trixie, forky, sid, oldoldstable, oldstable, stable, testing, unstable); building it as a newer Debian release, with debootstrap's script /usr/share/debootstrap/scripts/sid",
+    );
+    const ubuntu = parseRecipe(GOOD.replace('distribution: debian', 'distribution: ubuntu').replace('suite: bookworm', 'suite: resolute'), { name: 'u' });
+    assert.match(unknownSuiteWarning(ubuntu)!, /^recipe u: suite resolute is not among the Ubuntu suites labctl knows \(focal, .*\); building it as a newer Ubuntu release, with debootstrap's script \/usr\/share\/debootstrap\/scripts\/gutsy$/);
+    for (const name of ['noble', 'jammy', 'bookworm', 'trixie']) assert.equal(unknownSuiteWarning(loadRecipe(name)), undefined, name);
   });
 
   it('rejects duplicate packages and files', () => {

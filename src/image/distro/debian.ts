@@ -20,10 +20,11 @@ export const debian: Distribution = {
   debootstrapArgs() {
     return [];
   },
-  sourcesList(recipe) {
+  sourcesList(recipe, signedBy) {
     const comps = recipe.components.join(' ');
-    const lines = [`deb ${recipe.mirror} ${recipe.suite} ${comps}`];
-    if (!['sid', 'unstable', 'testing'].includes(recipe.suite)) lines.push(`deb ${recipe.mirror} ${recipe.suite}-updates ${comps}`);
+    const deb = `deb${signedBy ? ` [signed-by=${signedBy}]` : ''} ${recipe.mirror}`;
+    const lines = [`${deb} ${recipe.suite} ${comps}`];
+    if (!['sid', 'unstable', 'testing'].includes(recipe.suite)) lines.push(`${deb} ${recipe.suite}-updates ${comps}`);
     return lines.join('\n') + '\n';
   },
 };

@@ -5,7 +5,10 @@ import type { Recipe } from '../recipe.js';
 export interface Distribution {
   id: 'debian' | 'ubuntu';
   label: string;
-  /** Suites this module knows how to build (a recipe naming another is rejected). */
+  /**
+   * Suites labctl was written for. A recipe may name another (a release newer than labctl):
+   * it is built like the newest of these, with debootstrapScript, and the build warns.
+   */
   suites: readonly string[];
   defaultMirror: string;
   defaultComponents: readonly string[];
@@ -22,6 +25,9 @@ export interface Distribution {
   debootstrapScript: string;
   /** Extra debootstrap options for this distribution and suite. */
   debootstrapArgs(recipe: Recipe): string[];
-  /** Content of /etc/apt/sources.list inside the image. */
-  sourcesList(recipe: Recipe): string;
+  /**
+   * Content of /etc/apt/sources.list inside the image. signedBy: the keyring inside the
+   * image that apt checks the archive with ([signed-by=...]); without it, whatever apt trusts.
+   */
+  sourcesList(recipe: Recipe, signedBy?: string): string;
 }

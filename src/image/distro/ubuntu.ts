@@ -42,10 +42,12 @@ export const ubuntu: Distribution = {
   debootstrapScript: '/usr/share/debootstrap/scripts/gutsy',
   debootstrapArgs(recipe) {
     // Every suite since hirsute is merged-/usr; say it so an old gutsy script cannot guess wrong.
+    // A suite labctl does not list is taken for a newer release, so it is merged too.
     return ['focal'].includes(recipe.suite) ? [] : ['--merged-usr'];
   },
-  sourcesList(recipe) {
+  sourcesList(recipe, signedBy) {
     const comps = recipe.components.join(' ');
-    return [`deb ${recipe.mirror} ${recipe.suite} ${comps}`, `deb ${recipe.mirror} ${recipe.suite}-updates ${comps}`].join('\n') + '\n';
+    const deb = `deb${signedBy ? ` [signed-by=${signedBy}]` : ''} ${recipe.mirror}`;
+    return [`${deb} ${recipe.suite} ${comps}`, `${deb} ${recipe.suite}-updates ${comps}`].join('\n') + '\n';
   },
 };
