@@ -75,6 +75,12 @@ export interface LifetimeReport {
   match?: boolean;
   /** Lifetimes no probe could check at all ("NAT's kind lifetime"): an error (exit 2), not a difference. */
   unmeasured: string[];
+  /**
+   * Declared lifetimes beyond where the checks stopped (--lifetime-max), that the mapping
+   * outlived: not contradicted, not confirmed either ("NAT's kind lifetime (declared N s)").
+   * Like unmeasured, no verdict (exit 2), but with its own reason.
+   */
+  unconfirmed: string[];
   durationMs: number;
 }
 
@@ -161,14 +167,20 @@ export function governingOver(targets: LifetimeTargetReport[]): Governing | unde
   return shortest(gs as Governing[]);
 }
 
+/** A declared lifetime the checks stopped short of, that the mapping outlived as far as they went. */
+function beyondChecks(estimate: LifetimeEstimate, expected: number): boolean {
+  return estimate.verdict === 'longer' && (estimate.aliveUpTo ?? 0) <= expected + 0.5;
+}
+
 /**
  * One kind's report: the estimate, compared with what was declared. A kind no probe could
- * check has no verdict to compare (it is unmeasured, an error), not a mismatch. Pure.
+ * check has no verdict to compare (it is unmeasured, an error), not a mismatch; nor has one
+ * declared longer than the checks went (--lifetime-max) that lived as long as they went. Pure.
  */
 export function kindReport(r: LifetimeResult, cap: number, exp: { unreplied: number; stream: number; from: 'declared' | 'sysctl' } | undefined): KindReport {
   const estimate = estimateLifetime(r.probes, cap);
   const e = exp?.[r.kind];
-  const compare = exp?.from === 'declared' && e !== undefined && estimate.verdict !== 'unknown';
+  const compare = exp?.from === 'declared' && e !== undefined && estimate.verdict !== 'unknown' && !beyondChecks(estimate, e);
   return {
     kind: r.kind,
     ...(e !== undefined ? { expected: e, expectedFrom: exp!.from } : {}),
@@ -262,9 +274,19 @@ export async function runLifetime(options: CheckOptions & { maxSeconds?: number 
       explanation: explainLifetimes(reports),
       ...(ms.length ? { match: ms.every(Boolean) } : {}),
       unmeasured: unmeasuredLifetimes(reports),
+      unconfirmed: unconfirmedLifetimes(reports),
       durationMs: Date.now() - started,
     };
   });
+}
+
+/** Declared lifetimes the checks stopped short of (see LifetimeReport.unconfirmed). Pure. */
+export function unconfirmedLifetimes(reports: Pick<LifetimeTargetReport, 'name' | 'kinds'>[]): string[] {
+  return reports.flatMap((r) =>
+    r.kinds
+      .filter((k) => k.expectedFrom === 'declared' && k.expected !== undefined && beyondChecks(k.estimate, k.expected))
+      .map((k) => `${r.name}'s ${k.kind} lifetime (declared ${k.expected} s)`),
+  );
 }
 
 /** The lifetimes no probe could check at all, by name ("NAT's kind lifetime"). Pure. */

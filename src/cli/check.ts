@@ -54,7 +54,7 @@ export function registerCheckCommands(program: Command): void {
       .option('--runs <n>', 'repetitions of each test', '3')
       .option('--server-address <a1,a2>', 'the two addresses the STUN server gets in the internet namespace (default: a free documentation range)')
       .option('--server <addr[:port]>', 'use this RFC 5780 STUN server (e.g. coturn\'s turnserver) instead of starting labctl\'s')
-      .option('--lifetime-max <seconds>', 'with --lifetime: give up on a mapping that lives longer than this')
+      .option('--lifetime-max <seconds>', 'with --lifetime: give up on a mapping that lives longer than this (default: the larger of 1.5 times the expected lifetime and it + 5 s); a declared lifetime beyond it is reported unconfirmed, exit 2')
       .option('--serve', 'only run labctl\'s STUN server on its two addresses in the internet namespace, for third-party clients, until Ctrl-C')
       .option('--serve-seconds <seconds>', 'with --serve: stop after this long')
       // Flushing is how probes start from a clean NAT; on someone else's NAT it is not harmless.
@@ -148,8 +148,9 @@ async function checkCommand(file: string | undefined, opts: CheckCliOptions): Pr
     const lifetime = await runLifetime({ ...common, ...(lifetimeMax !== undefined ? { maxSeconds: lifetimeMax } : {}) });
     doc.lifetime = lifetime;
     text.push(formatLifetime(lifetime));
-    parts.push(lifetime);
+    parts.push({ ...lifetime, unmeasured: [...lifetime.unmeasured, ...lifetime.unconfirmed] });
     if (lifetime.unmeasured.length) problems.push(`could not measure ${lifetime.unmeasured.join(', ')}: no probe could make a check (see the evidence above); is the path to the internet namespace working?`);
+    if (lifetime.unconfirmed.length) problems.push(`could not confirm ${lifetime.unconfirmed.join(', ')}: the checks stopped first (--lifetime-max ${lifetimeMax ?? '?'} s); raise --lifetime-max, or leave it out`);
   }
   const match = parts.every((p) => p.match !== false);
   // No answer at all is not a behaviour: the verdict for that NAT is missing, an error.

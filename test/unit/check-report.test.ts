@@ -2,7 +2,7 @@
 // keepalive advice of --lifetime, and the --pairs grid with what is predicted and what seen.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { explainLifetimes, governingLifetime, governingOver, keepaliveFor, kindReport, unmeasuredLifetimes, type KindReport, type LifetimeEstimate, type LifetimeTargetReport } from '../../src/check/lifetime.js';
+import { explainLifetimes, governingLifetime, governingOver, keepaliveFor, kindReport, unconfirmedLifetimes, unmeasuredLifetimes, type KindReport, type LifetimeEstimate, type LifetimeTargetReport } from '../../src/check/lifetime.js';
 import { formatPairs, pairCell, type PairNode, type PairsReport } from '../../src/check/pairs.js';
 import { predictPunching, type ModelNode } from '../../src/check/punch-model.js';
 import { checkExitCode } from '../../src/check/report.js';
@@ -39,6 +39,24 @@ test('lifetime: a kind no probe could check is unmeasured (exit 2), not a mismat
   assert.deepEqual(unmeasuredLifetimes([t]), ["fc-nat's unreplied lifetime"]);
   assert.equal(checkExitCode([{ match: false, unmeasured: unmeasuredLifetimes([t]) }]), 2);
   assert.equal(governingLifetime(t.kinds), undefined, 'no keepalive without the unreplied lifetime');
+});
+
+test('lifetime: a declared lifetime beyond where the checks stopped is unconfirmed (exit 2), not a mismatch; one outlived is a mismatch', () => {
+  const p = (checkedAt: number, alive: boolean) => ({ idle: checkedAt, local: 1, checkedAt, alive });
+  // --lifetime-max 40 on a NAT declared 30/120: the stream mapping was still there at 39 s.
+  const declared = { unreplied: 30, stream: 120, from: 'declared' as const };
+  const stream = kindReport({ kind: 'stream', probes: [p(38.03, true), p(39.03, true)] }, 40, declared);
+  assert.equal(stream.estimate.verdict, 'longer');
+  assert.equal(stream.match, undefined, 'living 39 s does not contradict 120 s declared');
+  const unreplied = kindReport({ kind: 'unreplied', probes: [p(29.03, true), p(30.03, false)] }, 40, declared);
+  assert.equal(unreplied.match, true);
+  const t = target('c1-nat', [unreplied, stream]);
+  assert.deepEqual(unconfirmedLifetimes([t]), ["c1-nat's stream lifetime (declared 120 s)"]);
+  assert.deepEqual(unmeasuredLifetimes([t]), []);
+  // Declared 30 s but still there at 39 s: it lives longer than declared, a difference.
+  const outlived = kindReport({ kind: 'unreplied', probes: [p(38.03, true), p(39.03, true)] }, 40, declared);
+  assert.equal(outlived.match, false);
+  assert.deepEqual(unconfirmedLifetimes([target('x-nat', [outlived])]), []);
 });
 
 test('keepalive: under the shortest lifetime; a lifetime longer than the checks went still bounds it', () => {
