@@ -4,6 +4,7 @@
 // p (ports 7000 and 7001) and q (port 7000); UDP agents in the namespaces do the talking.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -66,6 +67,20 @@ before(async () => {
     prefix: PREFIX,
     sites: [
       ...[...variants, ...HASHED].map((v) => ({ name: v.site, nat: v.nat, nodes: [{ name: `${v.site}-n` }] })),
+      // Static forwards under address-and-port-dependent filtering: only public ones admit
+      // unsolicited packets; TCP both ways.
+      {
+        name: 'fw',
+        nat: {
+          type: 'port-restricted-cone',
+          forwards: [
+            { protocol: 'udp', port: 5100, to: 'fw-n' },
+            { protocol: 'udp', port: 5101, to: 'fw-n', 'to-port': 5001, public: true },
+            { protocol: 'tcp', port: 8080, to: 'fw-n', 'to-port': 80, public: true },
+          ],
+        },
+        nodes: [{ name: 'fw-n' }],
+      },
       // Two nodes on one bridged LAN, for hairpinning between neighbours and for two nodes
       // using the same inside port.
       { name: 'br', nat: { type: 'full-cone', hairpinning: true }, nodes: [{ name: 'br-a' }, { name: 'br-b' }] },
@@ -83,6 +98,7 @@ before(async () => {
   q = await UdpAgent.start(`ns-${PREFIX}q`, [7000]);
   for (const v of variants) inside.set(v.site, await UdpAgent.start(`ns-${PREFIX}${v.site}-n`, [5000, 5001, 5002]));
   for (const h of HASHED) inside.set(h.site, await UdpAgent.start(`ns-${PREFIX}${h.site}-n`, HASHED_PORTS));
+  inside.set('fw', await UdpAgent.start(`ns-${PREFIX}fw-n`, [5100, 5001]));
   for (const n of ['br-a', 'br-b']) inside.set(n, await UdpAgent.start(`ns-${PREFIX}${n}`, [6000, 6001, 6002]));
 });
 
@@ -249,4 +265,49 @@ test('two nodes behind one endpoint-independent NAT using the same inside port e
   assert.ok(inB && inB.port === 6002, "p:7001's packet to br-b's mapping reaches br-b:6002");
   assert.equal(await b.waitFor('ov-in-a', 300), undefined, "br-a's packet does not reach br-b");
   assert.equal(await a.waitFor('ov-in-b', 300), undefined, "br-b's packet does not reach br-a");
+});
+
+/** A TCP server in a namespace that answers "ok <peer address>" to every connection; resolves once listening. */
+async function tcpServer(netns: string, port: number): Promise<{ stop: () => void }> {
+  const code = `require('net').createServer((s) => { s.on('error', () => {}); s.end('ok ' + s.remoteAddress); }).listen(${port}, '0.0.0.0', () => console.log('ready'))`;
+  const child = spawn('ip', ['netns', 'exec', netns, process.execPath, '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.once('data', () => resolve());
+    child.once('exit', (c) => reject(new Error(`tcp server in ${netns} exited ${c}`)));
+  });
+  return { stop: () => child.kill('SIGKILL') };
+}
+
+/** Connects from a namespace and returns what the server said, or the error. */
+function tcpConnect(netns: string, host: string, port: number): string {
+  const code = `const s = require('net').connect(${port}, ${JSON.stringify(host)}); let got = ''; s.on('data', (d) => (got += d)); s.on('end', () => { console.log(got); process.exit(0); }); s.on('error', (e) => { console.log('error ' + e.code); process.exit(0); }); setTimeout(() => { console.log('timeout'); process.exit(0); }, 1500);`;
+  return execFileSync('ip', ['netns', 'exec', netns, process.execPath, '-e', code], { encoding: 'utf8' }).trim();
+}
+
+test('static forwards under address-and-port-dependent filtering: only public ones admit unsolicited packets; TCP both ways', { skip }, async () => {
+  const n = inside.get('fw')!;
+  const out = outside.get('fw')!;
+  p.send(7000, out, 5100, 'fw-private');
+  p.send(7000, out, 5101, 'fw-public');
+  const pub = await n.waitFor('fw-public', 1000);
+  assert.ok(pub, 'a public forward admits an unsolicited packet');
+  assert.equal(pub.port, 5001, 'to the forward\'s to-port');
+  assert.equal(pub.from, P, 'inbound packets keep their source address');
+  assert.equal(await n.waitFor('fw-private', 300), undefined, 'a forward that obeys APDF filtering drops an unsolicited packet');
+  // Once the node has sent to p:7000 from the forwarded port, p's answer is a reply and gets in.
+  n.send(5100, P, 7000, 'fw-open');
+  assert.equal(await mappedPort(p, 'fw-open', out), 5100);
+  p.send(7000, out, 5100, 'fw-answer');
+  assert.ok(await n.waitFor('fw-answer', 1000), 'the answer to the node\'s own packet gets in');
+
+  const inner = await tcpServer(`ns-${PREFIX}fw-n`, 80);
+  const peer = await tcpServer(`ns-${PREFIX}p`, 9000);
+  try {
+    assert.equal(tcpConnect(`ns-${PREFIX}p`, out, 8080), `ok ${P}`, 'TCP through the public forward reaches the node\'s port 80');
+    assert.equal(tcpConnect(`ns-${PREFIX}fw-n`, P, 9000), `ok ${out}`, 'TCP from the node leaves with the outside address');
+    assert.match(tcpConnect(`ns-${PREFIX}p`, out, 8081), /^(timeout|error)/, 'no TCP gets in where nothing is forwarded');
+  } finally {
+    inner.stop();
+    peer.stop();
+  }
 });
