@@ -220,6 +220,48 @@ describe('images (root, real)', { skip: !isRoot && 'needs root' }, () => {
       assertNothingLeft(dataDir, { files: [join(dataDir, 'images/warm.btrfs')] });
     });
 
+    it("a recipe's files, commands and root-password-file end up in the image, and the password nowhere else", async () => {
+      const env = { LABCTL_RUN_DIR: runDir, LABCTL_STATE_DIR: runDir };
+      const password = `lab-${process.pid}-secret`;
+      writeFileSync(join(dataDir, 'root-password'), `${password}\n`, { mode: 0o600 });
+      const recipe = join(dataDir, 'bookworm-custom.yaml');
+      writeFileSync(
+        recipe,
+        readFileSync(join(ROOT, 'images/bookworm.yaml'), 'utf8') +
+          [
+            'root-password-file: root-password',
+            'files:',
+            '  - { path: /etc/labctl-test/motd, content: "hello from a recipe\\n", mode: "0640" }',
+            'commands:',
+            '  - "echo built-by-a-recipe-command > /etc/labctl-test/command"',
+            '  - [/bin/sh, -c, "id -un > /etc/labctl-test/as-user"]',
+            '',
+          ].join('\n'),
+      );
+      const r = cli(['image', 'build', recipe, '--name', 'custom', '--json', ...common()], env);
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal((JSON.parse(r.stdout) as { baseFromCache: boolean }).baseFromCache, true, 'same bootstrap: the base comes from the cache');
+      const { path } = await ensureImageMounted('custom', dataDir);
+      assert.equal(readFileSync(join(path, 'etc/labctl-test/motd'), 'utf8'), 'hello from a recipe\n');
+      assert.equal((statSync(join(path, 'etc/labctl-test/motd')).mode & 0o777).toString(8), '640');
+      assert.equal(readFileSync(join(path, 'etc/labctl-test/command'), 'utf8'), 'built-by-a-recipe-command\n', 'a command given as a string ran in the image');
+      assert.equal(readFileSync(join(path, 'etc/labctl-test/as-user'), 'utf8'), 'root\n', 'an argv command ran in the image as root');
+      // root's password is set, hashed, and is the file's: glibc's crypt() gives the same hash for it.
+      const hash = readFileSync(join(path, 'etc/shadow'), 'utf8').split('\n').find((l) => l.startsWith('root:'))!.split(':')[1]!;
+      assert.match(hash, /^\$/, `root's password field is a crypt hash (${hash.slice(0, 4)}...)`);
+      const again = spawnSync('perl', ['-e', 'print crypt($ARGV[0], $ARGV[1])', password, hash], { encoding: 'utf8' });
+      assert.equal(again.stdout, hash, 'the hash is of the password in root-password-file');
+      const wrong = spawnSync('perl', ['-e', 'print crypt($ARGV[0], $ARGV[1])', `${password}x`, hash], { encoding: 'utf8' });
+      assert.notEqual(wrong.stdout, hash);
+      // The password itself is in no file labctl wrote: not the image's metadata, not the cache.
+      const grep = spawnSync('grep', ['-rlF', '--exclude=root-password', password, join(dataDir, 'images'), TEST_CACHE_DIR], { encoding: 'utf8' });
+      assert.equal(grep.stdout, '', `the password appears in ${grep.stdout}`);
+      await umountImage('custom', { dataDir, runDir });
+      const rm = cli(['image', 'rm', 'custom', '--data-dir', dataDir], env);
+      assert.equal(rm.status, 0, rm.stderr);
+      assertNothingLeft(dataDir, { files: [join(dataDir, 'images/warm.btrfs')] });
+    });
+
     it('list, mount, and rm/umount refused while a machine uses it', async () => {
       const list = cli(['image', 'list', '--json', '--data-dir', dataDir], { LABCTL_RUN_DIR: runDir, LABCTL_STATE_DIR: runDir });
       assert.equal(list.status, 0, list.stderr);
