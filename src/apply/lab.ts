@@ -7,8 +7,8 @@ import type { Lab } from '../lab/model.js';
 import { members } from '../lab/model.js';
 import type { BackendName, MachineBackend, MachineSpec } from '../machine/backend.js';
 import { backendFor, chooseBackend } from '../machine/select.js';
-import { alive, children, cmdline, nspawnPidsOf, signalTree, sleep, stopNotifyReceivers } from '../machine/proc.js';
-import { listNetns, NETNS_DIR } from './netns.js';
+import { alive, children, cmdline, nspawnPidsIn, nspawnPidsOf, signalTree, sleep, stopNotifyReceivers } from '../machine/proc.js';
+import { listNetns } from './netns.js';
 import { removeStaleSnapshots } from '../machine/snapshots.js';
 import { unitNameFor } from '../machine/unit-name.js';
 import { inotifyShortfall } from '../machine/limits.js';
@@ -63,27 +63,14 @@ function checkMachineNames(lab: Lab, machines: PlannedMachine[], registered: { n
     const other = others.get(m.name);
     const unit = units.get(m.name);
     if (other) problems.push(`machine ${m.name} is running in lab "${other}"; give this lab a different \`prefix:\``);
-    else if (nspawnPidsOf(m.name).some((pid) => !(ownState && runsInItsNamespace(m, pid)))) {
+    // Any nspawn of that name beyond what an earlier run of this lab left in its namespaces.
+    else if (nspawnPidsOf(m.name).length > (ownState ? nspawnPidsIn(m).length : 0)) {
       problems.push(`a machine named ${m.name} is already running (not started by lab "${lab.name}"); stop it or give this lab a \`prefix:\``);
     } else if (unit !== undefined && !(ownState && unit === unitNameFor(m.name))) {
       problems.push(`machined already has a machine named ${m.name} (unit ${unit || '?'}, not started by lab "${lab.name}"); stop it (machinectl terminate ${m.name}) or give this lab a \`prefix:\``);
     }
   }
   if (problems.length) throw new LabUpError(`cannot bring lab "${lab.name}" up:\n  ${problems.join('\n  ')}`);
-}
-
-/**
- * True when nspawn process `pid` boots planned machine `m` in that machine's namespace. With
- * this lab's state file present, that is what an earlier, unfinished `up` of this lab left:
- * ours to stop.
- */
-function runsInItsNamespace(m: { netns: string }, pid: number): boolean {
-  return cmdline(pid).includes(`--network-namespace-path=${NETNS_DIR}/${m.netns}`);
-}
-
-/** The recorded machines that still run: an nspawn of that name in the machine's namespace (either backend). */
-export function runningMachines(machines: MachineState[]): MachineState[] {
-  return machines.filter((m) => nspawnPidsOf(m.name).some((pid) => runsInItsNamespace(m, pid)));
 }
 
 /**
@@ -130,7 +117,7 @@ async function clearLeftovers(lab: Lab, planned: PlannedMachine[], registered: {
     .filter((m) => !recorded.some((r) => r.name === m.name))
     .flatMap((m): MachineState[] => {
       if (registered.some((r) => r.name === m.name && r.unit === unitNameFor(m.name))) return [{ name: m.name, netns: m.netns, image: '', directory: '', backend: 'systemd', unit: unitNameFor(m.name) }];
-      if (nspawnPidsOf(m.name).some((pid) => runsInItsNamespace(m, pid))) return [{ name: m.name, netns: m.netns, image: '', directory: '', backend: 'direct' }];
+      if (nspawnPidsIn(m).length) return [{ name: m.name, netns: m.netns, image: '', directory: '', backend: 'direct' }];
       return [];
     });
   await stopMachines([...recorded, ...unrecorded]);
@@ -348,7 +335,7 @@ export async function labDown(labName: string, options: { lab?: Lab; force?: boo
     const extra: MachineState[] = (options.lab ? plannedMachines(options.lab) : [])
       .filter((m) => !recorded.has(m.name) && (state || options.force))
       .flatMap((m) => {
-        const pid = nspawnPidsOf(m.name).find((p) => runsInItsNamespace(m, p));
+        const pid = nspawnPidsIn(m)[0];
         if (!pid) return [];
         const directory = cmdline(pid).find((a) => a.startsWith('--directory='))?.slice('--directory='.length) ?? '';
         return [{ name: m.name, netns: m.netns, image: '', directory, backend: 'direct' as const }];

@@ -10,6 +10,7 @@ import { NAT_TABLE } from '../nat/compile.js';
 import { allStates, type LabState, readState, removeState, STATE_DIR, withLabLock, writeState } from './state.js';
 import { configureNamespaces } from './configure.js';
 import { sysctlPath } from '../util/sysctl.js';
+import { runningMachines } from '../machine/proc.js';
 
 export class NetError extends Error {}
 
@@ -122,10 +123,8 @@ export interface NetUpHooks {
  * could no longer find them to stop them and remove their snapshots. Recorded machines that
  * no longer run (crashed, killed) hold nothing, and do not stop it.
  */
-async function refuseWhileMachinesRun(state: LabState | undefined, what: string): Promise<void> {
+function refuseWhileMachinesRun(state: LabState | undefined, what: string): void {
   if (!state?.machines?.length) return;
-  // Loaded only for a lab with machines: lab.ts brings listr2 and the machine backends.
-  const { runningMachines } = await import('./lab.js');
   const running = runningMachines(state.machines).map((m) => m.name);
   if (running.length) {
     throw new MachinesRunningError(`cannot ${what} of lab "${state.lab}": it has machines running (${running.join(', ')}); use \`labctl down\`, which stops them too`);
@@ -151,7 +150,7 @@ export async function netUpLocked(lab: Lab, hooks: NetUpHooks = {}): Promise<Net
     }
     if (previous) {
       // A crashed or half-removed earlier run: clear what it recorded, then start afresh.
-      await refuseWhileMachinesRun(previous, 'rebuild the network');
+      refuseWhileMachinesRun(previous, 'rebuild the network');
       hooks.signal?.throwIfAborted();
       await deleteNetns(previous.namespaces.map((n) => n.netns), 'clean up an earlier, unfinished run');
       removeState(lab.name);
@@ -187,7 +186,7 @@ export interface NetDownResult {
 /** Removes what the lab's state file records; without one, touches nothing. Refused while the lab's machines run. */
 export async function netDown(labName: string, options: { lab?: Lab; force?: boolean } = {}): Promise<NetDownResult> {
   return withLabLock(labName, async () => {
-    await refuseWhileMachinesRun(readState(labName), 'take down the network');
+    refuseWhileMachinesRun(readState(labName), 'take down the network');
     return netDownLocked(labName, options);
   });
 }

@@ -509,9 +509,8 @@ export const setRootPassword: Step = {
     const password = (await readFile(file, 'utf8')).split('\n')[0]?.replace(/\r$/, '') ?? '';
     if (!password) throw new UsageError(`root-password-file ${file} is empty`);
     if (/[:\n]/.test(password)) throw new UsageError(`root-password-file ${file}: the password may not contain ':'`);
-    stopIfInterrupted(ctx, 'set-root-password');
-    // The password goes on standard input, never on a command line.
-    await run(['chroot', ctx.paths.newRootfs, 'chpasswd'], { step: 'set-root-password', input: `root:${password}\n` });
+    // The password goes on standard input, never on a command line (nor in --verbose's log).
+    await sh(ctx, 'set-root-password', ['chroot', ctx.paths.newRootfs, 'chpasswd'], { input: `root:${password}\n` });
   },
 };
 

@@ -1,5 +1,6 @@
 // Process facts read from /proc, used to find and verify machines' processes.
 import { readdirSync, readFileSync } from 'node:fs';
+import { NETNS_DIR } from '../apply/netns.js';
 import { alive, pids, sleep } from '../util/process.js';
 
 export { alive, sleep };
@@ -165,6 +166,20 @@ export function processesRunning(program: string, match: (argv: string[]) => boo
 /** Every nspawn process on the host that runs a machine of this name. */
 export function nspawnPidsOf(name: string): number[] {
   return processesRunning('systemd-nspawn', (argv) => nspawnMachineName(argv) === name);
+}
+
+/**
+ * The nspawn processes that boot machine `name` in its own namespace: both backends name the
+ * namespace on nspawn's command line. With a lab's state file present, that is what an
+ * earlier, unfinished `up` of that lab left: its own to stop.
+ */
+export function nspawnPidsIn(m: { name: string; netns: string }): number[] {
+  return nspawnPidsOf(m.name).filter((pid) => cmdline(pid).includes(`--network-namespace-path=${NETNS_DIR}/${m.netns}`));
+}
+
+/** The machines among these that still run (in their namespaces, either backend). */
+export function runningMachines<M extends { name: string; netns: string }>(machines: M[]): M[] {
+  return machines.filter((m) => nspawnPidsIn(m).length > 0);
 }
 
 /** pid and all its descendants, deepest first. */

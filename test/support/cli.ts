@@ -4,19 +4,10 @@ import { execFileSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { filesUnder } from './files.js';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const BIN = `${ROOT}bin/labctl.js`;
-
-/** Newest modification time of the files under dir (ms), 0 when there are none. */
-function newestMtime(dir: string): number {
-  let newest = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, e.name);
-    newest = Math.max(newest, e.isDirectory() ? newestMtime(path) : statSync(path).mtimeMs);
-  }
-  return newest;
-}
 
 // bin/labctl.js runs the bundle in dist/ whenever one exists. `npm test` builds first, but
 // one test file run by hand after an edit would test the old bundle: rebuild it here when
@@ -29,7 +20,7 @@ function ensureFreshBuild(): void {
     // not built: bin/labctl.js runs the sources through tsx
     return;
   }
-  if (newestMtime(join(ROOT, 'src')) <= built) return;
+  if (Math.max(0, ...filesUnder(join(ROOT, 'src')).map((f) => statSync(f).mtimeMs)) <= built) return;
   process.stderr.write('# src/ is newer than dist/bundle: npm run build\n');
   execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
 }

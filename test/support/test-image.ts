@@ -35,6 +35,7 @@ import {
   resolveRecipe,
 } from '../../src/image/index.js';
 import { withLock } from '../../src/image/lock.js';
+import { filesUnder } from './files.js';
 import { detachLoops, unmountTree } from '../../src/image/mount.js';
 import { killProcessesUsing } from '../../src/image/procs.js';
 
@@ -56,19 +57,10 @@ interface BuiltFrom {
   codeHash: string;
 }
 
-function tsFilesUnder(dir: string): string[] {
-  const files: string[] = [];
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    if (e.isDirectory()) files.push(...tsFilesUnder(join(dir, e.name)));
-    else if (e.isFile() && e.name.endsWith('.ts')) files.push(join(dir, e.name));
-  }
-  return files.sort();
-}
-
 /** Hash of the image build code: every .ts file under src/image and the recipe file, by path and content. */
 export function imageCodeHash(recipeFile: string): string {
   const hash = createHash('sha256');
-  for (const file of [...tsFilesUnder(IMAGE_CODE_DIR), recipeFile]) {
+  for (const file of [...filesUnder(IMAGE_CODE_DIR).filter((f) => f.endsWith('.ts')), recipeFile]) {
     hash.update(`${relative(IMAGE_CODE_DIR, file)}\0`).update(readFileSync(file)).update('\0');
   }
   return hash.digest('hex').slice(0, 32);

@@ -32,6 +32,19 @@ stub('nsenter', `ns=\${1#--net=/run/netns/}; shift; [ "$1" = -- ] && shift\nLABC
 stub('nft', `[ "$1" = -f ] || { echo "nft stand-in: want -f FILE, got $*" >&2; exit 2; }\ncase "$(cat "$2")" in *BAD*) echo "nft: syntax error in $LABCTL_TEST_NS" >&2; exit 1;; esac\nprintf 'nft %s %s %s\\n' "$LABCTL_TEST_NS" ${modes('$2')} "$(tr '\\n' ';' <"$2")" >"${log}/$$"`);
 const env = { ...process.env, PATH: `${bin}:${process.env.PATH ?? '/usr/bin:/bin'}` };
 
+/** Runs fn with the stand-ins first on PATH (run() spawns with this process's environment) and no records yet. */
+async function withStandIns<T>(fn: () => Promise<T>): Promise<T> {
+  rmSync(log, { recursive: true, force: true });
+  mkdirSync(log);
+  const saved = process.env.PATH;
+  process.env.PATH = env.PATH;
+  try {
+    return await fn();
+  } finally {
+    process.env.PATH = saved;
+  }
+}
+
 function logLines(): string[] {
   try {
     return readdirSync(log).map((f) => readFileSync(join(log, f), 'utf8').replace(/\n$/, '')).sort();
@@ -50,16 +63,8 @@ const nat = (n: number, ruleset = `table ip labctl {\n  # site ${n}; "quotes", $
 
 describe('configureNamespaces (with stand-in commands)', () => {
   test('runs every job once, in its namespace, with its batch and ruleset intact', async () => {
-    rmSync(log, { recursive: true, force: true });
-    mkdirSync(log);
     const jobs = [node(1), nat(1), node(2), nat(2), node(3)];
-    const saved = process.env.PATH;
-    process.env.PATH = env.PATH;
-    try {
-      await configureNamespaces(jobs, join(dir, 'work1'), 2);
-    } finally {
-      process.env.PATH = saved;
-    }
+    await withStandIns(() => configureNamespaces(jobs, join(dir, 'work1'), 2));
     assert.deepEqual(logLines(), [
       'ip ns-n1 700/600 link set lo up;addr add 10.0.1.1/24 dev ve-n1;',
       'ip ns-n2 700/600 link set lo up;addr add 10.0.2.1/24 dev ve-n2;',
@@ -72,39 +77,25 @@ describe('configureNamespaces (with stand-in commands)', () => {
   });
 
   test('a ruleset and a batch over 128 KiB (the limit of one argument) arrive intact', async () => {
-    rmSync(log, { recursive: true, force: true });
-    mkdirSync(log);
     // Many forwards make a large ruleset; 200 KiB of it, and of addresses for the internet's batch.
     const ruleset = Array.from({ length: 3200 }, (_, i) => `\t\tudp dport ${10000 + i} dnat to 10.0.1.1:${20000 + i} comment "forward ${i}"`).join('\n');
     const ipBatch = Array.from({ length: 4800 }, (_, i) => `addr add 100.64.${i >> 8}.${i & 255}/32 dev ve-inet-${i}`).join('\n') + '\n';
     assert.ok(ruleset.length > 200_000 && ipBatch.length > 200_000);
     const jobs = [nat(1, ruleset), { netns: 'ns-inet', ipBatch, sysctls: [] }];
-    const saved = process.env.PATH;
-    process.env.PATH = env.PATH;
-    try {
-      await configureNamespaces(jobs, join(dir, 'work-large'), 2);
-    } finally {
-      process.env.PATH = saved;
-    }
+    await withStandIns(() => configureNamespaces(jobs, join(dir, 'work-large'), 2));
     assert.deepEqual(logLines(), [`ip ns-inet 700/600 ${ipBatch.replaceAll('\n', ';')}`, 'ip ns-s1-nat 700/600 link set lo up;', `nft ns-s1-nat 700/600 ${ruleset.replaceAll('\n', ';')}`]);
     assert.throws(() => readFileSync(join(dir, 'work-large')), /ENOENT/, 'the files are gone with the scratch directory');
   });
 
   test('a failing job: the first in job order is reported with its own output, after all ran', async () => {
-    rmSync(log, { recursive: true, force: true });
-    mkdirSync(log);
     const jobs = [node(1), nat(1, 'BAD ruleset one'), node(2), nat(2, 'BAD ruleset two'), node(3)];
-    const saved = process.env.PATH;
-    process.env.PATH = env.PATH;
-    try {
-      await assert.rejects(configureNamespaces(jobs, join(dir, 'work2'), 3), (e: Error) => {
+    await withStandIns(() =>
+      assert.rejects(configureNamespaces(jobs, join(dir, 'work2'), 3), (e: Error) => {
         assert.match(e.message, /^addresses, routes, NAT rules in ns-s1-nat: `nsenter --net=\/run\/netns\/ns-s1-nat -- sh \(ip -batch <batch of 1 lines>; nft -f <ruleset of 1 lines>\)` exited 1:/);
         assert.match(e.message, /nft: syntax error in ns-s1-nat\nlabctl: nft \(the NAT ruleset\) failed/);
         return true;
-      });
-    } finally {
-      process.env.PATH = saved;
-    }
+      }),
+    );
     assert.equal(logLines().filter((l) => l.startsWith('ip ')).length, 5, 'every job still ran its ip batch');
     assert.throws(() => readFileSync(join(dir, 'work2')), /ENOENT/, 'the scratch directory is gone');
   });
