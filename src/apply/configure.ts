@@ -14,7 +14,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { CommandError, run } from '../exec/run.js';
-import { NETNS_DIR } from './netns.js';
+import { NETNS_DIR } from '../host/netns.js';
 import { sysctlPath } from '../util/sysctl.js';
 
 export interface NamespaceJob {

@@ -1,5 +1,6 @@
 // `labctl up` and `labctl down`: the network, the image, and one booted machine per lab
 // member that the lab marks as a machine, through whichever backend runs here.
+import { LabctlError } from '../util/errors.js';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Listr } from 'listr2';
@@ -8,13 +9,13 @@ import { members } from '../lab/model.js';
 import type { BackendName, MachineBackend, MachineSpec } from '../machine/backend.js';
 import { backendFor, chooseBackend } from '../machine/select.js';
 import { alive, children, cmdline, nspawnPidsIn, nspawnPidsOf, signalTree, sleep, stopNotifyReceivers } from '../machine/proc.js';
-import { listNetns } from './netns.js';
+import { listNetns } from '../host/netns.js';
 import { removeStaleSnapshots } from '../machine/snapshots.js';
 import { unitNameFor } from '../machine/unit-name.js';
 import { inotifyShortfall } from '../machine/limits.js';
 import { netDownLocked, netUpLocked } from './net.js';
 import { planNetwork } from '../plan/network.js';
-import { allStates, type MachineState, readState, STATE_DIR, withLabLock, writeState } from './state.js';
+import { allStates, type MachineState, labRunDir, readState, withLabLock, writeState } from '../host/state.js';
 
 export const DEFAULT_IMAGE = 'bookworm';
 /** Longest machine name: machined requires a valid host name (at most 64 bytes). */
@@ -36,8 +37,8 @@ export interface PlannedMachine {
   netns: string;
 }
 
-export class LabUpError extends Error {}
-class NotStartedError extends LabUpError {}
+/** A machine that was never started because the network failed first (told apart when counting what started). */
+class NotStartedError extends LabctlError {}
 
 /** The machines a lab boots: its prefix + the member's name, in the member's namespace. */
 export function plannedMachines(lab: Lab): PlannedMachine[] {
@@ -70,7 +71,7 @@ function checkMachineNames(lab: Lab, machines: PlannedMachine[], registered: { n
       problems.push(`machined already has a machine named ${m.name} (unit ${unit || '?'}, not started by lab "${lab.name}"); stop it (machinectl terminate ${m.name}) or give this lab a \`prefix:\``);
     }
   }
-  if (problems.length) throw new LabUpError(`cannot bring lab "${lab.name}" up:\n  ${problems.join('\n  ')}`);
+  if (problems.length) throw new LabctlError(`cannot bring lab "${lab.name}" up:\n  ${problems.join('\n  ')}`);
 }
 
 /**
@@ -162,7 +163,7 @@ export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult
   return withLabLock(lab.name, async () => {
     const previous = readState(lab.name);
     if (previous?.status === 'up' && previous.planHash !== planNetwork(lab).hash) {
-      throw new LabUpError(`lab "${lab.name}" is up from a different definition (${previous.source}, changed since or another file); run \`labctl down\` first`);
+      throw new LabctlError(`lab "${lab.name}" is up from a different definition (${previous.source}, changed since or another file); run \`labctl down\` first`);
     }
     // Up and still there: its namespaces, and every machine it recorded (a lab without
     // machines has none, and is up when its network is).
@@ -178,7 +179,7 @@ export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult
     const registered = (await backend.registered?.()) ?? [];
     checkMachineNames(lab, machines, registered);
     const shortfall = inotifyShortfall(machines.length - (previous?.machines?.length ?? 0));
-    if (shortfall) throw new LabUpError(`cannot bring lab "${lab.name}" up: ${shortfall}`);
+    if (shortfall) throw new LabctlError(`cannot bring lab "${lab.name}" up: ${shortfall}`);
     const { ensureImageMounted } = await import('../image/index.js');
     let directory = '';
     const started: MachineState[] = [];
@@ -189,7 +190,7 @@ export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult
       // Machines whose start was cut short are not in `started`: stop them by name too.
       await stopMachines(machines.map((m) => ({ name: m.name, netns: m.netns, image, directory, backend: backend.name })));
       await netDownLocked(lab.name);
-      rmSync(join(STATE_DIR, lab.name), { recursive: true, force: true });
+      rmSync(labRunDir(lab.name), { recursive: true, force: true });
     };
     // The run's steps (image, network, machines) once started: what an interrupt waits for.
     let steps: Promise<unknown> = Promise.resolve();
@@ -278,7 +279,7 @@ export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult
                         image,
                         directory,
                         readyTimeoutMs: options.readyTimeoutMs ?? 60_000,
-                        consoleLog: join(STATE_DIR, lab.name, `${m.name}.console`),
+                        consoleLog: join(labRunDir(lab.name), `${m.name}.console`),
                         signal: abort.signal,
                       };
                       const state = await backend.start(spec);
@@ -302,16 +303,16 @@ export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult
       const notStarted = (e: Error) => Number(e instanceof NotStartedError || (e as { error?: Error }).error instanceof NotStartedError);
       const failures = tasks.errors.filter(Boolean).sort((a, b) => notStarted(a) - notStarted(b));
       if (failures.length) throw failures[0]!;
-      if (started.length !== machines.length) throw new LabUpError(`only ${started.length} of ${machines.length} machines started`);
+      if (started.length !== machines.length) throw new LabctlError(`only ${started.length} of ${machines.length} machines started`);
     } catch (e) {
       if (rollingBack) await new Promise(() => {}); // the signal handler finishes and exits
       rollingBack = true; // a signal now leaves this rollback alone
       try {
         await rollback();
       } catch (r) {
-        throw new LabUpError(`${(e as Error).message}\nrolling back also failed: ${(r as Error).message}; run \`labctl down\``);
+        throw new LabctlError(`${(e as Error).message}\nrolling back also failed: ${(r as Error).message}; run \`labctl down\``);
       }
-      throw new LabUpError(`${(e as Error).message}\nrolled back: nothing of lab "${lab.name}" is left`);
+      throw new LabctlError(`${(e as Error).message}\nrolled back: nothing of lab "${lab.name}" is left`);
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
@@ -343,9 +344,9 @@ export async function labDown(labName: string, options: { lab?: Lab; force?: boo
     await stopMachines([...machines, ...extra].filter((m) => m.directory || nspawnPidsOf(m.name).length));
     const net = await netDownLocked(labName, { ...(options.lab ? { lab: options.lab } : {}), ...(options.force ? { force: true } : {}) });
     // A readiness receiver outlives an `up` killed with SIGKILL (until its timeout): stop it.
-    await stopNotifyReceivers(join(STATE_DIR, labName));
+    await stopNotifyReceivers(labRunDir(labName));
     // The machines' console logs and notify sockets go with them.
-    rmSync(join(STATE_DIR, labName), { recursive: true, force: true });
+    rmSync(labRunDir(labName), { recursive: true, force: true });
     const stopped = [...machines, ...extra].map((m) => m.name);
     return {
       lab: labName,

@@ -4,7 +4,7 @@
 import { run } from '../exec/run.js';
 import type { Nat } from '../lab/model.js';
 import { FLUSH_LEARNED_STATE } from '../nat/compile.js';
-import { inNetns } from './netns.js';
+import { inNetns } from '../host/netns.js';
 
 export async function flushNat(nat: Nat): Promise<void> {
   await run(inNetns(nat.netns, ['nft', '-f', '-']), {

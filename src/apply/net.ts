@@ -1,27 +1,19 @@
 // `labctl net up|down`: applies a NetworkPlan to the host, recording ownership in the
 // state file first, and rolling back this run's namespaces when a step fails.
+import { LabctlError, UsageError } from '../util/errors.js';
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Lab } from '../lab/model.js';
 import { type NetworkPlan, planNetwork } from '../plan/network.js';
 import { run } from '../exec/run.js';
-import { batchText, deleteNetns, inNetns, listNetns } from './netns.js';
+import { batchText, deleteNetns, inNetns, listNetns } from '../host/netns.js';
 import { NAT_TABLE } from '../nat/compile.js';
-import { allStates, type LabState, readState, removeState, STATE_DIR, withLabLock, writeState } from './state.js';
+import { allStates, type LabState, readState, removeState, withLabLock, writeState } from '../host/state.js';
 import { configureNamespaces } from './configure.js';
+import { runDir } from '../host/dirs.js';
 import { sysctlPath } from '../util/sysctl.js';
 import { runningMachines } from '../machine/proc.js';
 
-export class NetError extends Error {}
-
-/** Refused because `labctl up`'s machines run in the lab's namespaces; nothing was changed. */
-export class MachinesRunningError extends NetError {
-  constructor(message: string) {
-    super(message);
-    // The CLI tells it by name (exit 2, as for bad input) without loading this module.
-    this.name = 'MachinesRunningError';
-  }
-}
 
 export interface NetUpResult {
   lab: string;
@@ -42,7 +34,7 @@ function checkNoClash(plan: NetworkPlan, own: LabState | undefined): void {
     if (other) problems.push(`namespace ${ns.netns} belongs to lab "${other}"; give this lab a different \`prefix:\``);
     else if (present.has(ns.netns) && !mine.has(ns.netns)) problems.push(`namespace ${ns.netns} already exists and is not this lab's; remove it or give this lab a \`prefix:\``);
   }
-  if (problems.length) throw new NetError(`cannot bring lab "${plan.lab}" up:\n  ${problems.join('\n  ')}`);
+  if (problems.length) throw new LabctlError(`cannot bring lab "${plan.lab}" up:\n  ${problems.join('\n  ')}`);
 }
 
 function stateFor(lab: Lab, plan: NetworkPlan, status: LabState['status'], previous?: LabState): LabState {
@@ -89,7 +81,7 @@ export async function applyNetwork(plan: NetworkPlan, hooks: NetUpHooks = {}): P
 }
 
 /** Scratch space of one lab's `net up` (the namespaces' command output). */
-const configureDir = (lab: string) => join(STATE_DIR, `.${lab}.configure`);
+const configureDir = (lab: string) => join(runDir(), `.${lab}.configure`);
 
 /** True when every namespace of the plan exists and holds the expected NAT table. */
 async function looksUp(plan: NetworkPlan): Promise<boolean> {
@@ -127,7 +119,7 @@ function refuseWhileMachinesRun(state: LabState | undefined, what: string): void
   if (!state?.machines?.length) return;
   const running = runningMachines(state.machines).map((m) => m.name);
   if (running.length) {
-    throw new MachinesRunningError(`cannot ${what} of lab "${state.lab}": it has machines running (${running.join(', ')}); use \`labctl down\`, which stops them too`);
+    throw new UsageError(`cannot ${what} of lab "${state.lab}": it has machines running (${running.join(', ')}); use \`labctl down\`, which stops them too`);
   }
 }
 
@@ -146,7 +138,7 @@ export async function netUpLocked(lab: Lab, hooks: NetUpHooks = {}): Promise<Net
     if (previous?.status === 'up' && previous.planHash !== plan.hash) {
       // Even when it no longer looks up: starting afresh would delete the namespaces (and the
       // machines in them) of the definition that is up, which the user did not ask for.
-      throw new NetError(`lab "${lab.name}" is up from a different definition (${previous.source}, changed since or another file); run \`labctl net down\` (or \`labctl down\`) first`);
+      throw new LabctlError(`lab "${lab.name}" is up from a different definition (${previous.source}, changed since or another file); run \`labctl net down\` (or \`labctl down\`) first`);
     }
     if (previous) {
       // A crashed or half-removed earlier run: clear what it recorded, then start afresh.
@@ -167,9 +159,9 @@ export async function netUpLocked(lab: Lab, hooks: NetUpHooks = {}): Promise<Net
         await deleteNetns(plan.namespaces.map((n) => n.netns), 'roll back');
         removeState(lab.name);
       } catch (rollback) {
-        throw new NetError(`${(e as Error).message}\nrolling back also failed: ${(rollback as Error).message}; run \`labctl net down\``);
+        throw new LabctlError(`${(e as Error).message}\nrolling back also failed: ${(rollback as Error).message}; run \`labctl net down\``);
       }
-      throw new NetError(`${(e as Error).message}\nrolled back: nothing of lab "${lab.name}" is left`);
+      throw new LabctlError(`${(e as Error).message}\nrolled back: nothing of lab "${lab.name}" is left`);
     }
     // Re-read: `labctl up` records machines booting meanwhile, and they must stay recorded.
     writeState(stateFor(lab, plan, 'up', readState(lab.name)));

@@ -2,8 +2,8 @@
 // routes from NS, namespace to namespace across veth pairs, to find the NAT routers on the
 // way to the internet and the internet namespace itself.
 import { run } from '../exec/run.js';
-import { allStates } from '../apply/state.js';
-import { listNetns } from '../apply/netns.js';
+import { allStates } from '../host/state.js';
+import { listNetns } from '../host/netns.js';
 import type { PathHop } from './model.js';
 
 interface Hop {

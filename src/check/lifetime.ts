@@ -9,7 +9,7 @@
 // longest lifetime, and the answer is good to about a second. Then: the keepalive interval
 // that keeps a mapping through every NAT on the path.
 import { run } from '../exec/run.js';
-import { inNetns } from '../apply/netns.js';
+import { inNetns } from '../host/netns.js';
 import type { LifetimeProbeResult, LifetimeResult } from '../stun/probes.js';
 import type { PathHop, ServerInfo, Target } from './model.js';
 import { assignSlots, resolveTargets, targetsSession, type CheckOptions } from './run.js';

@@ -13,9 +13,10 @@
 // not collide on one remote endpoint), all targets and repetitions at once. With fewer port
 // pairs than concurrent probes (a third-party server has one), probes run in waves with a
 // flush between waves.
+import { UsageError } from '../util/errors.js';
 import type { Dependency } from '../lab/behaviour.js';
 import type { Lab } from '../lab/model.js';
-import { listNetns } from '../apply/netns.js';
+import { listNetns } from '../host/netns.js';
 import type { TransportAddress } from '../stun/message.js';
 import type { FilteringResult, HairpinResult, MappingResult, ServerInstance } from '../stun/probes.js';
 import { analyse, type TargetRuns } from './classify.js';
@@ -23,10 +24,6 @@ import { labTargets } from './declared.js';
 import { discoverPath } from './discover.js';
 import type { CheckReport, Declared, PathHop, Target, TargetReport } from './model.js';
 import { flushHops, type Session, type SessionOptions, trace, untilSignal, withSession } from './session.js';
-
-export class CheckInputError extends Error {
-  override name = 'CheckInputError';
-}
 
 export interface CheckOptions {
   /** labctl mode: the lab (its network must be up). */
@@ -56,23 +53,23 @@ export async function resolveTargets(options: CheckOptions): Promise<ResolvedTar
   if (options.lab) {
     const lab = options.lab;
     if (options.nat && !lab.nats.some((n) => n.name === options.nat)) {
-      throw new CheckInputError(`lab "${lab.name}" has no NAT "${options.nat}" (it has ${lab.nats.map((n) => n.name).join(', ') || 'none'})`);
+      throw new UsageError(`lab "${lab.name}" has no NAT "${options.nat}" (it has ${lab.nats.map((n) => n.name).join(', ') || 'none'})`);
     }
     const targets = labTargets(lab, options.nat);
     const present = new Set(listNetns());
     const needed = [lab.internet.netns, ...targets.flatMap((t) => [t.probe.netns, ...t.path.map((h) => h.netns)])];
     const missing = [...new Set(needed.filter((n) => !present.has(n)))];
-    if (missing.length) throw new CheckInputError(`lab "${lab.name}" is not up (no namespace ${missing.join(', ')}): run \`labctl net up ${lab.source}\` first`);
+    if (missing.length) throw new UsageError(`lab "${lab.name}" is not up (no namespace ${missing.join(', ')}): run \`labctl net up ${lab.source}\` first`);
     if (options.localPort !== undefined) for (const t of targets) Object.assign(t, { localPort: options.localPort, mappingPort: options.localPort });
     return { targets, serverNetns: lab.internet.netns, lab: lab.name };
   }
   const namespaces = options.namespaces ?? [];
-  if (namespaces.length === 0) throw new CheckInputError('give a lab file, or --namespace NS for namespaces labctl did not build');
+  if (namespaces.length === 0) throw new UsageError('give a lab file, or --namespace NS for namespaces labctl did not build');
   // Not silently ignored: NATs found by following routes have no names to pick one by.
-  if (options.nat) throw new CheckInputError('--nat goes with a lab file; with --namespace, name only the namespaces to probe from');
+  if (options.nat) throw new UsageError('--nat goes with a lab file; with --namespace, name only the namespaces to probe from');
   const paths = await Promise.all(namespaces.map((ns) => discoverPath(ns, options.serverNamespace)));
   const ends = [...new Set(paths.map((p) => p.end))];
-  if (ends.length > 1) throw new CheckInputError(`the namespaces reach different internets (${ends.join(', ')}); give --server-namespace`);
+  if (ends.length > 1) throw new UsageError(`the namespaces reach different internets (${ends.join(', ')}); give --server-namespace`);
   const serverNetns = options.serverNamespace ?? ends[0]!;
   const targets = namespaces.map((ns, i): Target => {
     const hops = paths[i]!.hops;

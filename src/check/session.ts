@@ -3,7 +3,7 @@
 // flushed before, between and after the probes. Whatever it set up is removed at the end,
 // also when interrupted (SIGINT/SIGTERM).
 import { run } from '../exec/run.js';
-import { inNetns } from '../apply/netns.js';
+import { inNetns } from '../host/netns.js';
 import { FLUSH_LEARNED_STATE } from '../nat/compile.js';
 import type { Lab } from '../lab/model.js';
 import type { ServerInstance } from '../stun/probes.js';

@@ -7,9 +7,9 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../exec/run.js';
-import { STATE_DIR } from '../apply/state.js';
+import { ensureRunDir } from '../host/state.js';
 import { cidrContains, parseIpv4 } from '../lab/schema.js';
-import { withPidLock } from '../util/pidlock.js';
+import { withLock } from '../host/lock.js';
 
 export const STUN_IFNAME = 'lcstun0';
 export const STUN_PEER_IFNAME = 'lcstun1';
@@ -70,12 +70,12 @@ export interface StunSite {
 
 /** Holds /run/labctl/check-NETNS.lock while fn runs: two checks against one internet namespace take turns. */
 export async function withCheckLock<T>(netns: string, fn: () => Promise<T>, waitMs = 120_000): Promise<T> {
-  if (!existsSync(STATE_DIR)) mkdirSync(STATE_DIR, { recursive: true, mode: 0o700 });
-  return withPidLock(join(STATE_DIR, `check-${netns}.lock`), fn, {
+  const busy = {
     waitMs,
-    busy: (pid) => new Error(`another labctl check (pid ${pid}) is using ${netns}; try again when it has finished`),
+    busy: (pid: number) => new Error(`another labctl check (pid ${pid}) is using ${netns}; try again when it has finished`),
     contended: () => new Error(`another labctl check is using ${netns} (its lock keeps changing hands); try again`),
-  });
+  };
+  return withLock(join(ensureRunDir(), `check-${netns}.lock`), busy, fn);
 }
 
 // ---------------------------------------------------------------- add / remove

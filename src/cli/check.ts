@@ -4,7 +4,8 @@
 // 2 an error (bad input, lab not up, a probe that could not run, a NAT that answered no probe,
 // a lifetime no probe could check, a node that learned no endpoint for --pairs).
 import type { Command } from 'commander';
-import { example, printJson, requireRoot } from './common.js';
+import { action, example, printJson, requireRoot } from './common.js';
+import { EXIT_BAD_INPUT, UsageError } from '../util/errors.js';
 import type { CheckOutcome } from '../check/report.js';
 
 interface CheckCliOptions {
@@ -24,8 +25,6 @@ interface CheckCliOptions {
   serveSeconds?: string;
 }
 
-const EXIT_ERROR = 2;
-
 function collect(value: string, previous: string[] = []): string[] {
   return [...previous, ...value.split(',').filter(Boolean)];
 }
@@ -33,7 +32,7 @@ function collect(value: string, previous: string[] = []): string[] {
 function intOption(name: string, v: string | undefined, min: number, max: number): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name} wants a whole number from ${min} to ${max} (got "${v}")`);
+  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`${name} wants a whole number from ${min} to ${max} (got "${v}")`);
   return n;
 }
 
@@ -63,17 +62,8 @@ export function registerCheckCommands(program: Command): void {
         '\nCheck flushes conntrack (conntrack -F) in every NAT namespace on the probed paths before, during and after its probes,\n' +
           'NATs labctl did not build (--namespace) included: flows through them lose their NAT state (a running VPN tunnel may have to reconnect).',
       )
-      .action(async (file: string | undefined, opts: CheckCliOptions) => {
-        let code: number;
-        try {
-          code = await checkCommand(file, opts);
-        } catch (e) {
-          process.stderr.write(`labctl: ${e instanceof Error ? e.message : String(e)}\n`);
-          if (process.env.LABCTL_DEBUG && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);
-          code = EXIT_ERROR;
-        }
-        process.exitCode = code;
-      }),
+      // Exit 1 means "a NAT differs", so any error, expected or not, exits 2.
+      .action(action(checkCommand, EXIT_BAD_INPUT)),
     'sudo labctl check',
     'sudo labctl check my-lab.yaml --nat home-nat --json',
     'sudo labctl check my-lab.yaml --lifetime',
@@ -87,10 +77,8 @@ async function checkCommand(file: string | undefined, opts: CheckCliOptions): Pr
   const { parseExpect, parseServer } = await import('../check/options.js');
   const { validAddressPair } = await import('../check/stun-site.js');
   const { checkExitCode, formatCheck } = await import('../check/report.js');
-  if (file && opts.namespace?.length) throw new Error('give a lab file or --namespace, not both');
-  // A NAT labctl did not build has no name to pick it by: the namespaces say what to probe.
-  if (opts.nat && opts.namespace?.length) throw new Error('--nat goes with a lab file; with --namespace, name only the namespaces to probe from');
-  if (!opts.namespace?.length && (opts.serverNamespace || opts.expect)) throw new Error('--server-namespace and --expect go with --namespace');
+  if (file && opts.namespace?.length) throw new UsageError('give a lab file or --namespace, not both');
+  if (!opts.namespace?.length && (opts.serverNamespace || opts.expect)) throw new UsageError('--server-namespace and --expect go with --namespace');
   const lab = opts.namespace?.length ? undefined : loadLab(file);
   requireRoot('check');
   const runs = intOption('--runs', opts.runs, 1, 10)!;

@@ -1,29 +1,25 @@
-// What every command shares: exit codes, error printing, JSON output.
+// What every command shares: the one action wrapper (errors printed as one clear message,
+// the exit code the error carries: util/errors.ts), JSON output, examples in --help, root.
 import type { Command } from 'commander';
+import { EXIT_FAILED, EXIT_INTERRUPTED, LabctlError, messageOf, UsageError } from '../util/errors.js';
 
-/** 0 ok; 1 the operation failed (or, for check, a NAT differs); 2 bad input (or `net down`/`net up` refused while the lab's machines run). */
-export const EXIT_FAILED = 1;
-export const EXIT_BAD_INPUT = 2;
-
-export class UsageError extends Error {}
-
-/** Other modules' errors by name, so that this one loads none of them. */
-function isBadInput(e: unknown): boolean {
-  const name = (e as Error)?.name;
-  return name === 'LabError' || name === 'RecipeError' || name === 'MachinesRunningError' || e instanceof UsageError;
-}
-
-/** Wraps a command action: prints errors as one clear message and sets the exit code. */
-export function action<A extends unknown[]>(fn: (...args: A) => Promise<void | number>): (...args: A) => Promise<void> {
+/**
+ * Wraps a command action: a returned number is the exit code; a thrown error is printed as
+ * `labctl: MESSAGE` and ends the command with the error's exit code (util/errors.ts).
+ * `otherErrors`: the exit code of an error that carries none (1, unless the command gives
+ * 1 a meaning of its own, as `check` does for "a NAT differs").
+ */
+export function action<A extends unknown[]>(fn: (...args: A) => Promise<void | number>, otherErrors: number = EXIT_FAILED): (...args: A) => Promise<void> {
   return async (...args: A) => {
     try {
       const code = await fn(...args);
       if (typeof code === 'number') process.exitCode = code;
     } catch (e) {
-      const message = e instanceof Error ? e.message : String(e);
-      process.stderr.write(`labctl: ${message}\n`);
+      process.stderr.write(`labctl: ${messageOf(e)}\n`);
       if (process.env.LABCTL_DEBUG && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);
-      process.exitCode = isBadInput(e) ? EXIT_BAD_INPUT : EXIT_FAILED;
+      process.exitCode = e instanceof LabctlError ? e.exitCode : otherErrors;
+      // An interrupted command has cleaned up; nothing else may run (a second prompt, a listr2 redraw).
+      if (process.exitCode === EXIT_INTERRUPTED) process.exit(EXIT_INTERRUPTED);
     }
   };
 }
@@ -37,8 +33,9 @@ export function example(cmd: Command, ...lines: string[]): Command {
   return cmd.addHelpText('after', `\nExample${lines.length > 1 ? 's' : ''}:\n${lines.map((l) => `  $ ${l}`).join('\n')}\n`);
 }
 
-export function requireRoot(what: string): void {
+/** Refuses to go on without root; `why` says what of the command needs it. */
+export function requireRoot(what: string, why = 'it creates network namespaces'): void {
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
-    throw new UsageError(`${what} needs root (it creates network namespaces); run it with sudo`);
+    throw new UsageError(`${what} needs root (${why}); run it with sudo`);
   }
 }

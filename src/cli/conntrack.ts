@@ -1,17 +1,18 @@
 // `labctl conntrack NAT [FILE|LAB] [--json] [--follow]`: a NAT's connection tracking
 // table (or its events), parsed and named after the lab's members.
 import type { Command } from 'commander';
-import { action, example, UsageError } from './common.js';
+import { action, example } from './common.js';
+import { UsageError } from '../util/errors.js';
 import { loadLab } from '../lab/load.js';
 import type { Lab } from '../lab/model.js';
-import type { LabState } from '../apply/state.js';
+import type { LabState } from '../host/state.js';
 import type { ConntrackTarget } from '../conntrack/target.js';
 
 const looksLikePath = (arg: string) => arg.includes('/') || arg.endsWith('.yaml') || arg.endsWith('.yml');
 
 /** A lab's state when readable (a non-root user cannot read /run/labctl). */
 async function stateOf(lab: string): Promise<LabState | undefined> {
-  const { readState } = await import('../apply/state.js');
+  const { readState } = await import('../host/state.js');
   try {
     return readState(lab);
   } catch {
@@ -20,7 +21,7 @@ async function stateOf(lab: string): Promise<LabState | undefined> {
 }
 
 async function labsUp(): Promise<string[]> {
-  const { allStates } = await import('../apply/state.js');
+  const { allStates } = await import('../host/state.js');
   try {
     return allStates().map((s) => s.lab);
   } catch {
@@ -66,7 +67,7 @@ async function resolveTarget(memberName: string, file: string, notes: string[]):
         (up.length ? ` (labs up: ${up.join(', ')})` : ''),
     );
   }
-  const { listNetns } = await import('../apply/netns.js');
+  const { listNetns } = await import('../host/netns.js');
   if (!listNetns().includes(target.netns)) {
     throw new Error(`lab "${target.lab}" is not fully up: ${target.member}'s namespace ${target.netns} does not exist (try \`labctl net up\` again, or \`labctl net down\`)`);
   }

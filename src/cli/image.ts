@@ -1,11 +1,9 @@
 // `labctl image build|list|rm|mount|umount`.
 // Exit codes: 0 ok, 1 failure (a command failed, image in use), 2 bad input
 // (unknown image, invalid recipe, missing keyring, bad option), 130 interrupted.
-import { Command, CommanderError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import {
-  DEFAULT_DATA_DIR,
   buildImage,
-  exitCodeOf,
   listImages,
   listRecipeNames,
   mountImage,
@@ -14,6 +12,9 @@ import {
   type ImageInfo,
 } from '../image/index.js';
 import { formatBytes } from '../image/bytes.js';
+import { DEFAULT_DATA_DIR } from '../host/dirs.js';
+import { table } from '../report/table.js';
+import { action } from './common.js';
 
 interface CommonOptions {
   dataDir?: string;
@@ -25,39 +26,12 @@ function dataDirOf(cmd: Command): string | undefined {
   return opts.dataDir;
 }
 
-/** Runs an action; prints errors as `labctl image VERB: error: ...` and sets the exit code. */
-function action<A extends unknown[]>(verb: string, fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
-  return async (...args: A) => {
-    try {
-      await fn(...args);
-    } catch (error) {
-      const code = exitCodeOf(error);
-      const message = error instanceof Error ? error.message : String(error);
-      process.stderr.write(`labctl image ${verb}: error: ${message}\n`);
-      process.exitCode = code;
-      if (code === 130) process.exit(130);
-    }
-  };
-}
-
-/** Bad usage (unknown option, missing argument) exits 2; --help exits 0. */
-function usageExit(cmd: Command): Command {
-  return cmd.exitOverride((err: CommanderError) => {
-    process.exit(err.exitCode === 0 ? 0 : 2);
-  });
-}
-
 const dataDirOption = () =>
   new Option('--data-dir <dir>', `where images, mounts and caches live (default $LABCTL_DATA_DIR or ${DEFAULT_DATA_DIR})`);
 
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
-}
-
 function formatList(images: ImageInfo[]): string {
   if (!images.length) return 'No images. Build one with: labctl image build bookworm';
-  const rows = [['NAME', 'SUITE', 'SIZE ON DISK', 'CREATED', 'MOUNTED', 'IN USE BY']];
+  const rows: string[][] = [];
   for (const i of images) {
     rows.push([
       i.name + (i.state === 'broken' ? ' (broken)' : '') + (i.building ? (i.state === 'ready' ? ' (rebuilding)' : ' (building)') : ''),
@@ -69,15 +43,13 @@ function formatList(images: ImageInfo[]): string {
     ]);
   }
   const broken = images.filter((i) => i.state === 'broken').map((i) => `${i.name}: ${i.reason}`);
-  return table(rows) + (broken.length ? `\n\n${broken.join('\n')}` : '');
+  return table(['NAME', 'SUITE', 'SIZE ON DISK', 'CREATED', 'MOUNTED', 'IN USE BY'], rows).trimEnd() + (broken.length ? `\n\n${broken.join('\n')}` : '');
 }
 
 export function registerImageCommands(program: Command): void {
-  const image = usageExit(
-    program
-      .command('image')
-      .description('build and manage machine images (read-only btrfs subvolumes that machines boot with systemd-nspawn --ephemeral)'),
-  );
+  const image = program
+    .command('image')
+    .description('build and manage machine images (read-only btrfs subvolumes that machines boot with systemd-nspawn --ephemeral)');
   image.addHelpText(
     'after',
     `
@@ -93,8 +65,7 @@ Examples:
   labctl image rm bookworm`,
   );
 
-  usageExit(
-    image
+  image
       .command('build')
       .description('build an image from a recipe: sparse file, mkfs.btrfs, loop mount, debootstrap into a subvolume, make it read-only')
       .argument('<name|file>', 'a shipped recipe name (images/NAME.yaml) or the path of a recipe file')
@@ -125,7 +96,7 @@ Examples:
   labctl image build noble            # needs /usr/share/keyrings/ubuntu-archive-keyring.gpg (if missing, the error says where to get it here)`,
       )
       .action(
-        action('build', async (target: string, opts: { mirror?: string; cacheDir?: string; name?: string; cache: boolean; insecureNoVerify?: boolean; verbose?: boolean; json?: boolean }, cmd: Command) => {
+        action(async (target: string, opts: { mirror?: string; cacheDir?: string; name?: string; cache: boolean; insecureNoVerify?: boolean; verbose?: boolean; json?: boolean }, cmd: Command) => {
           const dataDir = dataDirOf(cmd);
           // Also with --json: the warning goes to stderr and leaves the JSON on stdout intact.
           if (opts.insecureNoVerify) {
@@ -152,27 +123,23 @@ Examples:
             );
           }
         }),
-      ),
-  );
+      );
 
-  usageExit(
-    image
+  image
       .command('list')
       .description('list images: name, suite, size on disk, created, mounted, machines using it')
       .addOption(dataDirOption())
       .option('--json', 'print the list as JSON')
       .addHelpText('after', '\nExamples:\n  labctl image list\n  labctl image list --json --data-dir /var/tmp/labctl-test-data')
       .action(
-        action('list', async (opts: CommonOptions, cmd: Command) => {
+        action(async (opts: CommonOptions, cmd: Command) => {
           const dataDir = dataDirOf(cmd);
           const images = await listImages(dataDir ? { dataDir } : {});
           process.stdout.write((opts.json ? JSON.stringify(images, null, 2) : formatList(images)) + '\n');
         }),
-      ),
-  );
+      );
 
-  usageExit(
-    image
+  image
       .command('rm')
       .description('remove an image (refused while a machine uses it)')
       .argument('<name>', 'image name')
@@ -180,16 +147,14 @@ Examples:
       .option('--json', 'print what was removed as JSON')
       .addHelpText('after', '\nThe download and base caches are kept (they live in DATA/cache).\n\nExamples:\n  labctl image rm bookworm')
       .action(
-        action('rm', async (name: string, opts: CommonOptions, cmd: Command) => {
+        action(async (name: string, opts: CommonOptions, cmd: Command) => {
           const dataDir = dataDirOf(cmd);
           const r = await removeImage(name, dataDir ? { dataDir } : {});
           process.stdout.write(opts.json ? JSON.stringify({ name, ...r }) + '\n' : `Removed image ${name}\n`);
         }),
-      ),
-  );
+      );
 
-  usageExit(
-    image
+  image
       .command('mount')
       .description('loop-mount an image (after a reboot); prints the read-only rootfs directory')
       .argument('<name>', 'image name')
@@ -197,16 +162,14 @@ Examples:
       .option('--json', 'print the result as JSON')
       .addHelpText('after', '\nExamples:\n  labctl image mount bookworm\n  systemd-nspawn --register=no --keep-unit --ephemeral -D "$(labctl image mount bookworm)" /bin/true')
       .action(
-        action('mount', async (name: string, opts: CommonOptions, cmd: Command) => {
+        action(async (name: string, opts: CommonOptions, cmd: Command) => {
           const dataDir = dataDirOf(cmd);
           const r = await mountImage(name, dataDir ? { dataDir } : {});
           process.stdout.write(opts.json ? JSON.stringify({ name, ...r }) + '\n' : `${r.path}\n`);
         }),
-      ),
-  );
+      );
 
-  usageExit(
-    image
+  image
       .command('umount')
       .alias('unmount')
       .description('unmount an image and free its loop device (refused while a machine uses it)')
@@ -215,11 +178,10 @@ Examples:
       .option('--json', 'print the result as JSON')
       .addHelpText('after', '\nExamples:\n  labctl image umount bookworm')
       .action(
-        action('umount', async (name: string, opts: CommonOptions, cmd: Command) => {
+        action(async (name: string, opts: CommonOptions, cmd: Command) => {
           const dataDir = dataDirOf(cmd);
           const r = await umountImage(name, dataDir ? { dataDir } : {});
           process.stdout.write(opts.json ? JSON.stringify({ name, ...r }) + '\n' : r.unmounted ? `Unmounted image ${name}\n` : `Image ${name} was not mounted\n`);
         }),
-      ),
-  );
+      );
 }

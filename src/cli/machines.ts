@@ -2,7 +2,8 @@
 import { spawn } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { Option, type Command } from 'commander';
-import { action, example, printJson, requireRoot, UsageError } from './common.js';
+import { action, example, printJson, requireRoot } from './common.js';
+import { UsageError } from '../util/errors.js';
 import { loadLab } from '../lab/load.js';
 import { signalTree } from '../machine/proc.js';
 import type { BackendName } from '../machine/backend.js';
@@ -12,7 +13,7 @@ const dataDirOption = () => new Option('--data-dir <dir>', 'where images live (d
 
 /** Finds a running machine by name in any lab's state. */
 async function findMachine(name: string) {
-  const { allStates } = await import('../apply/state.js');
+  const { allStates } = await import('../host/state.js');
   for (const s of allStates()) {
     const m = s.machines?.find((x) => x.name === name);
     if (m) return m;
@@ -100,7 +101,7 @@ export function registerMachineCommands(program: Command): void {
       .action(
         action(async (file: string, opts: { force?: boolean; json?: boolean }) => {
           requireRoot('down');
-          const { readState } = await import('../apply/state.js');
+          const { readState } = await import('../host/state.js');
           const { labDown } = await import('../apply/lab.js');
           let lab;
           let name = file;

@@ -4,7 +4,7 @@ import { registerNetCommands } from './net.js';
 import { registerMachineCommands } from './machines.js';
 import { registerConntrackCommand } from './conntrack.js';
 import { registerCheckCommands } from './check.js';
-import { EXIT_BAD_INPUT } from './common.js';
+import { EXIT_BAD_INPUT } from '../util/errors.js';
 
 const program = new Command();
 program

@@ -1,6 +1,7 @@
 // `labctl net ...` and `labctl validate`: the lab network alone.
 import type { Command } from 'commander';
-import { action, example, printJson, requireRoot, UsageError } from './common.js';
+import { action, example, printJson, requireRoot } from './common.js';
+import { UsageError } from '../util/errors.js';
 import { loadLab } from '../lab/load.js';
 
 export function registerNetCommands(program: Command): void {
@@ -63,7 +64,7 @@ export function registerNetCommands(program: Command): void {
       .action(
         action(async (file: string, opts: { force?: boolean; json?: boolean }) => {
           requireRoot('net down');
-          const { readState } = await import('../apply/state.js');
+          const { readState } = await import('../host/state.js');
           const { netDown } = await import('../apply/net.js');
           let lab;
           let name = file;

@@ -1,7 +1,7 @@
 // Which namespace `labctl conntrack MEMBER [FILE|LAB]` reads, and the lab's address names.
 // A NAT is the usual target, but every lab member's namespace has its own conntrack table.
 import type { Lab } from '../lab/model.js';
-import type { LabState } from '../apply/state.js';
+import type { LabState } from '../host/state.js';
 import { addressNames, type AddressNames } from './annotate.js';
 
 export interface ConntrackTarget {

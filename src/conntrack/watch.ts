@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { NETNS_DIR, inNetns } from '../apply/netns.js';
+import { NETNS_DIR, inNetns } from '../host/netns.js';
 import { run } from '../exec/run.js';
 import { ConntrackParseError, parseConntrackLine, type ConntrackEntry } from './parse.js';
 

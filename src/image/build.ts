@@ -2,9 +2,9 @@
 import { existsSync, renameSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { Listr, type ListrTaskWrapper } from 'listr2';
-import { InterruptedError } from './errors.js';
+import { InterruptedError } from '../util/errors.js';
 import type { ImageMeta } from './meta.js';
-import { resolveDataDir } from './paths.js';
+import { resolveDataDir } from '../host/dirs.js';
 import { cachedBases } from './base-cache.js';
 import { chooseBaseToExtend, createContext, planBuild, type BuildContext, type BuildOptions, type StepIO } from './plan.js';
 import { bootstrapHash, loadRecipe, unknownSuiteWarning, withMirror, type Recipe } from './recipe.js';
@@ -12,6 +12,8 @@ import { mountAt, loopMount, warnings } from './mount.js';
 import { imageState, readFsid, readMeta } from './meta.js';
 import { killProcessesUsing } from './procs.js';
 import { removeNewBuild } from './steps.js';
+
+const buildInterrupted = (signal: string) => new InterruptedError(`interrupted by ${signal}; the partial build was cleaned up`);
 
 /** How long an interrupted build waits for its running step to end before it cleans up anyway. */
 const STEP_SETTLE_MS = 20_000;
@@ -133,7 +135,7 @@ export async function buildImage(nameOrRecipe: string | Recipe, options: BuildIm
     plan.map((step) => ({
       title: step.title,
       task: async (_: BuildContext, task: ListrTaskWrapper<BuildContext, any, any>) => {
-        if (ctx.interrupted) throw new InterruptedError(ctx.interrupted);
+        if (ctx.interrupted) throw buildInterrupted(ctx.interrupted);
         const started = Date.now();
         let lastStage: string | undefined;
         const io: StepIO = {
@@ -155,14 +157,14 @@ export async function buildImage(nameOrRecipe: string | Recipe, options: BuildIm
           await running;
         } catch (error) {
           // A step killed by the cleanup of an interrupted build failed because of the signal.
-          if (ctx.interrupted) throw new InterruptedError(ctx.interrupted);
+          if (ctx.interrupted) throw buildInterrupted(ctx.interrupted);
           // The task list shows the first line; the caller gets the whole error.
           failure = error;
           const first = error instanceof Error ? (error.message.split('\n')[0] ?? '') : String(error);
           throw new Error(first.length > 160 ? `${first.slice(0, 157)}...` : first);
         }
         timings.push({ name: step.name, seconds: (Date.now() - started) / 1000 });
-        if (ctx.interrupted) throw new InterruptedError(ctx.interrupted);
+        if (ctx.interrupted) throw buildInterrupted(ctx.interrupted);
       },
     })),
     {
@@ -182,7 +184,7 @@ export async function buildImage(nameOrRecipe: string | Recipe, options: BuildIm
     await cleanUp();
     if (ctx.interrupted) {
       // The signal handler exits the process; when it does not (no handler), say so.
-      throw new InterruptedError(ctx.interrupted);
+      throw buildInterrupted(ctx.interrupted);
     }
     throw failure ?? error;
   } finally {

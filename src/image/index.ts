@@ -9,7 +9,7 @@ export {
   umountImage,
   type ImageInfo,
 } from './manage.js';
-export { imageInUseBy, setImageInUseHook, runStateDir, type ImageInUseHook, type InUseOptions } from './inuse.js';
+export { imageInUseBy, type InUseOptions } from './inuse.js';
 export { createContext, planBuild, type BuildContext, type BuildOptions, type Step, type StepIO } from './plan.js';
 export { debootstrapCommand, DebootstrapProgress } from './debootstrap.js';
 export {
@@ -20,12 +20,13 @@ export {
   parseRecipe,
   parseSize,
   recipeHash,
-  RecipeError,
+  recipeError,
   REQUIRED_PACKAGES,
   withMirror,
   type Recipe,
 } from './recipe.js';
-export { DEFAULT_DATA_DIR, RECIPES_DIR, imagePaths, resolveDataDir, type ImagePaths } from './paths.js';
+export { RECIPES_DIR, imagePaths, type ImagePaths } from './paths.js';
+export { resolveDataDir } from '../host/dirs.js';
 export { imageState, readMeta, type ImageMeta } from './meta.js';
 export { loopsUnder, mountsUnder } from './mount.js';
-export { ImageInUseError, InterruptedError, UsageError, exitCodeOf } from './errors.js';
+export { ImageInUseError } from './errors.js';

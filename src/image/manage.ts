@@ -2,12 +2,14 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, rm, rmdir } from 'node:fs/promises';
 import { run } from '../exec/run.js';
-import { ImageInUseError, UsageError } from './errors.js';
+import { ImageInUseError } from './errors.js';
+import { UsageError } from '../util/errors.js';
 import { imageInUseBy, type InUseOptions } from './inuse.js';
-import { LockBusyError, withLock } from './lock.js';
+import { LockBusyError, withLock } from '../host/lock.js';
 import { imageState, readMeta } from './meta.js';
 import { detachLoops, loopBackingAt, loopMount, mountAt, unmountTree } from './mount.js';
-import { checkImageName, imagePaths, resolveDataDir, type ImagePaths } from './paths.js';
+import { checkImageName, imagePaths, type ImagePaths } from './paths.js';
+import { resolveDataDir } from '../host/dirs.js';
 import { listDir } from '../util/fs.js';
 
 const MOUNT_LOCK_WAIT_MS = 10 * 60_000;

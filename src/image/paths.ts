@@ -10,15 +10,9 @@
 //   locks/                   lock files
 import { isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UsageError } from './errors.js';
+import { UsageError } from '../util/errors.js';
 
-export const DEFAULT_DATA_DIR = '/var/lib/labctl';
 
-/** --data-dir wins, then $LABCTL_DATA_DIR, then /var/lib/labctl. Always absolute. */
-export function resolveDataDir(explicit?: string): string {
-  const chosen = explicit || process.env.LABCTL_DATA_DIR || DEFAULT_DATA_DIR;
-  return resolve(chosen);
-}
 
 /** The directory with the shipped recipes (images/ at the project root). */
 export const RECIPES_DIR = fileURLToPath(new URL('../../images/', import.meta.url));

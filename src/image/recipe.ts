@@ -7,7 +7,7 @@ import { parseDocument } from 'yaml';
 import * as z from 'zod/mini';
 import '../lab/zod.js';
 import { DISTRIBUTIONS } from './distro/index.js';
-import { UsageError } from './errors.js';
+import { UsageError } from '../util/errors.js';
 import { RECIPES_DIR, checkImageName } from './paths.js';
 import { listDir } from '../util/fs.js';
 
@@ -160,14 +160,12 @@ export interface Recipe {
   sourceFile?: string;
 }
 
-export class RecipeError extends UsageError {
-  constructor(
-    readonly file: string,
-    readonly problems: string[],
-  ) {
-    super(`${file}: invalid recipe:\n${problems.map((p) => `  ${p}`).join('\n')}`);
-    this.name = 'RecipeError';
-  }
+/** A recipe's problems: bad input (exit 2), each naming its field. */
+export function recipeError(file: string, problems: string[]): UsageError {
+  return new UsageError(`${file}: invalid recipe:\n${problems.map((p) => `  ${p}`).join('\n')}`, {
+    file,
+    issues: problems.map((message) => ({ path: '', message })),
+  });
 }
 
 function formatPath(path: readonly PropertyKey[]): string {
@@ -218,7 +216,7 @@ export function parseRecipe(text: string, options: ParseOptions = {}): Recipe {
   const file = options.file ?? '<recipe>';
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length) {
-    throw new RecipeError(
+    throw recipeError(
       file,
       doc.errors.map((e) => {
         const pos = e.linePos?.[0];
@@ -229,11 +227,11 @@ export function parseRecipe(text: string, options: ParseOptions = {}): Recipe {
   }
   const data: unknown = doc.toJS();
   if (data === null || typeof data !== 'object' || Array.isArray(data)) {
-    throw new RecipeError(file, ['(top level): must be a mapping of keys like distribution:, suite:, packages:']);
+    throw recipeError(file, ['(top level): must be a mapping of keys like distribution:, suite:, packages:']);
   }
   const allowed = Object.keys(recipeSchema.shape);
   const result = recipeSchema.safeParse(data);
-  if (!result.success) throw new RecipeError(file, result.error.issues.flatMap((i) => issueText(i, allowed, data)));
+  if (!result.success) throw recipeError(file, result.error.issues.flatMap((i) => issueText(i, allowed, data)));
   const raw = result.data;
   const distro = DISTRIBUTIONS[raw.distribution];
   const problems: string[] = [];
@@ -262,7 +260,7 @@ export function parseRecipe(text: string, options: ParseOptions = {}): Recipe {
     raw.files.map((f) => f.path),
     (i) => `files[${i}].path`,
   );
-  if (problems.length) throw new RecipeError(file, problems);
+  if (problems.length) throw recipeError(file, problems);
 
   const baseDir = options.file ? dirname(resolve(options.file)) : process.cwd();
   const recipe: Recipe = {

@@ -25,7 +25,8 @@ import { basename, dirname, join } from 'node:path';
 import { CommandError, run, type RunOptions, type RunResult } from '../exec/run.js';
 import { AptProgress } from './apt-progress.js';
 import { DebootstrapProgress, DownloadMeter, debootstrapCommand } from './debootstrap.js';
-import { ImageInUseError, UsageError } from './errors.js';
+import { ImageInUseError } from './errors.js';
+import { UsageError } from '../util/errors.js';
 import { formatBytes } from './bytes.js';
 import { readHostOs } from './host-os.js';
 import { imageInUseBy } from './inuse.js';
@@ -34,7 +35,7 @@ import { detachLoops, loopMount, mountAt, unmountTree, warnings } from './mount.
 import { inRoot } from './paths.js';
 import { bootstrapHash, imageKeyringPath } from './recipe.js';
 import { describeBase, dropBase, noteBootstrapHash, pruneBaseCache } from './base-cache.js';
-import { acquireLock, withLock } from './lock.js';
+import { acquireLock, withLock } from '../host/lock.js';
 import { killProcessesUsing } from './procs.js';
 import type { BuildContext, Step, StepIO } from './plan.js';
 

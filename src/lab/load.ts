@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Lab } from './model.js';
-import { LabError, parseLab } from './resolve.js';
+import { labError, parseLab } from './resolve.js';
 
 export const DEFAULT_LAB = 'article';
 /** machines/ of this checkout (src/lab or dist/lab are two levels below the root). */
@@ -27,7 +27,7 @@ export function loadLab(fileOrName?: string): Lab {
     text = readFileSync(path, 'utf8');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new LabError(path, [{ path: '', message: code === 'ENOENT' ? 'no such lab file (nor a built-in lab of that name)' : `cannot be read: ${String(e)}` }]);
+    throw labError(path, [{ path: '', message: code === 'ENOENT' ? 'no such lab file (nor a built-in lab of that name)' : `cannot be read: ${String(e)}` }]);
   }
   return parseLab(text, path);
 }

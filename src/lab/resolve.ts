@@ -1,6 +1,6 @@
 // From a parsed lab file to the resolved Lab: schema check, semantic checks, defaults
 // and address planning. Pure: reads nothing but its arguments, changes nothing.
-// Every problem becomes a LabIssue naming the field path and the reason. Resolution runs in
+// Every problem becomes an InputIssue naming the field path and the reason. Resolution runs in
 // stages (schema; names and the site tree; subnets; addresses; NAT behaviour; interface
 // names) and reports every problem of the first stage that has any: each later stage reads
 // what the earlier ones resolved (a subnet plan needs a sound site tree, addresses need
@@ -18,6 +18,7 @@ import {
   IFNAME_MAX_BYTES,
 } from './ifnames.js';
 import type { Attachment, Forward, Internet, Lab, Link, Nat, NatBehaviour, Node } from './model.js';
+import { type InputIssue, UsageError } from '../util/errors.js';
 import {
   type Cidr,
   cidrContains,
@@ -32,20 +33,8 @@ import {
   type SiteFile,
 } from './schema.js';
 
-export interface LabIssue {
-  path: string;
-  message: string;
-}
-
-export class LabError extends Error {
-  constructor(
-    readonly file: string,
-    readonly issues: LabIssue[],
-  ) {
-    super(issues.map((i) => `${file}: ${i.path ? `${i.path}: ` : ''}${i.message}`).join('\n'));
-    this.name = 'LabError';
-  }
-}
+/** A lab file's problems: bad input (exit 2), one line per problem naming its field. */
+export const labError = (file: string, issues: InputIssue[]): UsageError => UsageError.forFile(file, issues);
 
 export const DEFAULT_UDP_UNREPLIED = 30;
 export const DEFAULT_UDP_STREAM = 120;
@@ -67,8 +56,8 @@ const EXPECTED: Record<string, string> = {
   object: 'a mapping',
 };
 
-function zodIssues(error: core.$ZodError): LabIssue[] {
-  const out: LabIssue[] = [];
+function zodIssues(error: core.$ZodError): InputIssue[] {
+  const out: InputIssue[] = [];
   for (const issue of error.issues) {
     if (issue.code === 'unrecognized_keys') {
       for (const key of issue.keys) {
@@ -87,20 +76,20 @@ function zodIssues(error: core.$ZodError): LabIssue[] {
   return out;
 }
 
-/** Parses YAML text and resolves it; throws LabError with every problem of the first failing stage. */
+/** Parses YAML text and resolves it; throws UsageError with every problem of the first failing stage. */
 export function parseLab(text: string, source: string): Lab {
   let data: unknown;
   try {
     data = parseYaml(text, { prettyErrors: true, uniqueKeys: true });
   } catch (e) {
     const msg = e instanceof YAMLParseError ? e.message.split('\n')[0]! : String(e);
-    throw new LabError(source, [{ path: '', message: `is not valid YAML: ${msg}` }]);
+    throw labError(source, [{ path: '', message: `is not valid YAML: ${msg}` }]);
   }
   if (data === null || typeof data !== 'object' || Array.isArray(data)) {
-    throw new LabError(source, [{ path: '', message: 'must be a YAML mapping with at least `name:` and `sites:` or `nodes:`' }]);
+    throw labError(source, [{ path: '', message: 'must be a YAML mapping with at least `name:` and `sites:` or `nodes:`' }]);
   }
   const parsed = labSchema.safeParse(data, { reportInput: true });
-  if (!parsed.success) throw new LabError(source, zodIssues(parsed.error));
+  if (!parsed.success) throw labError(source, zodIssues(parsed.error));
   return resolveLab(parsed.data, source);
 }
 
@@ -111,7 +100,7 @@ interface Planned {
 }
 
 export function resolveLab(file: LabFile, source: string): Lab {
-  const issues: LabIssue[] = [];
+  const issues: InputIssue[] = [];
   const problem = (path: string, message: string) => issues.push({ path, message });
   const prefix = file.prefix ?? '';
   const sites = file.sites ?? [];
@@ -175,7 +164,7 @@ export function resolveLab(file: LabFile, source: string): Lab {
     if (depthOf(s.name, new Set()) >= 0) return;
     problem(`sites[${i}].upstream`, inLoop(s) ? `sites form a loop through "${s.name}"` : `site "${s.name}" sits behind a loop of sites and never reaches the internet`);
   });
-  if (issues.length) throw new LabError(source, issues);
+  if (issues.length) throw labError(source, issues);
 
   // ---- Subnets: explicit ones first, then defaults from the free ones. ----
   const planned: Planned[] = [];
@@ -217,7 +206,7 @@ export function resolveLab(file: LabFile, source: string): Lab {
     upstreamOf(s) === 'internet' ? (explicitUp[i] ?? allocate(p24(100, 64), `uplink of site ${s.name}`, `sites[${i}].uplink.subnet`)) : undefined,
   );
   const nodeUpSubnets = inetNodes.map((n, i) => explicitNodeUp[i] ?? allocate(p24(100, 64), `uplink of node ${n.name}`, `nodes[${i}].uplink.subnet`));
-  if (issues.length) throw new LabError(source, issues);
+  if (issues.length) throw labError(source, issues);
   // A child's uplink is its parent's LAN, explicit or planned: any other subnet is a mistake.
   sites.forEach((s, i) => {
     if (upstreamOf(s) === 'internet' || s.uplink?.subnet === undefined) return;
@@ -228,7 +217,7 @@ export function resolveLab(file: LabFile, source: string): Lab {
       problem(`sites[${i}].uplink.subnet`, `must be the LAN of site "${parent.name}" (${formatCidr(parentLan)}) that it sits behind, or be left out`);
     }
   });
-  if (issues.length) throw new LabError(source, issues);
+  if (issues.length) throw labError(source, issues);
 
   // ---- Addresses within each subnet. ----
   const used = new Map<string, Map<number, string>>(); // subnet -> addr -> path
@@ -351,13 +340,13 @@ export function resolveLab(file: LabFile, source: string): Lab {
       return a;
     });
   });
-  if (issues.length) throw new LabError(source, issues);
+  if (issues.length) throw labError(source, issues);
 
   // ---- NAT behaviour. ----
   const nsName = (n: string) => `ns-${prefix}${n}`;
   const natNameOf = (s: SiteFile) => s.nat?.name ?? `${s.name}-nat`;
   const behaviours = sites.map((s, i) => resolveBehaviour(s, i, nodeAddr[i]!, problem));
-  if (issues.length) throw new LabError(source, issues);
+  if (issues.length) throw labError(source, issues);
 
   // ---- Wiring: links and interface names. ----
   const links: Link[] = [];
@@ -455,7 +444,7 @@ export function resolveLab(file: LabFile, source: string): Lab {
       } else m.set(end.ifname, far.owner);
     }
   }
-  if (issues.length) throw new LabError(source, issues);
+  if (issues.length) throw labError(source, issues);
   return { name: file.name, source, prefix, ...(file.image ? { image: file.image } : {}), internet, nats, nodes, links };
 }
 

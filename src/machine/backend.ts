@@ -1,7 +1,7 @@
 // The machine backend interface. `labctl up`, `down`, `status`, `shell` and `exec` speak
 // only to this; which backend runs the machines is chosen once (systemd where systemd is
 // PID 1 and the system bus answers, else direct) and recorded per machine in the state file.
-import type { MachineState } from '../apply/state.js';
+import type { MachineState } from '../host/state.js';
 
 export type BackendName = 'systemd' | 'direct';
 

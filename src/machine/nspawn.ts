@@ -3,7 +3,7 @@
 // (test/unit/machine-nspawn.test.ts) holds the two to the same options, apart from how
 // each registers the machine.
 import type { MachineSpec } from './backend.js';
-import { NETNS_DIR } from '../apply/netns.js';
+import { NETNS_DIR } from '../host/netns.js';
 
 export function nspawnArgs(spec: Pick<MachineSpec, 'name' | 'netns' | 'directory'>): string[] {
   return [

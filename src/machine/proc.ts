@@ -1,6 +1,6 @@
 // Process facts read from /proc, used to find and verify machines' processes.
 import { readdirSync, readFileSync } from 'node:fs';
-import { NETNS_DIR } from '../apply/netns.js';
+import { NETNS_DIR } from '../host/netns.js';
 import { alive, pids, sleep } from '../util/process.js';
 
 export { alive, sleep };

@@ -11,7 +11,7 @@ import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { access, constants as fsConstants } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { MachineState } from '../apply/state.js';
+import type { MachineState } from '../host/state.js';
 import { run } from '../exec/run.js';
 import { MachineStartError, nsenterArgv, type MachineBackend, type MachineInfo, type MachineSpec, type ShellCommand } from './backend.js';
 import { BusError, SYSTEM_BUS_SOCKET, Variant, closeSystemBus, isBusError, systemBus, type DBusMessage, type SystemBus } from './dbus.js';

@@ -1,7 +1,7 @@
 // `labctl net status`: what each lab's namespaces hold right now, read from the host.
 import { run } from '../exec/run.js';
-import { listNetns } from '../apply/netns.js';
-import { allStates, type LabState } from '../apply/state.js';
+import { listNetns } from '../host/netns.js';
+import { allStates, type LabState } from '../host/state.js';
 import { describeBehaviour, type Dependency } from '../lab/behaviour.js';
 import { table } from './table.js';
 

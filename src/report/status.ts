@@ -1,5 +1,5 @@
 // `labctl status`: machines (from their backend) and the network, per lab.
-import { allStates, type LabState } from '../apply/state.js';
+import { allStates, type LabState } from '../host/state.js';
 import { backendFor } from '../machine/select.js';
 import { labStatus, type LabStatus } from './net-status.js';
 import { table } from './table.js';

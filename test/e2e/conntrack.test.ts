@@ -11,7 +11,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BIN, isRoot, labctl, labctlOk, netnsList, ROOT } from '../support/cli.js';
-import { statePath } from '../../src/apply/state.js';
+import { statePath } from '../../src/host/state.js';
 
 const ARTICLE_NS = ['ns-c0', 'ns-c0-nat', 'ns-c1', 'ns-c1-nat', 'ns-inet'];
 const skip = isRoot ? false : 'needs root';

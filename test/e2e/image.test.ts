@@ -177,7 +177,7 @@ describe('images (root, real)', { skip: !isRoot && 'needs root' }, () => {
     });
 
     it('a warm build of the same recipe comes from the cache in seconds', () => {
-      const r = cli(['image', 'build', 'bookworm', '--name', 'warm', '--json', ...common()], { LABCTL_RUN_DIR: runDir, LABCTL_STATE_DIR: runDir });
+      const r = cli(['image', 'build', 'bookworm', '--name', 'warm', '--json', ...common()], { LABCTL_RUN_DIR: runDir });
       assert.equal(r.status, 0, r.stderr);
       const result = JSON.parse(r.stdout) as { baseFromCache: boolean; seconds: number; meta: { recipeHash: string; suite: string } };
       assert.equal(result.baseFromCache, true);
@@ -189,7 +189,7 @@ describe('images (root, real)', { skip: !isRoot && 'needs root' }, () => {
     });
 
     it('an added package: apt installs it into the cached base (no debootstrap), and that base is cached in turn', async () => {
-      const env = { LABCTL_RUN_DIR: runDir, LABCTL_STATE_DIR: runDir };
+      const env = { LABCTL_RUN_DIR: runDir };
       const recipe = bookwormPlus(dataDir, 'file');
       // This package list's own base must not be cached already (by an earlier run in a reused data dir).
       const own = join(TEST_CACHE_DIR, 'base', baseHash(withMirror(loadRecipe(recipe), TEST_MIRROR), true));
@@ -221,7 +221,7 @@ describe('images (root, real)', { skip: !isRoot && 'needs root' }, () => {
     });
 
     it("a recipe's files, commands and root-password-file end up in the image, and the password nowhere else", async () => {
-      const env = { LABCTL_RUN_DIR: runDir, LABCTL_STATE_DIR: runDir };
+      const env = { LABCTL_RUN_DIR: runDir };
       const password = `lab-${process.pid}-secret`;
       writeFileSync(join(dataDir, 'root-password'), `${password}\n`, { mode: 0o600 });
       const recipe = join(dataDir, 'bookworm-custom.yaml');
@@ -263,7 +263,7 @@ describe('images (root, real)', { skip: !isRoot && 'needs root' }, () => {
     });
 
     it('list, mount, and rm/umount refused while a machine uses it', async () => {
-      const list = cli(['image', 'list', '--json', '--data-dir', dataDir], { LABCTL_RUN_DIR: runDir, LABCTL_STATE_DIR: runDir });
+      const list = cli(['image', 'list', '--json', '--data-dir', dataDir], { LABCTL_RUN_DIR: runDir });
       assert.equal(list.status, 0, list.stderr);
       const [entry] = JSON.parse(list.stdout) as { name: string; suite: string; state: string; sizeOnDisk: number; created: string; inUseBy: string[] }[];
       assert.equal(entry?.name, 'warm');
@@ -277,26 +277,26 @@ describe('images (root, real)', { skip: !isRoot && 'needs root' }, () => {
       nspawnTrue(mount.stdout.trim());
 
       writeFileSync(join(runDir, 'lab.json'), JSON.stringify({ lab: 'demo', machines: [{ name: 'r1', image: 'warm' }] }));
-      const listed = JSON.parse(cli(['image', 'list', '--json', '--data-dir', dataDir], { LABCTL_RUN_DIR: runDir, LABCTL_STATE_DIR: runDir }).stdout) as { inUseBy: string[] }[];
+      const listed = JSON.parse(cli(['image', 'list', '--json', '--data-dir', dataDir], { LABCTL_RUN_DIR: runDir }).stdout) as { inUseBy: string[] }[];
       assert.deepEqual(listed[0]?.inUseBy, ['machine r1 (lab demo)']);
-      const rm = cli(['image', 'rm', 'warm', '--data-dir', dataDir], { LABCTL_RUN_DIR: runDir, LABCTL_STATE_DIR: runDir });
+      const rm = cli(['image', 'rm', 'warm', '--data-dir', dataDir], { LABCTL_RUN_DIR: runDir });
       assert.equal(rm.status, 1);
       assert.match(rm.stderr, /cannot remove image warm: in use by machine r1/);
-      const um = cli(['image', 'umount', 'warm', '--data-dir', dataDir], { LABCTL_RUN_DIR: runDir, LABCTL_STATE_DIR: runDir });
+      const um = cli(['image', 'umount', 'warm', '--data-dir', dataDir], { LABCTL_RUN_DIR: runDir });
       assert.equal(um.status, 1);
       assert.match(um.stderr, /cannot unmount image warm: in use/);
       assert.ok(imageState(imagePaths(dataDir, 'warm')).state === 'ready');
 
       writeFileSync(join(runDir, 'lab.json'), JSON.stringify({ lab: 'demo', machines: [] }));
       // After a "reboot": unmounted, ensureImageMounted brings it back (concurrent callers share).
-      assert.equal(cli(['image', 'umount', 'warm', '--data-dir', dataDir], { LABCTL_RUN_DIR: runDir, LABCTL_STATE_DIR: runDir }).status, 0);
+      assert.equal(cli(['image', 'umount', 'warm', '--data-dir', dataDir], { LABCTL_RUN_DIR: runDir }).status, 0);
       assertNothingLeft(dataDir, { files: [join(dataDir, 'images/warm.btrfs')] });
       const [a, b] = await Promise.all([ensureImageMounted('warm', dataDir), ensureImageMounted('warm', dataDir)]);
       assert.equal(a.path, join(dataDir, 'mnt/warm/rootfs'));
       assert.equal(b.path, a.path);
       assert.deepEqual(imageMounts(dataDir), [join(dataDir, 'mnt/warm')]);
 
-      const gone = cli(['image', 'rm', 'warm', '--data-dir', dataDir], { LABCTL_RUN_DIR: runDir, LABCTL_STATE_DIR: runDir });
+      const gone = cli(['image', 'rm', 'warm', '--data-dir', dataDir], { LABCTL_RUN_DIR: runDir });
       assert.equal(gone.status, 0, gone.stderr);
       assertNothingLeft(dataDir);
       await assert.rejects(ensureImageMounted('warm', dataDir), /image warm is not built.*labctl image build warm/);

@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { MachineState } from '../../src/apply/state.js';
+import type { MachineState } from '../../src/host/state.js';
 import type { MachineInfo } from '../../src/machine/backend.js';
 import { snapshotFromMountinfo } from '../../src/machine/systemd.js';
 import {

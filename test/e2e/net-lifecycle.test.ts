@@ -8,7 +8,7 @@
 // (ns-c0, ns-inet, ...) are never used. After each test, afterEach removes whatever of
 // that test's labs is left: `net down`, and as a last resort `ip netns del` of the
 // test's own prefixed names only.
-import { after, afterEach, before, test } from 'node:test';
+import { after, afterEach, before, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import fs, { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
@@ -429,22 +429,18 @@ test('lock: two concurrent `net up` of one lab end in one consistent lab', { ski
 // other labctl" acting at the one moment that matters (between reading the lock and
 // removing it). These pin down races that two real processes hit only rarely.
 let raceDir: string | undefined;
-type StateModule = typeof import('../../src/apply/state.js');
-let stateModule: Promise<StateModule> | undefined;
+type StateModule = typeof import('../../src/host/state.js');
 
-function scratchState(): Promise<StateModule> {
-  stateModule ??= (async () => {
-    raceDir = mkdtempSync(join(tmpdir(), 'labctl-lc4-race-'));
-    const saved = process.env.LABCTL_STATE_DIR;
-    process.env.LABCTL_STATE_DIR = raceDir; // read once, when state.ts loads
-    try {
-      return await import('../../src/apply/state.js');
-    } finally {
-      if (saved === undefined) delete process.env.LABCTL_STATE_DIR;
-      else process.env.LABCTL_STATE_DIR = saved;
-    }
-  })();
-  return stateModule;
+/** host/state.ts with the run dir ($LABCTL_RUN_DIR, read at each call) on a scratch dir until the test ends. */
+async function scratchState(t: TestContext): Promise<StateModule> {
+  raceDir ??= mkdtempSync(join(tmpdir(), 'labctl-lc4-race-'));
+  const saved = process.env.LABCTL_RUN_DIR;
+  process.env.LABCTL_RUN_DIR = raceDir;
+  t.after(() => {
+    if (saved === undefined) delete process.env.LABCTL_RUN_DIR;
+    else process.env.LABCTL_RUN_DIR = saved;
+  });
+  return import('../../src/host/state.js');
 }
 
 /** Runs fn with `hook` called once, just before the first of `calls` that touches `path`. */
@@ -475,8 +471,8 @@ async function withFsHook<T>(calls: ('readFileSync' | 'openSync' | 'unlinkSync' 
   }
 }
 
-test('lock (src bug): a stale lock that another labctl takes over first is not stolen from it', { skip }, async () => {
-  const state = await scratchState();
+test('lock (src bug): a stale lock that another labctl takes over first is not stolen from it', { skip }, async (t) => {
+  const state = await scratchState(t);
   const lock = join(raceDir!, 'lc4-race.lock');
   const other = start('sleep', ['30']); // the other labctl, alive
   writeFileSync(lock, String(await deadPid()));
@@ -503,8 +499,8 @@ test('lock (src bug): a stale lock that another labctl takes over first is not s
   rmSync(lock, { force: true });
 });
 
-test('lock (src bug): a lock released between a failed create and reading it is simply taken', { skip }, async () => {
-  const state = await scratchState();
+test('lock (src bug): a lock released between a failed create and reading it is simply taken', { skip }, async (t) => {
+  const state = await scratchState(t);
   const lock = join(raceDir!, 'lc4-release.lock');
   const other = start('sleep', ['30']);
   writeFileSync(lock, String(other.child.pid));

@@ -43,7 +43,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run, type RunOptions, type RunResult } from '../../src/exec/run.js';
 import { buildImage, imagePaths, imageState, mountsUnder, recipeHash, resolveRecipe } from '../../src/image/index.js';
-import { acquireLock, withLock } from '../../src/image/lock.js';
+import { acquireLock, withLock } from '../../src/host/lock.js';
 import { loopsFor, parseMountinfo } from '../../src/image/mount.js';
 import { TEST_CACHE_DIR, TEST_DATA_DIR, TEST_MIRROR } from './test-image.js';
 import { pids } from '../../src/util/process.js';

@@ -34,7 +34,7 @@ import {
   recipeHash,
   resolveRecipe,
 } from '../../src/image/index.js';
-import { withLock } from '../../src/image/lock.js';
+import { withLock } from '../../src/host/lock.js';
 import { filesUnder } from './files.js';
 import { detachLoops, unmountTree } from '../../src/image/mount.js';
 import { killProcessesUsing } from '../../src/image/procs.js';

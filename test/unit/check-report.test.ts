@@ -170,5 +170,5 @@ test('--pairs text: the grid, timing-dependent directions, predicted reasons lab
 });
 
 test('--nat with --namespace is an error, not silently ignored', async () => {
-  await assert.rejects(resolveTargets({ namespaces: ['ns-x'], nat: 'x-nat' }), { name: 'CheckInputError', message: /--nat goes with a lab file/ });
+  await assert.rejects(resolveTargets({ namespaces: ['ns-x'], nat: 'x-nat' }), { name: 'UsageError', message: /--nat goes with a lab file/ });
 });

@@ -6,7 +6,7 @@ import { addressNames, annotate, translation } from '../../src/conntrack/annotat
 import { entryJson, formatEntries, formatEvent, stateText } from '../../src/conntrack/format.js';
 import { parseConntrackLine, type ConntrackEntry } from '../../src/conntrack/parse.js';
 import { choicesText, memberChoices, stateChoices, targetInLab, targetInState } from '../../src/conntrack/target.js';
-import type { LabState } from '../../src/apply/state.js';
+import type { LabState } from '../../src/host/state.js';
 import { loadLab } from '../../src/lab/load.js';
 import { parseLab } from '../../src/lab/resolve.js';
 

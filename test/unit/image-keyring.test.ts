@@ -83,7 +83,7 @@ describe('labctl image build with a missing keyring (bin/labctl.js)', () => {
       timeout: 60_000,
     });
     assert.equal(r.status, 2, `${r.stdout}\n${r.stderr}`);
-    assert.ok(r.stderr.includes(`labctl image build: error: ${recipe}: keyring: ${keyring} does not exist`), r.stderr);
+    assert.ok(r.stderr.includes(`labctl: ${recipe}: keyring: ${keyring} does not exist`), r.stderr);
     assert.ok(r.stderr.includes(`${ubuntu.keyringProvider(keyring, readHostOs())}.`), `the text for this host:\n${r.stderr}`);
     assert.ok(r.stderr.includes(`set keyring: in ${recipe} to where it is`), r.stderr);
     assert.match(r.stderr, /--insecure-no-verify skips the signature checks instead, which is insecure/);

@@ -7,8 +7,6 @@ import { describe, it } from 'node:test';
 import { unknownSuiteWarning } from '../../src/image/recipe.js';
 import {
   REQUIRED_PACKAGES,
-  RecipeError,
-  UsageError,
   baseHash,
   effectivePackages,
   listRecipeNames,
@@ -18,6 +16,7 @@ import {
   recipeHash,
   withMirror,
 } from '../../src/image/index.js';
+import { UsageError } from '../../src/util/errors.js';
 
 const GOOD = `
 distribution: debian
@@ -34,11 +33,10 @@ function problemsOf(text: string): string[] {
   try {
     parseRecipe(text, { file: 'images/t.yaml', name: 't' });
   } catch (e) {
-    assert.ok(e instanceof RecipeError, `expected RecipeError, got ${String(e)}`);
-    assert.ok(e instanceof UsageError, 'a recipe error is bad input (exit 2)');
+    assert.ok(e instanceof UsageError, `expected a bad-input error (exit 2), got ${String(e)}`);
     assert.equal(e.exitCode, 2);
     assert.match(e.message, /^images\/t\.yaml: invalid recipe:/, 'the message names the file');
-    return e.problems;
+    return e.issues.map((i) => i.message);
   }
   assert.fail('recipe was accepted');
 }
@@ -226,7 +224,7 @@ describe('loadRecipe', () => {
     const dir = mkdtempSync(join(tmpdir(), 'labctl-recipe-'));
     const file = join(dir, 'bad.yaml');
     writeFileSync(file, `${GOOD}colour: blue\n`);
-    assert.throws(() => loadRecipe(file), (e: Error) => e instanceof RecipeError && e.message.includes(`${file}: invalid recipe`) && e.message.includes('colour: unknown key'));
+    assert.throws(() => loadRecipe(file), (e: Error) => e instanceof UsageError && e.message.includes(`${file}: invalid recipe`) && e.message.includes('colour: unknown key'));
   });
 
   it('rejects an unknown name listing the known ones', () => {

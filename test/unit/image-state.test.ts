@@ -7,9 +7,8 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { Command } from 'commander';
 import { registerImageCommands } from '../../src/cli/image.js';
-import { imageInUseBy, imagePaths, imageState, setImageInUseHook } from '../../src/image/index.js';
-import { machinesInRecord } from '../../src/image/inuse.js';
-import { LockBusyError, withLock } from '../../src/image/lock.js';
+import { imageInUseBy, imagePaths, imageState } from '../../src/image/index.js';
+import { LockBusyError, withLock } from '../../src/host/lock.js';
 import { readFsid } from '../../src/image/meta.js';
 import { parseMountinfo } from '../../src/image/mount.js';
 import { BIN } from '../support/cli.js';
@@ -26,44 +25,22 @@ function labctl(...args: string[]) {
 }
 
 describe('imageInUseBy', () => {
-  it('reads machine records tolerantly', () => {
-    assert.deepEqual(machinesInRecord({ lab: 'demo', machines: [{ name: 'a', image: 'bookworm' }, { name: 'b' }, 'junk', null] }, 'f'), [
-      { machine: 'a', image: 'bookworm', lab: 'demo' },
-    ]);
-    assert.deepEqual(machinesInRecord({ machines: { web: { image: 'noble' } } }, 'lab1'), [{ machine: 'web', image: 'noble', lab: 'lab1' }]);
-    assert.deepEqual(machinesInRecord({ name: 'm1', image: 'trixie' }, 'f'), [{ machine: 'm1', image: 'trixie', lab: 'm1' }]);
-    assert.deepEqual(machinesInRecord([1, 2] as never, 'f'), []);
-    assert.deepEqual(machinesInRecord('x' as never, 'f'), []);
-  });
-
-  it('finds machines in /run/labctl-style records, a hook, and nothing else', async () => {
+  it("finds the machines the labs' state files record for this data dir's image, and nothing else", async () => {
     const runDir = tmp('run');
     const dataDir = tmp('data');
-    writeFileSync(join(runDir, 'demo.json'), JSON.stringify({ lab: 'demo', machines: [{ name: 'r1', image: 'bookworm' }, { name: 'r2', image: 'noble' }] }));
-    writeFileSync(join(runDir, 'other.json'), JSON.stringify({ machines: [{ name: 'x', image: 'bookworm', dataDir: '/elsewhere' }] }));
-    writeFileSync(
-      join(runDir, 'lab2.json'),
-      JSON.stringify({
-        lab: 'lab2',
-        machines: [
-          { name: 'y', netns: 'ns-y', image: 'bookworm', directory: '/var/lib/labctl/mnt/bookworm/rootfs', backend: 'direct' },
-          { name: 'z', netns: 'ns-z', image: 'bookworm', directory: join(dataDir, 'mnt/bookworm/rootfs'), backend: 'direct' },
-        ],
-      }),
-    );
+    const machine = (name: string, image: string, directory: string) => ({ name, netns: `ns-${name}`, image, directory, backend: 'direct' });
+    const state = (lab: string, machines: object[]) => JSON.stringify({ lab, source: 'x', planHash: 'h', status: 'up', createdAt: '', namespaces: [], nats: [], machines });
+    writeFileSync(join(runDir, 'demo.json'), state('demo', [machine('r1', 'bookworm', join(dataDir, 'mnt/bookworm/rootfs')), machine('r2', 'noble', join(dataDir, 'mnt/noble/rootfs'))]));
+    // The same image name in another data dir is another image.
+    writeFileSync(join(runDir, 'lab2.json'), state('lab2', [machine('y', 'bookworm', '/var/lib/labctl/mnt/bookworm/rootfs'), machine('z', 'bookworm', join(dataDir, 'mnt/bookworm/rootfs'))]));
+    writeFileSync(join(runDir, 'net-only.json'), state('net-only', []).replace(',"machines":[]', ''));
     writeFileSync(join(runDir, 'broken.json'), '{not json');
     writeFileSync(join(runDir, 'notes.txt'), 'ignored');
     const opts = { dataDir, runDir, processes: false };
     assert.deepEqual(await imageInUseBy('bookworm', opts), ['machine r1 (lab demo)', 'machine z (lab lab2)']);
+    assert.deepEqual(await imageInUseBy('noble', opts), ['machine r2 (lab demo)']);
     assert.deepEqual(await imageInUseBy('trixie', opts), []);
-    assert.deepEqual(await imageInUseBy('trixie', { ...opts, hook: (image) => (image === 'trixie' ? ['t1'] : []) }), ['machine t1']);
-    setImageInUseHook(async () => ['machine hooked']);
-    try {
-      assert.deepEqual(await imageInUseBy('jammy', opts), ['machine hooked']);
-    } finally {
-      setImageInUseHook();
-    }
-    assert.deepEqual(await imageInUseBy('jammy', { ...opts, runDir: join(runDir, 'missing') }), []);
+    assert.deepEqual(await imageInUseBy('bookworm', { ...opts, runDir: join(runDir, 'missing') }), []);
   });
 });
 

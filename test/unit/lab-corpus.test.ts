@@ -67,7 +67,7 @@ describe('bad-labs corpus', () => {
     test(f, () => {
       const file = join(BAD, f);
       const err = loadError(file);
-      assert.equal(err.name, 'LabError', `${f}: threw ${err.name}: ${err.message}`);
+      assert.equal(err.name, 'UsageError', `${f}: threw ${err.name}: ${err.message}`);
       assert.ok(err.message.includes(file), `${f}: message does not name the file:\n${err.message}`);
       const lines = err.message.split('\n');
       for (const line of lines) assert.ok(line.startsWith(`${file}: `), `${f}: a message line does not start with the file path: ${line}`);

@@ -6,17 +6,18 @@ import { CLASSIC, classicName, describeBehaviour, type ClassicNatType } from '..
 import { IFNAME_MAX_BYTES, fitIfname, internetIfname, natLanPortIfname, natSoleLanIfname, natUplinkIfname, nodeIfname } from '../../src/lab/ifnames.js';
 import { loadLab } from '../../src/lab/load.js';
 import { members, type Lab } from '../../src/lab/model.js';
-import { DEFAULT_TCP_MAPPING_TIMEOUT, DEFAULT_UDP_STREAM, DEFAULT_UDP_UNREPLIED, LabError, parseLab } from '../../src/lab/resolve.js';
+import { DEFAULT_TCP_MAPPING_TIMEOUT, DEFAULT_UDP_STREAM, DEFAULT_UDP_UNREPLIED, parseLab } from '../../src/lab/resolve.js';
+import { UsageError } from '../../src/util/errors.js';
 import { NAT_TYPES } from '../../src/lab/schema.js';
 
 const lab = (yaml: string): Lab => parseLab(yaml, 'test.yaml');
 const nat = (l: Lab, name: string) => l.nats.find((n) => n.name === name) ?? assert.fail(`no NAT ${name}`);
 const node = (l: Lab, name: string) => l.nodes.find((n) => n.name === name) ?? assert.fail(`no node ${name}`);
-const rejects = (yaml: string): LabError => {
+const rejects = (yaml: string): UsageError => {
   try {
     lab(yaml);
   } catch (e) {
-    assert.ok(e instanceof LabError, String(e));
+    assert.ok(e instanceof UsageError, String(e));
     return e;
   }
   assert.fail('resolved without error');
@@ -244,14 +245,14 @@ sites:
     assert.equal(l.prefix, 'lab2-');
   });
 
-  test('every problem is collected into one LabError', () => {
+  test('every problem is collected into one bad-input error (exit 2)', () => {
     const e = rejects(`
 name: t
 sites:
   - { name: a, nat: { type: full-cone }, lan: { subnet: 10.0.1.0/24 }, nodes: [{ name: a1, address: 10.0.2.1 }] }
   - { name: b, nat: { type: full-cone }, lan: { subnet: 10.0.3.0/24 }, nodes: [{ name: b1, address: 10.0.3.0 }] }
 `);
-    assert.equal(e.name, 'LabError');
+    assert.equal(e.exitCode, 2);
     assert.equal(e.file, 'test.yaml');
     assert.deepEqual(
       e.issues.map((i) => i.path),

@@ -1,4 +1,4 @@
-// labctl's pid lock files (one per lab, one per internet namespace a check uses), for real
+// labctl's pid lock files (one per lab, per internet namespace a check uses, per image), for real
 // in a temporary directory: taken and released, a dead holder's lock taken over, a live
 // holder's refused, and what a labctl killed while waiting for a lock left is swept.
 import assert from 'node:assert/strict';
@@ -8,12 +8,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
-import { withPidLock, type PidLockOptions } from '../../src/util/pidlock.js';
+import { withLock, type LockOptions } from '../../src/host/lock.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'labctl-lock-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 const lock = join(dir, 'lab.lock');
-const options: PidLockOptions = { busy: (pid) => new Error(`busy: held by ${pid}`), contended: () => new Error('contended') };
+const options: LockOptions = { busy: (pid) => new Error(`busy: held by ${pid}`), contended: () => new Error('contended') };
 
 /** A pid that has certainly ended: a child that has exited and been reaped. */
 function deadPid(): number {
@@ -22,16 +22,16 @@ function deadPid(): number {
   return pid;
 }
 
-describe('withPidLock', () => {
+describe('withLock', () => {
   test('holds the lock (with its pid) while fn runs, and leaves nothing after', async () => {
-    const seen = await withPidLock(lock, async () => readFileSync(lock, 'utf8'), options);
+    const seen = await withLock(lock, options, async () => readFileSync(lock, 'utf8'));
     assert.equal(seen, String(process.pid));
     assert.deepEqual(readdirSync(dir), []);
   });
 
   test("a dead holder's lock is taken over", async () => {
     writeFileSync(lock, String(deadPid()));
-    assert.equal(await withPidLock(lock, async () => readFileSync(lock, 'utf8'), options), String(process.pid));
+    assert.equal(await withLock(lock, options, async () => readFileSync(lock, 'utf8')), String(process.pid));
     assert.deepEqual(readdirSync(dir), []);
   });
 
@@ -39,7 +39,7 @@ describe('withPidLock', () => {
     const holder = spawn('sleep', ['30']);
     try {
       writeFileSync(lock, String(holder.pid));
-      await assert.rejects(withPidLock(lock, async () => 'ran', options), new RegExp(`busy: held by ${holder.pid}`));
+      await assert.rejects(withLock(lock, options, async () => 'ran'), new RegExp(`busy: held by ${holder.pid}`));
       assert.deepEqual(readdirSync(dir), ['lab.lock']);
     } finally {
       holder.kill('SIGKILL');
@@ -49,11 +49,12 @@ describe('withPidLock', () => {
 
   test('what a labctl killed while it waited for the lock left behind is swept by the next', async () => {
     // This process holds the lock; a child waits for it and is killed (no clean-up runs).
-    const pidlock = fileURLToPath(new URL('../../src/util/pidlock.ts', import.meta.url));
-    const waiter = `import { withPidLock } from ${JSON.stringify(pidlock)};
-      await withPidLock(${JSON.stringify(lock)}, async () => {}, { busy: () => new Error('busy'), contended: () => new Error('contended'), waitMs: 60000, pollMs: 50 });`;
-    await withPidLock(
+    const pidlock = fileURLToPath(new URL('../../src/host/lock.ts', import.meta.url));
+    const waiter = `import { withLock } from ${JSON.stringify(pidlock)};
+      await withLock(${JSON.stringify(lock)}, { busy: () => new Error('busy'), contended: () => new Error('contended'), waitMs: 60000, pollMs: 50 }, async () => {});`;
+    await withLock(
       lock,
+      options,
       async () => {
         const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', waiter], { stdio: 'ignore' });
         const leftover = join(dir, `lab.lock.${child.pid}`);
@@ -63,10 +64,9 @@ describe('withPidLock', () => {
         await new Promise((r) => child.once('exit', r));
         assert.ok(existsSync(leftover), 'SIGKILL left it behind');
       },
-      options,
     );
     writeFileSync(join(dir, `lab.lock.stale.${deadPid()}`), '1');
-    await withPidLock(lock, async () => undefined, options);
+    await withLock(lock, options, async () => undefined);
     assert.deepEqual(readdirSync(dir), [], 'swept');
   });
 });

@@ -1,11 +1,11 @@
 // The state file records what a lab owns, so that `down` removes exactly that (and what
 // a crashed `up` left), and never another lab's or the host's objects. One JSON file per
-// lab under /run/labctl (root-only), written before anything is created.
+// lab in the run dir (host/dirs.ts: /run/labctl, root-only), written before anything is created.
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { withPidLock } from '../util/pidlock.js';
-
-export const STATE_DIR = process.env.LABCTL_STATE_DIR ?? '/run/labctl';
+import { withLock } from './lock.js';
+import { runDir } from './dirs.js';
+import { LabctlError } from '../util/errors.js';
 
 export interface MachineState {
   name: string;
@@ -35,12 +35,18 @@ export interface LabState {
   machines?: MachineState[];
 }
 
-function ensureDir(): void {
-  if (!existsSync(STATE_DIR)) mkdirSync(STATE_DIR, { recursive: true, mode: 0o700 });
-  chmodSync(STATE_DIR, 0o700);
+/** Makes the run dir (root-only) and returns it. */
+export function ensureRunDir(): string {
+  const dir = runDir();
+  if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });
+  chmodSync(dir, 0o700);
+  return dir;
 }
 
-export const statePath = (lab: string) => join(STATE_DIR, `${lab}.json`);
+export const statePath = (lab: string) => join(runDir(), `${lab}.json`);
+
+/** Where a lab keeps its run files (console logs, notify sockets, ruleset files). */
+export const labRunDir = (lab: string) => join(runDir(), lab);
 
 export function readState(lab: string): LabState | undefined {
   try {
@@ -52,7 +58,7 @@ export function readState(lab: string): LabState | undefined {
 }
 
 export function writeState(state: LabState): void {
-  ensureDir();
+  ensureRunDir();
   const tmp = `${statePath(state.lab)}.tmp`;
   writeFileSync(tmp, JSON.stringify(state, null, 2) + '\n', { mode: 0o600 });
   renameSync(tmp, statePath(state.lab));
@@ -66,13 +72,14 @@ export function removeState(lab: string): void {
   }
 }
 
-export function allStates(): LabState[] {
-  if (!existsSync(STATE_DIR)) return [];
+/** Every lab's state (`dir`: another run dir, for tests); a file that cannot be parsed is skipped. */
+export function allStates(dir: string = runDir()): LabState[] {
+  if (!existsSync(dir)) return [];
   const out: LabState[] = [];
-  for (const f of readdirSync(STATE_DIR)) {
+  for (const f of readdirSync(dir)) {
     if (!f.endsWith('.json')) continue;
     try {
-      out.push(JSON.parse(readFileSync(join(STATE_DIR, f), 'utf8')) as LabState);
+      out.push(JSON.parse(readFileSync(join(dir, f), 'utf8')) as LabState);
     } catch {
       /* a half-written file from another process; skip it */
     }
@@ -80,14 +87,15 @@ export function allStates(): LabState[] {
   return out;
 }
 
-export class LockedError extends Error {}
-
 /** Takes the lab's lock for the duration of fn; a live holder makes this fail at once with a clear message. */
 export async function withLabLock<T>(lab: string, fn: () => Promise<T>): Promise<T> {
-  ensureDir();
-  const path = join(STATE_DIR, `${lab}.lock`);
-  return withPidLock(path, fn, {
-    busy: (pid) => new LockedError(`lab "${lab}" is being changed by another labctl (pid ${pid}); wait for it to finish`),
-    contended: () => new LockedError(`lab "${lab}" is being changed by another labctl (its lock ${path} keeps changing); try again`),
-  });
+  const path = join(ensureRunDir(), `${lab}.lock`);
+  return withLock(
+    path,
+    {
+      busy: (pid) => new LabctlError(`lab "${lab}" is being changed by another labctl (pid ${pid}); wait for it to finish`),
+      contended: () => new LabctlError(`lab "${lab}" is being changed by another labctl (its lock ${path} keeps changing); try again`),
+    },
+    fn,
+  );
 }
