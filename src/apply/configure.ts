@@ -47,7 +47,7 @@ export const IN_NAMESPACE_SCRIPT = [
 // output goes to OUTDIR/INDEX, and "INDEX STATUS" to standard output when it ends. A
 // namespace with neither rules nor sysctls takes one process (ip -n); the others take four
 // (nsenter, sh, ip, nft).
-export const LANES_SCRIPT = [
+const LANES_SCRIPT = [
   'set -f',
   'out=$1; lanes=$2; inner=$3; shift 3',
   'lane=0',
@@ -73,7 +73,7 @@ export const LANES_SCRIPT = [
 ].join('\n');
 
 /** How many jobs run at once: the work is CPU-bound process starts and kernel locks. */
-export const CONFIGURE_LANES = Number(process.env.LABCTL_NET_LANES) || Math.max(2, availableParallelism() * 2);
+const CONFIGURE_LANES = Number(process.env.LABCTL_NET_LANES) || Math.max(2, availableParallelism() * 2);
 
 /**
  * Keeps one launcher's arguments well under the kernel's limit for all of them (ARG_MAX,

@@ -15,7 +15,7 @@ import { sysctlPath } from '../util/sysctl.js';
 import { runningMachines } from '../machine/proc.js';
 
 
-export interface NetUpResult {
+interface NetUpResult {
   lab: string;
   changed: boolean;
   namespaces: string[];
@@ -59,7 +59,7 @@ function stateFor(lab: Lab, plan: NetworkPlan, status: LabState['status'], previ
   };
 }
 
-export async function applyNetwork(plan: NetworkPlan, hooks: NetUpHooks = {}): Promise<void> {
+async function applyNetwork(plan: NetworkPlan, hooks: NetUpHooks = {}): Promise<void> {
   // One ip process creates every namespace, then every veth and bridge inside them.
   const create = [...plan.namespaces.map((n) => ['netns', 'add', n.netns]), ...plan.linkBatch];
   await run(['ip', '-batch', '-'], { step: 'create namespaces, veth pairs and bridges', input: batchText(create) });
@@ -95,7 +95,7 @@ async function looksUp(plan: NetworkPlan): Promise<boolean> {
   return tables.every((r) => r.exitCode === 0);
 }
 
-export interface NetUpHooks {
+interface NetUpHooks {
   /**
    * Called once every namespace exists (addresses, routes and NAT rules still to come), so
    * that `labctl up` can start booting machines into them while the network is configured.
@@ -169,7 +169,7 @@ export async function netUpLocked(lab: Lab, hooks: NetUpHooks = {}): Promise<Net
   }
 }
 
-export interface NetDownResult {
+interface NetDownResult {
   lab: string;
   removed: string[];
   message: string;

@@ -29,7 +29,7 @@ function newestMtime(dir: string, ext: string): number {
  * else the compiled dist/stun/agent.js when it exists (and is not older than src/stun when
  * running from a checkout); else src/stun/agent.ts through tsx.
  */
-export function agentCommand(): string[] {
+function agentCommand(): string[] {
   const bundled = join(HERE, 'agent.cjs');
   if (HERE.endsWith(join('dist', 'bundle')) && existsSync(bundled)) return [process.execPath, bundled];
   const beside = join(HERE, '..', 'stun', 'agent.js');
@@ -43,7 +43,7 @@ export function agentCommand(): string[] {
   return [process.execPath, '--import', import.meta.resolve('tsx'), join(srcDir, 'agent.ts')];
 }
 
-export class AgentError extends Error {
+class AgentError extends Error {
   override name = 'AgentError';
 }
 

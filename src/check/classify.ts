@@ -8,7 +8,7 @@ import type { Declared, Measured, PortBehaviour, Row, TargetReport, Verdict } fr
 
 const same = (a?: TransportAddress, b?: TransportAddress) => !!a && !!b && a.address === b.address && a.port === b.port;
 
-export interface RepVerdict<T> {
+interface RepVerdict<T> {
   value: T | 'unknown' | 'inconsistent';
   detail: string;
 }
@@ -89,7 +89,7 @@ function isPrivate(a: string): boolean {
 
 // ------------------------------------------------------------------ ports
 
-export interface PortSample {
+interface PortSample {
   local: number;
   mapped: number;
 }
@@ -114,7 +114,7 @@ export function classifyPorts(samples: PortSample[]): { value: Verdict<PortBehav
   return { value: { kind: 'not-preserved' }, detail: `${how} outside ports${some ? ` (${some}/${samples.length} kept by chance or preservation)` : ''}: ${list}` };
 }
 
-export function describePort(p: Verdict<PortBehaviour> | undefined): string {
+function describePort(p: Verdict<PortBehaviour> | undefined): string {
   if (p === undefined) return '-';
   if (typeof p === 'string') return p;
   return p.kind === 'fixed' ? `fixed ${p.port}` : p.kind;

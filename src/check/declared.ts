@@ -61,7 +61,7 @@ export function composeDeclared(path: Nat[]): Declared {
 }
 
 /** The node a NAT is probed through: one on its own LAN, else one in a site behind it. */
-export function probeNodeFor(lab: Lab, nat: Nat): Node | undefined {
+function probeNodeFor(lab: Lab, nat: Nat): Node | undefined {
   const own = lab.nodes.find((n) => n.router === nat.name);
   if (own) return own;
   // Breadth first through the NATs whose uplink is this NAT's LAN.

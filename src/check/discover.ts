@@ -33,7 +33,7 @@ async function nextHop(netns: string): Promise<Hop | undefined> {
   return { netns: name, ...(def.gateway ? { via: def.gateway } : {}), dev: def.dev };
 }
 
-export interface DiscoveredPath {
+interface DiscoveredPath {
   /** Router namespaces between the inside namespace and the server's, innermost first. */
   hops: PathHop[];
   /** Where the default routes end: the internet (or the namespace given as the server's). */

@@ -17,8 +17,8 @@ import { serverLine } from './report.js';
 import { flushHops, trace, withSession } from './session.js';
 import { table } from '../report/table.js';
 
-export type FlowKind = 'unreplied' | 'stream';
-export const KINDS: FlowKind[] = ['unreplied', 'stream'];
+type FlowKind = 'unreplied' | 'stream';
+const KINDS: FlowKind[] = ['unreplied', 'stream'];
 /**
  * Checks at k + OFFSET seconds of idleness: a whole-second timeout falls between two checks,
  * not on one. Idleness counts from the answer's arrival, just after the NAT saw it, so a
@@ -26,9 +26,9 @@ export const KINDS: FlowKind[] = ['unreplied', 'stream'];
  * jiffy (4 ms at HZ=250, 10 ms at HZ=100), so 30 ms is several ticks past the expiry, and a
  * late timer only makes a check later (surer of "gone").
  */
-export const GRID_OFFSET = 0.03;
+const GRID_OFFSET = 0.03;
 /** Probes per idle time (they must agree). */
-export const PER_POINT = 2;
+const PER_POINT = 2;
 const LINUX_DEFAULTS = { unreplied: 30, stream: 120 };
 
 export interface LifetimeEstimate {
@@ -64,7 +64,7 @@ export interface LifetimeTargetReport {
   match?: boolean;
 }
 
-export interface LifetimeReport {
+interface LifetimeReport {
   lab?: string;
   server: ServerInfo;
   targets: LifetimeTargetReport[];
@@ -84,7 +84,7 @@ export interface LifetimeReport {
   durationMs: number;
 }
 
-export type KeepaliveBasis = 'measured' | 'lower-bound';
+type KeepaliveBasis = 'measured' | 'lower-bound';
 
 /** From the checks of one kind: the interval the lifetime lies in. Pure. */
 export function estimateLifetime(probes: LifetimeProbeResult[], maxSeconds: number): LifetimeEstimate {
@@ -124,7 +124,7 @@ export function keepaliveFor(lifetimeSeconds: number): number {
 }
 
 /** The lifetime a keepalive must stay under, on one path or over several (see explainLifetimes()). */
-export interface Governing {
+interface Governing {
   /** Seconds: measured, or the longest idle time the mapping was seen to survive. */
   seconds: number;
   kind: FlowKind;

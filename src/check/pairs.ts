@@ -24,7 +24,7 @@ export interface PairNode {
   learned?: TransportAddress;
 }
 
-export interface PairCell {
+interface PairCell {
   from: string;
   to: string;
   /** The packet arrived at the peer's punching socket. */

@@ -26,7 +26,7 @@ export interface ModelNode {
 }
 
 /** An endpoint as the model names it: an address and a symbolic port. */
-export interface Ep {
+interface Ep {
   addr: string;
   port: string;
 }
@@ -53,7 +53,7 @@ const sameEp = (a: Ep, b: Ep) => a.addr === b.addr && a.port === b.port;
 const SHORT: Record<Dependency, string> = { 'endpoint-independent': 'EI', 'address-dependent': 'AD', 'address-and-port-dependent': 'APD' };
 
 /** The state of every NAT while nodes send: sessions learned from outbound packets. */
-export class PunchModel {
+class PunchModel {
   private readonly sessions = new Map<string, Session[]>();
   private readonly nodes: ModelNode[];
   private readonly byAddress = new Map<string, { nat?: ModelNat; node?: ModelNode }>();
@@ -179,7 +179,7 @@ export interface PairPrediction {
   verdict: Verdict;
 }
 
-export const PUNCH_ROUNDS = 3;
+const PUNCH_ROUNDS = 3;
 
 /**
  * Every node learns its endpoint from the server; then, pair by pair, both sides send to

@@ -29,7 +29,7 @@ export function serverLine(r: Pick<CheckReport, 'server'>): string {
   return `STUN server in ${s.netns} on ${s.addresses.join(' and ')}, ports ${s.ports.join('/')}${extra}`;
 }
 
-export function formatTarget(t: TargetReport): string {
+function formatTarget(t: TargetReport): string {
   const via = t.probe.node ? `${t.probe.node} (${t.probe.netns})` : t.probe.netns;
   const verdict = t.match === undefined ? 'nothing declared to compare with' : t.match ? 'behaves as declared' : 'DIFFERS from its declaration';
   const head = `${t.name}: probed from ${via}${t.measured.outsideAddress ? `, outside address ${t.measured.outsideAddress}` : ''} -- ${verdict}`;

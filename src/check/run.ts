@@ -42,7 +42,7 @@ export interface CheckOptions {
   externalServer?: TransportAddress;
 }
 
-export interface ResolvedTargets {
+interface ResolvedTargets {
   targets: Target[];
   serverNetns: string;
   lab?: string;
@@ -139,7 +139,7 @@ interface Task<R> {
 }
 
 /** Runs tasks concurrently, in waves of at most one task per server port pair, flushing NATs between waves. */
-export async function runWaves<R>(session: Session, tasks: Task<R>[], hops: PathHop[]): Promise<void> {
+async function runWaves<R>(session: Session, tasks: Task<R>[], hops: PathHop[]): Promise<void> {
   const n = session.instances.length;
   const waves = new Map<number, Task<R>[]>();
   for (const t of tasks) {

@@ -60,7 +60,7 @@ export function untilSignal(): Promise<void> {
 }
 
 /** Removes whatever open sessions set up, then exits (for errors nothing else caught). */
-export function cleanUpAndExit(code: number): void {
+function cleanUpAndExit(code: number): void {
   void Promise.allSettled([...cleanups].map((c) => c())).then(() => process.exit(code));
 }
 
@@ -85,7 +85,7 @@ function hookSignals(): void {
   process.once('SIGTERM', onSignal);
 }
 
-export function labSubnets(lab: Lab): string[] {
+function labSubnets(lab: Lab): string[] {
   return [
     ...lab.nodes.map((n) => n.link.subnet),
     ...lab.nats.flatMap((n) => [n.lan.subnet, n.outside.subnet]),

@@ -11,11 +11,11 @@ import { ensureRunDir } from '../host/state.js';
 import { cidrContains, parseIpv4 } from '../lab/schema.js';
 import { withLock } from '../host/lock.js';
 
-export const STUN_IFNAME = 'lcstun0';
-export const STUN_PEER_IFNAME = 'lcstun1';
+const STUN_IFNAME = 'lcstun0';
+const STUN_PEER_IFNAME = 'lcstun1';
 
 /** Documentation and benchmarking ranges, unlikely in a lab: the first pair that clashes with nothing is used. */
-export const ADDRESS_CANDIDATES: [string, string][] = [
+const ADDRESS_CANDIDATES: [string, string][] = [
   ['203.0.113.1', '203.0.113.2'],
   ['198.51.100.1', '198.51.100.2'],
   ['192.0.2.1', '192.0.2.2'],

@@ -39,9 +39,9 @@ export interface Endpoint {
   name?: string;
 }
 
-export type NatKind = 'none' | 'snat' | 'dnat' | 'snat+dnat';
+type NatKind = 'none' | 'snat' | 'dnat' | 'snat+dnat';
 
-export interface Translation {
+interface Translation {
   kind: NatKind;
   source: Endpoint;
   /** What the source became (SNAT). */
@@ -53,7 +53,7 @@ export interface Translation {
   text: string;
 }
 
-export interface NamedTuple extends Tuple {
+interface NamedTuple extends Tuple {
   srcName?: string;
   dstName?: string;
 }
@@ -71,7 +71,7 @@ const endpoint = (address: string, port: number | undefined, names: AddressNames
 
 const same = (a: Endpoint, b: Endpoint) => a.address === b.address && a.port === b.port;
 
-export function endpointText(e: Endpoint): string {
+function endpointText(e: Endpoint): string {
   if (e.port === undefined) return e.address;
   return e.address.includes(':') ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
 }

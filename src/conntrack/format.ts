@@ -28,7 +28,7 @@ export function formatEntries(entries: AnnotatedEntry[]): string {
 const pad2 = (n: number) => String(n).padStart(2, '0');
 
 /** Local time of day to the millisecond: 14:03:07.528 */
-export function timeOfDay(epochSeconds: number): string {
+function timeOfDay(epochSeconds: number): string {
   const d = new Date(epochSeconds * 1000);
   return `${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}.${String(d.getMilliseconds()).padStart(3, '0')}`;
 }

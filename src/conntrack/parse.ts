@@ -15,7 +15,7 @@
 // secctx=, zone=, use=, labels=, and for events caused by a program `[USERSPACE]
 // portid=N progname=NAME`.
 
-export type ConntrackEventType = 'NEW' | 'UPDATE' | 'DESTROY';
+type ConntrackEventType = 'NEW' | 'UPDATE' | 'DESTROY';
 
 export interface Tuple {
   src: string;

@@ -13,7 +13,7 @@ export interface ConntrackTarget {
   names: AddressNames;
 }
 
-export interface MemberChoices {
+interface MemberChoices {
   nats: string[];
   others: string[];
 }

@@ -5,16 +5,16 @@ import { statSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { NETNS_DIR, inNetns } from '../host/netns.js';
 import { run } from '../exec/run.js';
-import { ConntrackParseError, parseConntrackLine, type ConntrackEntry } from './parse.js';
+import { ConntrackParseError, parseConntrackLine, parseConntrackListing, type ConntrackEntry } from './parse.js';
 
-export const LIST_ARGV = ['conntrack', '-L', '-o', 'extended,id'];
-export const EVENTS_ARGV = ['conntrack', '-E', '-o', 'timestamp,extended,id'];
+const LIST_ARGV = ['conntrack', '-L', '-o', 'extended,id'];
+const EVENTS_ARGV = ['conntrack', '-E', '-o', 'timestamp,extended,id'];
 
 /** conntrack's closing summary on stderr, e.g. "conntrack v1.4.7 (conntrack-tools): 3 flow events have been shown." */
 const SUMMARY = /^conntrack v[\d.]+ \(conntrack-tools\): \d+ flow (entries|events) have been/;
 
 /** Identity of a named namespace (its nsfs inode), or undefined when it is gone. */
-export function netnsIdentity(netns: string): string | undefined {
+function netnsIdentity(netns: string): string | undefined {
   try {
     const s = statSync(`${NETNS_DIR}/${netns}`);
     return `${s.dev}:${s.ino}`;
@@ -26,15 +26,10 @@ export function netnsIdentity(netns: string): string | undefined {
 /** The namespace's conntrack table. */
 export async function listEntries(netns: string): Promise<ConntrackEntry[]> {
   const r = await run(inNetns(netns, LIST_ARGV), { step: `conntrack -L in ${netns}` });
-  const entries: ConntrackEntry[] = [];
-  for (const line of r.stdout.split('\n')) {
-    const e = parseConntrackLine(line);
-    if (e) entries.push(e);
-  }
-  return entries;
+  return parseConntrackListing(r.stdout);
 }
 
-export interface FollowOptions {
+interface FollowOptions {
   /** Called for each event, as it arrives. */
   onEvent: (e: ConntrackEntry) => void;
   /** Called once conntrack runs (it subscribes to the events a moment later). */
@@ -47,7 +42,7 @@ export interface FollowOptions {
   signal?: AbortSignal;
 }
 
-export interface FollowResult {
+interface FollowResult {
   /** Why it stopped. */
   reason: 'signal' | 'netns-gone' | 'output-closed' | 'conntrack-exited';
   exitCode: number;

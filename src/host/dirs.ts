@@ -6,7 +6,7 @@
 import { resolve } from 'node:path';
 
 export const DEFAULT_DATA_DIR = '/var/lib/labctl';
-export const DEFAULT_RUN_DIR = '/run/labctl';
+const DEFAULT_RUN_DIR = '/run/labctl';
 
 /** The data dir (always absolute): `explicit`, then $LABCTL_DATA_DIR, then /var/lib/labctl. */
 export function resolveDataDir(explicit?: string): string {

@@ -45,7 +45,7 @@ function lockHolder(path: string): { text: string; pid: number; ino: number } | 
  * LOCK.PID, or a stale lock it had moved aside, LOCK.stale.PID): SIGKILL, or Ctrl-C while
  * waiting for a busy lock, runs no clean-up.
  */
-export function sweepLeftovers(path: string): void {
+function sweepLeftovers(path: string): void {
   const base = basename(path);
   for (const name of listDir(dirname(path))) {
     if (!name.startsWith(`${base}.`)) continue;

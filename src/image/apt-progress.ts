@@ -19,9 +19,9 @@ export function parseAptSize(text: string): number | undefined {
   return Math.round(value * 1000 ** UNIT_POWER[m[2]!]!);
 }
 
-export type AptStage = 'download' | 'unpack' | 'configure';
+type AptStage = 'download' | 'unpack' | 'configure';
 
-export interface AptProgressUpdate {
+interface AptProgressUpdate {
   stage: AptStage;
   text: string;
 }

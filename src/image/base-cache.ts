@@ -9,7 +9,7 @@ import { listDir } from '../util/fs.js';
 import { writeJsonAtomic } from './meta.js';
 import type { CachedBase } from './plan.js';
 
-export interface BaseDescription {
+interface BaseDescription {
   baseHash: string;
   /** the bootstrap without its package list (see recipe.ts bootstrapHash) */
   bootstrapHash: string;
@@ -22,7 +22,7 @@ export interface BaseDescription {
 }
 
 /** HASH.json beside HASH.stream. */
-export function descriptionFile(stream: string): string {
+function descriptionFile(stream: string): string {
   return stream.replace(/\.stream$/, '.json');
 }
 

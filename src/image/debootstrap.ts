@@ -27,9 +27,9 @@ export function debootstrapCommand(
   return args;
 }
 
-export type DebootstrapStage = 'index' | 'resolve' | 'download' | 'extract' | 'install' | 'unpack' | 'configure' | 'base' | 'done';
+type DebootstrapStage = 'index' | 'resolve' | 'download' | 'extract' | 'install' | 'unpack' | 'configure' | 'base' | 'done';
 
-export interface ProgressUpdate {
+interface ProgressUpdate {
   stage: DebootstrapStage;
   /**
    * e.g. "downloading libc6 (12 downloaded, 3.1 MiB)",

@@ -66,7 +66,7 @@ export function readFsid(imageFile: string): string | undefined {
   }
 }
 
-export type ImageState =
+type ImageState =
   /** image file and metadata agree */
   | 'ready'
   /** no image file and no metadata */

@@ -7,7 +7,7 @@ import { killProcessesUsing } from './procs.js';
 import { pids, sleep } from '../util/process.js';
 import { listDir } from '../util/fs.js';
 
-export interface MountEntry {
+interface MountEntry {
   mountPoint: string;
   fsType: string;
   source: string;
@@ -45,7 +45,7 @@ export function parseMountinfo(text: string): MountEntry[] {
   return out;
 }
 
-export function readMounts(): MountEntry[] {
+function readMounts(): MountEntry[] {
   return parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8'));
 }
 
@@ -85,7 +85,7 @@ export function mountAt(dir: string): MountEntry | undefined {
   return undefined;
 }
 
-export interface LoopDevice {
+interface LoopDevice {
   device: string;
   backingFile: string;
   deleted: boolean;
@@ -93,7 +93,7 @@ export interface LoopDevice {
 }
 
 /** Loop devices in use, read from /sys (no command needed). */
-export function loopDevices(): LoopDevice[] {
+function loopDevices(): LoopDevice[] {
   const out: LoopDevice[] = [];
   for (const n of listDir('/sys/block').filter((n) => /^loop\d+$/.test(n))) {
     const f = `/sys/block/${n}/loop/backing_file`;
@@ -145,7 +145,7 @@ function isSelfBind(m: MountEntry, dir: string): boolean {
 }
 
 /** Makes dir (DATA/mnt) a shared mount point, bind-mounting it onto itself if needed. */
-export async function ensureSharedMountRoot(dir: string, step = 'mount'): Promise<void> {
+async function ensureSharedMountRoot(dir: string, step = 'mount'): Promise<void> {
   const m = mountAt(dir);
   if (m?.shared) return;
   if (!m) {
@@ -159,7 +159,7 @@ export async function ensureSharedMountRoot(dir: string, step = 'mount'): Promis
 }
 
 /** Removes the self bind mount of dir (DATA/mnt) once nothing is mounted under it. */
-export async function releaseMountRoot(dir: string, step = 'umount'): Promise<void> {
+async function releaseMountRoot(dir: string, step = 'umount'): Promise<void> {
   for (let i = 0; i < 3; i++) {
     const here = mountsUnder(dir);
     const top = here.filter((m) => m.mountPoint === dir);
@@ -213,7 +213,7 @@ async function unmountTreeAndRoot(dir: string, options: { killUsers?: boolean; s
 }
 
 /** Processes in other mount namespaces that still have device mounted (one per namespace). */
-export function foreignHolders(device: string): { pid: number; comm: string }[] {
+function foreignHolders(device: string): { pid: number; comm: string }[] {
   const own = safeReadlink('/proc/self/ns/mnt');
   const seen = new Set<string>();
   const out: { pid: number; comm: string }[] = [];
@@ -241,7 +241,7 @@ function safeReadlink(p: string): string | undefined {
 }
 
 /** Loop devices that could not be freed yet because another mount namespace holds them. */
-export class PinnedLoopWarning {
+class PinnedLoopWarning {
   constructor(
     readonly device: string,
     readonly file: string,

@@ -67,7 +67,7 @@ export interface Step {
   run(ctx: BuildContext, io: StepIO): Promise<void>;
 }
 
-export interface PlanInput {
+interface PlanInput {
   recipe: Recipe;
   options: BuildOptions;
   cacheHit: boolean;
@@ -82,7 +82,7 @@ export interface CachedBase {
   packages: string[];
 }
 
-export interface BaseToExtend {
+interface BaseToExtend {
   stream: string;
   /** what the recipe needs that the cached base lacks, in the recipe's order */
   missing: string[];

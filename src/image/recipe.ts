@@ -32,8 +32,8 @@ export const REQUIRED_PACKAGES = [
  */
 export const PLAN_VERSION = 2;
 
-export const MIN_IMAGE_SIZE = 512 * 1024 ** 2;
-export const MAX_IMAGE_SIZE = 1024 ** 4;
+const MIN_IMAGE_SIZE = 512 * 1024 ** 2;
+const MAX_IMAGE_SIZE = 1024 ** 4;
 
 // A unit name with its type suffix; no slashes, so a mask can only ever name a unit.
 const UNIT_RE = /^[A-Za-z0-9:_.\\@-]+\.(service|socket|timer|mount|automount|path|target|swap|slice|scope|device)$/;
@@ -56,7 +56,7 @@ const PACKAGE_RE = /^[a-z0-9][a-z0-9+.-]+$/;
 const SUITE_RE = /^[a-z][a-z0-9-]*$/;
 const ARCHITECTURES = ['amd64', 'arm64', 'armhf', 'i386', 'ppc64el', 's390x', 'riscv64'] as const;
 
-export function checkMirror(url: string): string | undefined {
+function checkMirror(url: string): string | undefined {
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -94,7 +94,7 @@ const commandSchema = z.union([z.string().check(z.minLength(1)), z.array(z.strin
 const listOf = (pattern: RegExp, message: string) => z._default(z.array(z.string().check(z.regex(pattern, message))), []);
 
 /** The YAML document as written (kebab-case keys). */
-export const recipeSchema = z.strictObject({
+const recipeSchema = z.strictObject({
   name: z.optional(z.string()),
   description: z.optional(z.string()),
   distribution: z.enum(['debian', 'ubuntu']),
@@ -122,9 +122,8 @@ export const recipeSchema = z.strictObject({
   'root-password-file': z.optional(z.string().check(z.minLength(1))),
 });
 
-export type RawRecipe = z.input<typeof recipeSchema>;
 
-export interface RecipeFile {
+interface RecipeFile {
   path: string;
   mode: number;
   content?: string;
@@ -204,7 +203,7 @@ function issueText(issue: z.core.$ZodIssue, allowed: string[], data: unknown): s
   return [`${formatPath(issue.path)}: ${message}`];
 }
 
-export interface ParseOptions {
+interface ParseOptions {
   /** name when the recipe has no name: field (default: the file name without .yaml) */
   name?: string;
   /** file the text came from (for messages and relative paths) */
@@ -320,7 +319,7 @@ export function imageKeyringPath(recipe: Recipe): string {
 }
 
 /** True when the argument names a recipe file rather than a shipped recipe. */
-export function looksLikeFile(nameOrFile: string): boolean {
+function looksLikeFile(nameOrFile: string): boolean {
   return nameOrFile.includes('/') || /\.ya?ml$/i.test(nameOrFile);
 }
 
@@ -373,7 +372,7 @@ function sha256(text: string | Buffer): string {
 }
 
 /** JSON with sorted keys, so equal values always hash the same. */
-export function canonicalJson(value: unknown): string {
+function canonicalJson(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
   if (value && typeof value === 'object') {
     const entries = Object.entries(value as Record<string, unknown>)

@@ -8,7 +8,7 @@ import { type Lab, members } from '../lab/model.js';
 import { compileNatRuleset, natOptionalSysctls, natSysctls } from '../nat/compile.js';
 import { LAN_BRIDGE } from '../lab/ifnames.js';
 
-export type Role = 'node' | 'nat' | 'internet';
+type Role = 'node' | 'nat' | 'internet';
 
 export interface NamespacePlan {
   netns: string;

@@ -5,13 +5,13 @@ import { allStates, type LabState } from '../host/state.js';
 import { describeBehaviour, type Dependency } from '../lab/behaviour.js';
 import { table } from './table.js';
 
-export interface InterfaceStatus {
+interface InterfaceStatus {
   name: string;
   state: string;
   addresses: string[];
 }
 
-export interface NamespaceStatus {
+interface NamespaceStatus {
   netns: string;
   owner: string;
   role: string;

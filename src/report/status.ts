@@ -4,7 +4,7 @@ import { backendFor } from '../machine/select.js';
 import { labStatus, type LabStatus } from './net-status.js';
 import { table } from './table.js';
 
-export interface MachineRow {
+interface MachineRow {
   name: string;
   state: string;
   netns: string;
@@ -18,7 +18,7 @@ export interface MachineRow {
   error?: string;
 }
 
-export interface LabOverview {
+interface LabOverview {
   lab: string;
   source: string;
   status: string;

@@ -36,8 +36,6 @@ export interface RetransmitOptions {
   timeoutMs?: number;
 }
 
-/** RFC 5389 section 7.2.1 defaults: gives up after 39.5 s. */
-export const RFC5389_RETRANSMIT: RetransmitOptions = { rto: 500, maxTransmits: 7, finalWaitFactor: 16 };
 /**
  * Inside one host, round trips take well under a millisecond, but a loaded host may starve
  * the processes involved: sends at 0, 100, 300, 700 and 1500 ms, gives up at 2.3 s. Tests

@@ -7,13 +7,13 @@ import { createHmac } from 'node:crypto';
 import { isIPv4, isIPv6 } from 'node:net';
 
 export const MAGIC_COOKIE = 0x2112a442;
-export const HEADER_LENGTH = 20;
+const HEADER_LENGTH = 20;
 /** XORed into the CRC-32 of FINGERPRINT ("STUN" in ASCII). */
-export const FINGERPRINT_XOR = 0x5354554e;
+const FINGERPRINT_XOR = 0x5354554e;
 
 export const METHOD_BINDING = 0x001;
 
-export type MessageClass = 'request' | 'indication' | 'success' | 'error';
+type MessageClass = 'request' | 'indication' | 'success' | 'error';
 const CLASS_BITS: Record<MessageClass, number> = { request: 0b00, indication: 0b01, success: 0b10, error: 0b11 };
 
 export const ATTR = {
@@ -41,8 +41,6 @@ export const ATTR = {
   RESPONSE_ORIGIN: 0x802b, // RFC 5780
   OTHER_ADDRESS: 0x802c, // RFC 5780
 } as const;
-
-export const ATTR_NAMES: Record<number, string> = Object.fromEntries(Object.entries(ATTR).map(([k, v]) => [v, k.replaceAll('_', '-')]));
 
 /** Attributes in 0x0000-0x7FFF are comprehension-required: an agent that does not know one must reject the message. */
 export function comprehensionRequired(type: number): boolean {
@@ -99,7 +97,7 @@ export function isRfc5389(msg: StunMessage): boolean {
 
 // ---------------------------------------------------------------- encode / decode
 
-export interface EncodeOptions {
+interface EncodeOptions {
   /** Adds MESSAGE-INTEGRITY (HMAC-SHA1) with this key: the password for short-term credentials, MD5(user:realm:pass) for long-term. */
   integrityKey?: Buffer;
   /** Adds FINGERPRINT as the last attribute. */
@@ -290,7 +288,7 @@ export function decodeXorAddress(value: Buffer, transactionId: Buffer): Transpor
   return decodeAddress(plain);
 }
 
-export interface ChangeRequest {
+interface ChangeRequest {
   changeIp: boolean;
   changePort: boolean;
 }
@@ -319,7 +317,7 @@ export function decodeResponsePort(value: Buffer): number {
   return value.readUInt16BE(0);
 }
 
-export interface ErrorCode {
+interface ErrorCode {
   code: number;
   reason: string;
 }
@@ -361,10 +359,6 @@ export function decodeUnknownAttributes(value: Buffer): number[] {
 }
 
 // ---------------------------------------------------------------- convenience
-
-export function newTransactionId(random: (n: number) => Buffer): Buffer {
-  return random(12);
-}
 
 export function bindingRequest(transactionId: Buffer, attributes: Attribute[] = []): StunMessage {
   return { method: METHOD_BINDING, cls: 'request', cookie: MAGIC_COOKIE, transactionId, attributes };

@@ -71,7 +71,7 @@ function close(...ss: StunSocket[]): void {
  * (their transactions are told apart by ID). A NAT that sends every flow from one outside
  * port and forwards that port to one inside port needs all its probes on that inside port.
  */
-export async function holdPort(args: { port: number }): Promise<{ port: number }> {
+async function holdPort(args: { port: number }): Promise<{ port: number }> {
   if (!held.has(args.port)) {
     const s = await StunSocket.open(args.port);
     sockets.add(s);
@@ -80,7 +80,7 @@ export async function holdPort(args: { port: number }): Promise<{ port: number }
   return { port: args.port };
 }
 
-export function releasePort(args: { port: number }): { released: boolean } {
+function releasePort(args: { port: number }): { released: boolean } {
   const s = held.get(args.port);
   held.delete(args.port);
   if (s) close(s);
@@ -115,9 +115,9 @@ async function findRequest(id: string, timeoutMs: number): Promise<Datagram | un
 }
 
 /** How long to wait, after a sentinel's answer, for answers sent just before it. */
-export const SENTINEL_GRACE_MS = 150;
+const SENTINEL_GRACE_MS = 150;
 /** The same for a server in the lab itself (the lifetime probes: one check ends the run). */
-export const LAB_SENTINEL_GRACE_MS = 50;
+const LAB_SENTINEL_GRACE_MS = 50;
 
 /**
  * Runs requests that may legitimately get no answer (a filtering test, a lifetime check)
@@ -144,7 +144,7 @@ async function withSentinel(
   return { sentinel, answers };
 }
 
-export interface ProbeOptions {
+interface ProbeOptions {
   /** Local port for the probe's socket (0: any). */
   localPort?: number;
   retransmit?: Partial<RetransmitOptions>;
@@ -159,7 +159,7 @@ export interface MappingResult {
 }
 
 /** RFC 5780 4.3, over the server's whole address x port matrix: one inside port to all four server endpoints. */
-export async function mappingProbe(args: { server: ServerInstance } & ProbeOptions): Promise<MappingResult> {
+async function mappingProbe(args: { server: ServerInstance } & ProbeOptions): Promise<MappingResult> {
   const s = await open(args.localPort);
   try {
     const { a1, a2, p1, p2 } = args.server;
@@ -194,7 +194,7 @@ export interface FilteringResult {
  * server to answer from A1:P2 (port changed), A2:P1 (address changed) and A2:P2 (both).
  * Everything goes to A1 only, so the NAT learns no other server address.
  */
-export async function filteringProbe(args: { server: ServerInstance } & ProbeOptions): Promise<FilteringResult> {
+async function filteringProbe(args: { server: ServerInstance } & ProbeOptions): Promise<FilteringResult> {
   const s = await open(args.localPort);
   try {
     const to = { address: args.server.a1, port: args.server.p1 };
@@ -232,7 +232,7 @@ export interface HairpinResult {
  * (Binding to A1:P2, another remote endpoint so that a NAT with one outside port for every
  * flow does not collide them), then B sends a Binding request to A's mapped address.
  */
-export async function hairpinProbe(args: { server: ServerInstance; localPortA?: number; retransmit?: Partial<RetransmitOptions> }): Promise<HairpinResult> {
+async function hairpinProbe(args: { server: ServerInstance; localPortA?: number; retransmit?: Partial<RetransmitOptions> }): Promise<HairpinResult> {
   const a = await open(args.localPortA);
   const b = await open();
   try {
@@ -270,7 +270,7 @@ export async function hairpinProbe(args: { server: ServerInstance; localPortA?: 
 
 // ------------------------------------------------------------------ mapping lifetime
 
-export interface LifetimeArgs {
+interface LifetimeArgs {
   /** One server instance per probe (so no two probes share a remote endpoint). */
   servers: ServerInstance[];
   /** Idle time before each probe's check, seconds; one entry per server instance. Probes with equal idle times form a group. */
@@ -322,7 +322,7 @@ function sleepUnless(ms: number, signal: AbortSignal): Promise<void> {
  * reaches X_i only while the NAT still holds X_i's mapping; a plain request from Y right
  * after it is the sentinel. Checking a probe refreshes only its own mapping.
  */
-export async function lifetimeProbe(args: LifetimeArgs): Promise<LifetimeResult> {
+async function lifetimeProbe(args: LifetimeArgs): Promise<LifetimeResult> {
   const xs = await Promise.all(args.idle.map(() => open()));
   const y = await open();
   const results: LifetimeProbeResult[] = args.idle.map((idle, i) => ({ idle, local: xs[i]!.port }));
@@ -414,14 +414,14 @@ export interface PunchLearnResult {
 }
 
 /** Opens the node's punching socket and learns its outside endpoint from the server. */
-export async function punchLearn(args: { key: string; server: ServerInstance; localPort?: number }): Promise<PunchLearnResult> {
+async function punchLearn(args: { key: string; server: ServerInstance; localPort?: number }): Promise<PunchLearnResult> {
   const s = await open(args.localPort);
   punchSockets.set(args.key, s);
   const r = await s.binding({ address: args.server.a1, port: args.server.p1 });
   return { local: s.port, ...(r?.reflexive ? { mapped: r.reflexive } : {}) };
 }
 
-export interface PunchPeer {
+interface PunchPeer {
   name: string;
   endpoint: TransportAddress;
 }
@@ -459,7 +459,7 @@ export async function punch(args: { key: string; self: string; peers: PunchPeer[
   return { received };
 }
 
-export function punchClose(args: { key: string }): { closed: boolean } {
+function punchClose(args: { key: string }): { closed: boolean } {
   const s = punchSockets.get(args.key);
   if (s) close(s);
   punchSockets.delete(args.key);
@@ -468,7 +468,7 @@ export function punchClose(args: { key: string }): { closed: boolean } {
 
 // ------------------------------------------------------------------ plain binding (interop, one-off)
 
-export async function bindingProbe(args: { to: TransportAddress; localPort?: number; changeIp?: boolean; changePort?: boolean; responsePort?: number; retransmit?: Partial<RetransmitOptions> }): Promise<Observation & { local: number }> {
+async function bindingProbe(args: { to: TransportAddress; localPort?: number; changeIp?: boolean; changePort?: boolean; responsePort?: number; retransmit?: Partial<RetransmitOptions> }): Promise<Observation & { local: number }> {
   const s = await open(args.localPort);
   try {
     const r = await s.binding(args.to, {

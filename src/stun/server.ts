@@ -28,6 +28,7 @@ import {
   encodeMessage,
   encodeUnknownAttributes,
   encodeXorAddress,
+  getAttribute,
   isRfc5389,
   looksLikeStun,
   METHOD_BINDING,
@@ -56,7 +57,6 @@ const KNOWN = new Set<number>([
   ATTR.RESPONSE_PORT,
 ]);
 
-export const DEFAULT_PORTS: [number, number] = [3478, 3479];
 export const SOFTWARE = 'labctl STUN server (RFC 5389, RFC 5780)';
 
 export interface StunServerOptions {
@@ -69,7 +69,7 @@ export interface StunServerOptions {
   onEvent?: (e: ServerEvent) => void;
 }
 
-export interface ServerEvent {
+interface ServerEvent {
   kind: 'answered' | 'error-response' | 'dropped';
   from: TransportAddress;
   to: TransportAddress;
@@ -177,10 +177,10 @@ export class StunServer {
     let changePort = false;
     let responsePort: number | undefined;
     try {
-      const cr = msg.attributes.find((a) => a.type === ATTR.CHANGE_REQUEST);
-      if (cr) ({ changeIp, changePort } = decodeChangeRequest(cr.value));
-      const rp = msg.attributes.find((a) => a.type === ATTR.RESPONSE_PORT);
-      if (rp) responsePort = decodeResponsePort(rp.value);
+      const cr = getAttribute(msg, ATTR.CHANGE_REQUEST);
+      if (cr) ({ changeIp, changePort } = decodeChangeRequest(cr));
+      const rp = getAttribute(msg, ATTR.RESPONSE_PORT);
+      if (rp) responsePort = decodeResponsePort(rp);
     } catch {
       return error(400);
     }

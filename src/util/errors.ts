@@ -4,7 +4,6 @@
 //
 //   0 ok · 1 the operation failed · 2 bad input (nothing was changed) · 130 interrupted
 
-export const EXIT_OK = 0;
 export const EXIT_FAILED = 1;
 export const EXIT_BAD_INPUT = 2;
 export const EXIT_INTERRUPTED = 130;
@@ -55,7 +54,7 @@ export class InterruptedError extends LabctlError {
 }
 
 /** The exit code an error ends a command with: its own, or 1 for any other error. */
-export function exitCodeOf(error: unknown): number {
+function exitCodeOf(error: unknown): number {
   return error instanceof LabctlError ? error.exitCode : EXIT_FAILED;
 }
 

@@ -6,7 +6,10 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { StunServer } from '../../src/stun/server.js';
-import { LAB_RETRANSMIT, RFC5389_RETRANSMIT, retransmitSchedule, StunSocket } from '../../src/stun/client.js';
+import { LAB_RETRANSMIT, retransmitSchedule, StunSocket, type RetransmitOptions } from '../../src/stun/client.js';
+
+/** RFC 5389 section 7.2.1 defaults: gives up after 39.5 s. */
+const RFC5389_RETRANSMIT: RetransmitOptions = { rto: 500, maxTransmits: 7, finalWaitFactor: 16 };
 import { ATTR, bindingInfo, bindingRequest, checkFingerprint, decodeMessage, encodeMessage, MAGIC_COOKIE, METHOD_BINDING } from '../../src/stun/message.js';
 
 const A1 = '127.0.0.1';
