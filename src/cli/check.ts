@@ -80,7 +80,7 @@ async function checkCommand(file: string | undefined, opts: CheckCliOptions): Pr
   if (file && opts.namespace?.length) throw new UsageError('give a lab file or --namespace, not both');
   if (!opts.namespace?.length && (opts.serverNamespace || opts.expect)) throw new UsageError('--server-namespace and --expect go with --namespace');
   const lab = opts.namespace?.length ? undefined : loadLab(file);
-  requireRoot('check');
+  requireRoot('check', "it runs its probes inside the lab's network namespaces");
   const runs = intOption('--runs', opts.runs, 1, 10)!;
   const port = intOption('--port', opts.port, 1, 65535);
   const lifetimeMax = intOption('--lifetime-max', opts.lifetimeMax, 2, 3600);

@@ -34,7 +34,7 @@ export function example(cmd: Command, ...lines: string[]): Command {
 }
 
 /** Refuses to go on without root; `why` says what of the command needs it. */
-export function requireRoot(what: string, why = 'it creates network namespaces'): void {
+export function requireRoot(what: string, why: string): void {
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
     throw new UsageError(`${what} needs root (${why}); run it with sudo`);
   }

@@ -22,6 +22,9 @@ async function findMachine(name: string) {
   throw new UsageError(`no running machine "${name}"${names.length ? ` (running: ${names.join(', ')})` : '; bring a lab up with `labctl up`'}`);
 }
 
+/** A bare name (no path, no .yaml), as `labctl down NAME` takes a lab that is up. */
+const looksLikeLabName = (arg: string) => !arg.includes('/') && !/\.ya?ml$/.test(arg);
+
 const SIGNAL_NUMBERS: Partial<Record<NodeJS.Signals, number>> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 };
 
 /**
@@ -73,7 +76,7 @@ export function registerMachineCommands(program: Command): void {
       .action(
         action(async (file: string, opts: { backend?: BackendName; image?: string; dataDir?: string; timeout: string; json?: boolean }) => {
           const lab = loadLab(file);
-          requireRoot('up');
+          requireRoot('up', 'it creates network namespaces and boots machines');
           const timeout = Number(opts.timeout);
           if (!Number.isFinite(timeout) || timeout <= 0) throw new UsageError(`--timeout must be a number of seconds, not "${opts.timeout}"`);
           const { labUp } = await import('../apply/lab.js');
@@ -100,14 +103,22 @@ export function registerMachineCommands(program: Command): void {
       .option('--json', 'print the result as JSON')
       .action(
         action(async (file: string, opts: { force?: boolean; json?: boolean }) => {
-          requireRoot('down');
+          requireRoot('down', 'it stops machines and deletes network namespaces');
           const { readState } = await import('../host/state.js');
           const { labDown } = await import('../apply/lab.js');
           let lab;
           let name = file;
           const state = readState(file);
           if (!state) {
-            lab = loadLab(file);
+            try {
+              lab = loadLab(file);
+            } catch (e) {
+              // Neither a lab that is up nor a lab file: say what is up instead of "no such file".
+              if (!(e instanceof UsageError) || !looksLikeLabName(file)) throw e;
+              const { allStates } = await import('../host/state.js');
+              const up = allStates().map((s) => s.lab);
+              throw new UsageError(`lab "${file}" is not up${up.length ? ` (up: ${up.join(', ')})` : ' (no lab is up)'}, and there is no lab file of that name`);
+            }
             name = lab.name;
           } else {
             // Known by name: its plan comes from the file it was brought up from, so that
@@ -149,7 +160,7 @@ export function registerMachineCommands(program: Command): void {
       .argument('<machine>', 'machine name, e.g. c1-nat')
       .action(
         action(async (name: string) => {
-          requireRoot('shell');
+          requireRoot('shell', "it enters a machine's namespaces");
           const m = await findMachine(name);
           const { backendFor } = await import('../machine/select.js');
           const shell = await (await backendFor(m.backend)).shellCommand(m);
@@ -168,7 +179,7 @@ export function registerMachineCommands(program: Command): void {
       .passThroughOptions()
       .action(
         action(async (name: string, command: string[]) => {
-          requireRoot('exec');
+          requireRoot('exec', "it enters a machine's namespaces");
           // `labctl exec c0 -- cmd -x`: the -- only separates labctl's options from the command's.
           if (command[0] === '--') command = command.slice(1);
           if (command.length === 0) throw new UsageError('exec needs a command: labctl exec MACHINE -- COMMAND [ARGS...]');

@@ -44,7 +44,7 @@ export function registerNetCommands(program: Command): void {
       .action(
         action(async (file: string, opts: { json?: boolean }) => {
           const lab = loadLab(file);
-          requireRoot('net up');
+          requireRoot('net up', 'it creates network namespaces');
           const { netUp } = await import('../apply/net.js');
           const result = await netUp(lab);
           if (opts.json) printJson(result);
@@ -63,7 +63,7 @@ export function registerNetCommands(program: Command): void {
       .option('--json', 'print the result as JSON')
       .action(
         action(async (file: string, opts: { force?: boolean; json?: boolean }) => {
-          requireRoot('net down');
+          requireRoot('net down', 'it deletes network namespaces');
           const { readState } = await import('../host/state.js');
           const { netDown } = await import('../apply/net.js');
           let lab;
@@ -105,7 +105,7 @@ export function registerNetCommands(program: Command): void {
       .action(
         action(async (file: string, opts: { nat?: string }) => {
           const lab = loadLab(file);
-          requireRoot('net flush');
+          requireRoot('net flush', "it changes conntrack and nftables state inside the lab's namespaces");
           const nats = lab.nats.filter((n) => !opts.nat || n.name === opts.nat);
           if (nats.length === 0) throw new UsageError(`lab "${lab.name}" has no NAT "${opts.nat}" (it has ${lab.nats.map((n) => n.name).join(', ')})`);
           const { flushNat } = await import('../apply/nat-state.js');

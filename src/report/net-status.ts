@@ -71,7 +71,7 @@ export async function netStatus(labName?: string): Promise<LabStatus[]> {
 }
 
 export function formatNetStatus(labs: LabStatus[]): string {
-  if (labs.length === 0) return 'no lab is up\n';
+  if (labs.length === 0) return 'no lab is up; start its network with `sudo labctl net up` (the article\'s lab) or `sudo labctl net up FILE`\n';
   return labs
     .map((l) => {
       const rows: string[][] = [];

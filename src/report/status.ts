@@ -92,7 +92,7 @@ export async function labsStatus(labName?: string): Promise<LabOverview[]> {
 }
 
 export function formatLabsStatus(labs: LabOverview[]): string {
-  if (labs.length === 0) return 'no lab is up\n';
+  if (labs.length === 0) return 'no lab is up; start one with `sudo labctl up` (the article\'s lab; `labctl image build noble` first) or `sudo labctl up FILE`\n';
   return labs
     .map((l) => {
       const rows = l.machines.map((m) => [m.name, m.error ? `${m.state} (${m.error.split('\n')[0]})` : m.state, m.netns, m.addresses.join(' '), m.image, m.nat, m.uptime, m.backend]);
