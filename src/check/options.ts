@@ -1,7 +1,7 @@
 // Parsing `labctl check` option values. Pure.
 import type { Dependency } from '../lab/behaviour.js';
 import { CLASSIC } from '../lab/behaviour.js';
-import { parseIpv4 } from '../lab/schema.js';
+import { parseIpv4 } from '../util/ipv4.js';
 import type { TransportAddress } from '../stun/message.js';
 import { BASE_PORT } from './session.js';
 

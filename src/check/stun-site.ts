@@ -8,7 +8,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../exec/run.js';
 import { ensureRunDir } from '../host/state.js';
-import { cidrContains, parseIpv4 } from '../lab/schema.js';
+import { cidrContains, parseIpv4 } from '../util/ipv4.js';
 import { withLock } from '../host/lock.js';
 
 const STUN_IFNAME = 'lcstun0';

@@ -2,18 +2,15 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { UsageError } from '../util/errors.js';
 import type { Lab } from './model.js';
-import { labError, parseLab } from './resolve.js';
+import { parseLab } from './resolve.js';
 
-export const DEFAULT_LAB = 'article';
+const DEFAULT_LAB = 'article';
 /** machines/ of this checkout (src/lab or dist/lab are two levels below the root). */
-export const BUILTIN_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'machines');
+const BUILTIN_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'machines');
 
-export function builtinLabs(): string[] {
-  return ['article', ...(existsSync(BUILTIN_DIR) ? [] : [])];
-}
-
-export function labPath(fileOrName: string | undefined): string {
+function labPath(fileOrName: string | undefined): string {
   const arg = fileOrName ?? DEFAULT_LAB;
   if (arg.includes('/') || arg.endsWith('.yaml') || arg.endsWith('.yml')) return resolve(arg);
   const builtin = join(BUILTIN_DIR, `${arg}.yaml`);
@@ -27,7 +24,7 @@ export function loadLab(fileOrName?: string): Lab {
     text = readFileSync(path, 'utf8');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw labError(path, [{ path: '', message: code === 'ENOENT' ? 'no such lab file (nor a built-in lab of that name)' : `cannot be read: ${String(e)}` }]);
+    throw UsageError.forFile(path, [{ path: '', message: code === 'ENOENT' ? 'no such lab file (nor a built-in lab of that name)' : `cannot be read: ${String(e)}` }]);
   }
   return parseLab(text, path);
 }

@@ -89,8 +89,6 @@ export interface Lab {
   links: Link[];
 }
 
-export type Member = Nat | Node | Internet;
-
-export function members(lab: Lab): Member[] {
+export function members(lab: Lab): (Nat | Node | Internet)[] {
   return [...lab.nodes, ...lab.nats, lab.internet];
 }

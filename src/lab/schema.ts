@@ -1,14 +1,19 @@
-// The lab file's shape, as zod schemas. Keys are kebab-case in YAML; unknown keys
+// The lab file's shape, as zod schemas, and resolution's first stage (see resolve.ts): YAML
+// text to a LabFile, with every problem zod finds. Keys are kebab-case in YAML; unknown keys
 // are errors (a typo must not silently become a default).
 //
 // zod/mini, zod 4's functional API, not the chained one: the same validation with ~20 KB
 // of library instead of ~450 KB, which every labctl start used to parse (see bin/labctl.js).
 // English messages come from zod's own locale, as with the chained API (src/lab/zod.ts).
+import { parse as parseYaml, YAMLParseError } from 'yaml';
+import type { core } from 'zod/mini';
 import * as z from 'zod/mini';
+import { type InputIssue, UsageError } from '../util/errors.js';
+import { parseCidr, parseIpv4 } from '../util/ipv4.js';
 import './zod.js';
 
 /** Names become namespace names, machine names and interface-name parts. */
-export const NAME_PATTERN = /^[a-z][a-z0-9-]*$/;
+const NAME_PATTERN = /^[a-z][a-z0-9-]*$/;
 const name = z
   .string()
   .check(
@@ -18,7 +23,9 @@ const name = z
   );
 
 const ipv4 = z.string().check(z.refine((s) => parseIpv4(s) !== undefined, { message: 'is not an IPv4 address (a.b.c.d)' }));
-const cidr = z.string().check(z.refine((s) => parseCidr(s) !== undefined, { message: 'is not a usable IPv4 subnet (a.b.c.d/len with len 8-30 and no host bits set)' }));
+const cidr = z
+  .string()
+  .check(z.refine((s) => parseCidr(s) !== undefined, { message: 'is not a usable IPv4 subnet (a.b.c.d/len with len 8-30 and no host bits set)' }));
 const port = z.number().check(z.int('must be a whole number'), z.gte(1, 'must be 1-65535'), z.lte(65535, 'must be 1-65535'));
 const seconds = z
   .number()
@@ -35,7 +42,7 @@ const dependency = z.enum(DEPENDENCIES, {
 });
 const flag = z.optional(z.boolean());
 
-export const forwardSchema = z.strictObject({
+const forwardSchema = z.strictObject({
   protocol: z.enum(['udp', 'tcp'], { error: () => 'must be udp or tcp' }),
   port: port,
   to: name,
@@ -44,7 +51,7 @@ export const forwardSchema = z.strictObject({
   public: flag,
 });
 
-export const natSchema = z.strictObject({
+const natSchema = z.strictObject({
   name: z.optional(name),
   type: z.optional(natType),
   mapping: z.optional(dependency),
@@ -58,30 +65,30 @@ export const natSchema = z.strictObject({
   machine: flag,
 });
 
-export const uplinkSchema = z.strictObject({
+const uplinkSchema = z.strictObject({
   subnet: z.optional(cidr),
   address: z.optional(ipv4),
   gateway: z.optional(ipv4),
 });
 
-export const lanSchema = z.strictObject({
+const lanSchema = z.strictObject({
   subnet: z.optional(cidr),
   gateway: z.optional(ipv4),
 });
 
-export const nodeSchema = z.strictObject({
+const nodeSchema = z.strictObject({
   name: name,
   address: z.optional(ipv4),
   machine: flag,
 });
 
-export const internetNodeSchema = z.strictObject({
+const internetNodeSchema = z.strictObject({
   name: name,
   uplink: z.optional(uplinkSchema),
   machine: flag,
 });
 
-export const siteSchema = z.strictObject({
+const siteSchema = z.strictObject({
   name: name,
   /** `internet` (the default) or the name of another site whose NAT this one sits behind. */
   upstream: z.optional(name),
@@ -96,7 +103,12 @@ export const labSchema = z.strictObject({
   description: z.optional(z.string()),
   /** Prepended to namespace and machine names so that two labs can be up at once. */
   prefix: z.optional(
-    z.string().check(z.maxLength(8, 'must be at most 8 characters'), z.regex(/^([a-z][a-z0-9]*-?)?$/, 'must be lower-case letters and digits, optionally ending in "-"')),
+    z
+      .string()
+      .check(
+        z.maxLength(8, 'must be at most 8 characters'),
+        z.regex(/^([a-z][a-z0-9]*-?)?$/, 'must be lower-case letters and digits, optionally ending in "-"'),
+      ),
   ),
   internet: z.optional(z.strictObject({ name: z.optional(name), machine: flag })),
   /** Image the lab's machines boot (see `labctl image list`). */
@@ -107,59 +119,56 @@ export const labSchema = z.strictObject({
 
 export type LabFile = z.infer<typeof labSchema>;
 export type SiteFile = z.infer<typeof siteSchema>;
-export type NatFile = z.infer<typeof natSchema>;
-export type ForwardFile = z.infer<typeof forwardSchema>;
+export type InternetNodeFile = z.infer<typeof internetNodeSchema>;
 
-// --- IPv4 helpers (kept here so the schema is self-contained) ---
-
-export function parseIpv4(s: string): number | undefined {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
-  if (!m) return undefined;
-  const parts = m.slice(1).map(Number);
-  if (parts.some((p) => p > 255) || m.slice(1).some((p) => p.length > 1 && p.startsWith('0'))) return undefined;
-  return ((parts[0]! << 24) >>> 0) + (parts[1]! << 16) + (parts[2]! << 8) + parts[3]!;
+/** The schema stage: YAML text to a LabFile; throws UsageError with every problem zod finds. */
+export function checkSchema(text: string, source: string): LabFile {
+  let data: unknown;
+  try {
+    data = parseYaml(text, { prettyErrors: true, uniqueKeys: true });
+  } catch (e) {
+    const msg = e instanceof YAMLParseError ? e.message.split('\n')[0]! : String(e);
+    throw UsageError.forFile(source, [{ path: '', message: `is not valid YAML: ${msg}` }]);
+  }
+  if (data === null || typeof data !== 'object' || Array.isArray(data)) {
+    throw UsageError.forFile(source, [{ path: '', message: 'must be a YAML mapping with at least `name:` and `sites:` or `nodes:`' }]);
+  }
+  const parsed = labSchema.safeParse(data, { reportInput: true });
+  if (!parsed.success) throw UsageError.forFile(source, zodIssues(parsed.error));
+  return parsed.data;
 }
 
-export function formatIpv4(n: number): string {
-  return [24, 16, 8, 0].map((s) => (n >>> s) & 255).join('.');
+function zodPath(path: PropertyKey[]): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p);
+  return out;
 }
 
-export interface Cidr {
-  network: number;
-  prefix: number;
-}
+/** What a wrongly typed value should have been, in the lab file's terms. */
+const EXPECTED: Record<string, string> = {
+  number: 'a number',
+  boolean: 'true or false',
+  string: 'a string',
+  array: 'a list',
+  object: 'a mapping',
+};
 
-export function parseCidr(s: string): Cidr | undefined {
-  const m = /^([^/]+)\/(\d{1,2})$/.exec(s);
-  if (!m) return undefined;
-  const addr = parseIpv4(m[1]!);
-  const prefix = Number(m[2]);
-  if (addr === undefined || prefix > 30 || prefix < 8) return undefined;
-  const mask = prefixMask(prefix);
-  if ((addr & mask) >>> 0 !== addr) return undefined; // host bits set: 10.0.1.5/24 is not a subnet
-  return { network: addr, prefix };
-}
-
-export function prefixMask(prefix: number): number {
-  return prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-}
-
-export function formatCidr(c: Cidr): string {
-  return `${formatIpv4(c.network)}/${c.prefix}`;
-}
-
-export function cidrContains(c: Cidr, addr: number): boolean {
-  return ((addr & prefixMask(c.prefix)) >>> 0) === c.network;
-}
-
-/** True when addr is a usable host address of c (not the network or broadcast address). */
-export function isHostOf(c: Cidr, addr: number): boolean {
-  const size = 2 ** (32 - c.prefix);
-  return cidrContains(c, addr) && addr !== c.network && addr !== c.network + size - 1;
-}
-
-export function cidrsOverlap(a: Cidr, b: Cidr): boolean {
-  const p = Math.min(a.prefix, b.prefix);
-  const m = prefixMask(p);
-  return ((a.network & m) >>> 0) === ((b.network & m) >>> 0);
+function zodIssues(error: core.$ZodError): InputIssue[] {
+  const out: InputIssue[] = [];
+  for (const issue of error.issues) {
+    if (issue.code === 'unrecognized_keys') {
+      for (const key of issue.keys) {
+        out.push({ path: zodPath([...issue.path, key]), message: 'unknown key' });
+      }
+      continue;
+    }
+    let message = issue.message;
+    // Needs safeParse(..., { reportInput: true }): without it zod 4 never sets issue.input.
+    // `expected: 'int'` is .int()'s own check, whose message the schema already words.
+    if (issue.code === 'invalid_type' && issue.expected !== 'int') {
+      message = issue.input === undefined ? 'is required' : `must be ${EXPECTED[issue.expected] ?? issue.expected}`;
+    }
+    out.push({ path: zodPath(issue.path), message });
+  }
+  return out;
 }

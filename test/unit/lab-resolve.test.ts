@@ -6,7 +6,8 @@ import { CLASSIC, classicName, describeBehaviour, type ClassicNatType } from '..
 import { IFNAME_MAX_BYTES, fitIfname, internetIfname, natLanPortIfname, natSoleLanIfname, natUplinkIfname, nodeIfname } from '../../src/lab/ifnames.js';
 import { loadLab } from '../../src/lab/load.js';
 import { members, type Lab } from '../../src/lab/model.js';
-import { DEFAULT_TCP_MAPPING_TIMEOUT, DEFAULT_UDP_STREAM, DEFAULT_UDP_UNREPLIED, parseLab } from '../../src/lab/resolve.js';
+import { DEFAULT_TCP_MAPPING_TIMEOUT, DEFAULT_UDP_STREAM, DEFAULT_UDP_UNREPLIED } from '../../src/lab/resolve-behaviour.js';
+import { parseLab } from '../../src/lab/resolve.js';
 import { UsageError } from '../../src/util/errors.js';
 import { NAT_TYPES } from '../../src/lab/schema.js';
 
@@ -259,6 +260,22 @@ sites:
       ['sites[0].nodes[0].address', 'sites[1].nodes[0].address'],
     );
     assert.equal(e.message.split('\n').length, 2);
+  });
+
+  test('only the first stage with problems reports, all of its problems', () => {
+    // Problems of three stages at once: names (two sites "a", a node "a1" twice), addresses
+    // (outside the LAN, its network address) and NAT behaviour (mapping without filtering).
+    const site = (name: string, nodes: string) => `  - { name: ${name}, nat: { mapping: endpoint-independent }, lan: { subnet: 10.0.1.0/24 }, nodes: [${nodes}] }\n`;
+    const other = (name: string) => `  - { name: ${name}, nat: { type: full-cone }, nodes: [{ name: b1 }] }\n`;
+    const paths = (sites: string) => rejects(`name: t\nsites:\n${sites}`).issues.map((i) => i.path);
+    const badAddresses = '{ name: a1, address: 10.0.2.1 }, { name: a2, address: 10.0.1.0 }';
+    assert.deepEqual(paths(site('a', '{ name: a1, address: 10.0.2.1 }, { name: a1 }') + other('a')), [
+      'sites[0].nodes[1].name',
+      'sites[1].name',
+      'sites[1].name (its NAT "a-nat")',
+    ]);
+    assert.deepEqual(paths(site('a', badAddresses) + other('b')), ['sites[0].nodes[0].address', 'sites[0].nodes[1].address']);
+    assert.deepEqual(paths(site('a', '{ name: a1 }, { name: a2 }') + other('b')), ['sites[0].nat.filtering']);
   });
 });
 
