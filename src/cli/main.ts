@@ -4,6 +4,7 @@ import { registerNetCommands } from './net.js';
 import { registerMachineCommands } from './machines.js';
 import { registerConntrackCommand } from './conntrack.js';
 import { registerCheckCommands } from './check.js';
+import { registerDoctorCommand } from './doctor.js';
 import { EXIT_BAD_INPUT } from '../util/errors.js';
 
 const program = new Command();
@@ -34,6 +35,7 @@ registerMachineCommands(program);
 registerNetCommands(program);
 registerConntrackCommand(program);
 registerCheckCommands(program);
+registerDoctorCommand(program);
 // The image commands pull in the image builder (listr2 and more); load them only when
 // asked for, so that `net up` and friends start fast. (No top-level await anywhere: the
 // bundle is CommonJS, which V8 can cache compiled; see bin/labctl.js.)
