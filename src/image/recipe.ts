@@ -93,8 +93,8 @@ const commandSchema = z.union([z.string().check(z.minLength(1)), z.array(z.strin
 
 const listOf = (pattern: RegExp, message: string) => z._default(z.array(z.string().check(z.regex(pattern, message))), []);
 
-/** The YAML document as written (kebab-case keys). */
-const recipeSchema = z.strictObject({
+/** The YAML document as written (kebab-case keys); also the source of schema/recipe.schema.json (image/json-schema.ts). */
+export const recipeSchema = z.strictObject({
   name: z.optional(z.string()),
   description: z.optional(z.string()),
   distribution: z.enum(['debian', 'ubuntu']),

@@ -1,0 +1,105 @@
+// The lab file's JSON Schema (schema/lab.schema.json), made from its zod schema (schema.ts)
+// by scripts/gen-schema.ts at every build. See util/json-schema.ts for how and why.
+import { editorJsonSchema, type JsonSchema, type Refinement } from '../util/json-schema.js';
+import { labSchema } from './schema.js';
+
+/** One octet of a dotted quad, as parseIpv4 reads it: 0-255, no leading zero. ([0-9], not \d: Python's \d takes any Unicode digit.) */
+const OCTET = '(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
+
+export const IPV4_PATTERN = `^${OCTET}\\.${OCTET}\\.${OCTET}\\.${OCTET}$`;
+
+/**
+ * A usable subnet as parseCidr reads it: a.b.c.d/len with len 8-30 and no host bits set.
+ * A regular expression cannot do arithmetic, so the network addresses are spelt out: for each
+ * length, the octets wholly inside the prefix are any octet, the one the prefix ends in is a
+ * multiple of its block size, and the rest are 0.
+ */
+export const CIDR_PATTERN = (() => {
+  const branches: string[] = [];
+  for (let len = 8; len <= 30; len++) {
+    const whole = Math.floor(len / 8);
+    const bits = len % 8;
+    const octets: string[] = Array.from({ length: whole }, () => OCTET);
+    if (bits) {
+      const step = 2 ** (8 - bits);
+      octets.push(`(?:${Array.from({ length: 256 / step }, (_, i) => String(i * step)).join('|')})`);
+    }
+    while (octets.length < 4) octets.push('0');
+    branches.push(`${octets.join('\\.')}/${len}`);
+  }
+  return `^(?:${branches.join('|')})$`;
+})();
+
+const LAB_REFINEMENTS: Refinement[] = [
+  {
+    what: 'IPv4 address',
+    accepts: ['10.0.1.1', '0.0.0.0', '255.255.255.255'],
+    rejects: ['10.0.1.256', '010.0.1.1', '10.0.1', '10.0.1.0/24', ' 10.0.1.1'],
+    describe: (generated) => ({
+      ...generated,
+      pattern: IPV4_PATTERN,
+      // VS Code's own keyword: its message instead of the pattern.
+      patternErrorMessage: 'an IPv4 address: a.b.c.d, each 0-255, no leading zeros',
+    }),
+  },
+  {
+    what: 'IPv4 subnet',
+    accepts: ['10.0.1.0/24', '10.0.0.0/8', '100.64.0.0/30', '10.0.1.128/25'],
+    rejects: ['10.0.1.5/24', '10.0.0.0/7', '10.0.0.0/31', '10.0.1.0', '10.0.1.1'],
+    describe: (generated) => ({
+      ...generated,
+      pattern: CIDR_PATTERN,
+      patternErrorMessage: 'an IPv4 subnet: a.b.c.d/len with len 8-30 and no host bits set (10.0.1.0/24, not 10.0.1.5/24)',
+    }),
+  },
+];
+
+/** Hover text; the README's "Lab files" section says more. */
+const LAB_DESCRIPTIONS: Record<string, string> = {
+  name: "The lab's name: its state file and lock, and the name `labctl down NAME` takes.",
+  description: 'Free text.',
+  prefix: 'Prepended to namespace and machine names (ns-PREFIX-c0), so that two labs can be up at once.',
+  internet: 'The namespace that stands for the internet between the sites.',
+  'internet.name': 'Its name (default: inet).',
+  'internet.machine': 'Boot a machine in it (default: false).',
+  image: 'The image machines boot (see `labctl image list`).',
+  sites: 'Sites: a NAT router and the nodes behind it.',
+  'sites[].name': "The site's name; its NAT is SITE-nat unless nat.name says otherwise.",
+  'sites[].upstream': '`internet` (the default) or the name of another site whose NAT this one sits behind (a carrier-grade NAT).',
+  'sites[].nat': 'The NAT router: a classic `type`, or `mapping` and `filtering` in RFC 4787 terms.',
+  'sites[].nat.name': "The router's name (default: SITE-nat).",
+  'sites[].nat.type': 'full-cone = EIM+EIF, restricted-cone = EIM+ADF, port-restricted-cone = EIM+APDF, symmetric = APDM+APDF (RFC 4787 terms).',
+  'sites[].nat.mapping': 'How outside ports are chosen (RFC 4787 mapping behaviour); give filtering too.',
+  'sites[].nat.filtering': 'Who may send in through a mapping (RFC 4787 filtering behaviour); give mapping too.',
+  'sites[].nat.hairpinning': 'Nodes behind this NAT reach each other through its outside address.',
+  'sites[].nat.port-preservation': 'Keep the inside source port where free (default: on for endpoint-independent mapping).',
+  'sites[].nat.fixed-port': "The article's mode: every outbound flow leaves from this one outside port.",
+  'sites[].nat.forwards': "Static port forwards; they obey the NAT's filtering unless `public: true`.",
+  'sites[].nat.forwards[].port': 'Outside port on the NAT.',
+  'sites[].nat.forwards[].to': 'A node of this site.',
+  'sites[].nat.forwards[].to-port': "The node's port (default: the same as port).",
+  'sites[].nat.forwards[].public': "Admit anyone, whatever the NAT's filtering.",
+  'sites[].nat.udp-timeouts': "The kernel's conntrack UDP timeouts in this NAT's namespace, in seconds.",
+  'sites[].nat.udp-timeouts.unreplied': 'A flow that has had no reply (default 30 s).',
+  'sites[].nat.udp-timeouts.stream': 'A flow that has had replies (default 120 s); not shorter than unreplied.',
+  'sites[].nat.tcp-mapping-timeout': 'Established TCP mapping lifetime in seconds (default 7440, RFC 5382).',
+  'sites[].nat.machine': 'Boot a machine in the NAT router (default: true).',
+  'sites[].uplink': "The NAT's outside link (planned when left out: 100.64.k.0/24, NAT .100, internet .254).",
+  'sites[].lan': "The site's LAN (planned when left out: 10.0.k.0/24, router .100, nodes from .1).",
+  'sites[].nodes': 'The nodes behind the NAT; several share a bridged LAN.',
+  'sites[].nodes[].address': 'Its LAN address (default: planned).',
+  'sites[].nodes[].machine': 'Boot a machine in it (default: true).',
+  nodes: 'Nodes straight on the internet, without NAT (a rendezvous or STUN server).',
+  'nodes[].uplink': 'Its link to the internet (planned when left out).',
+  'nodes[].machine': 'Boot a machine in it (default: true).',
+};
+
+export function labJsonSchema(): JsonSchema {
+  return editorJsonSchema(labSchema, {
+    title: 'labctl lab file',
+    description:
+      'A NAT lab for labctl: sites (a NAT router and its nodes) and nodes on the internet. Generated from src/lab/schema.ts by scripts/gen-schema.ts.',
+    refinements: LAB_REFINEMENTS,
+    descriptions: LAB_DESCRIPTIONS,
+  });
+}
