@@ -22,6 +22,7 @@ PACKAGES=(
   socat
   tmux              # driving `labctl shell` in tests
   coturn            # a third-party STUN client and server for `labctl check` tests
+  graphviz          # dot: `labctl graph --format svg`
   python3-jsonschema # an independent validator of schema/*.schema.json in the tests
 )
 

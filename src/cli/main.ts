@@ -4,6 +4,7 @@ import { registerNetCommands } from './net.js';
 import { registerMachineCommands } from './machines.js';
 import { registerConntrackCommand } from './conntrack.js';
 import { registerCheckCommands } from './check.js';
+import { registerGraphCommand } from './graph.js';
 import { registerDoctorCommand } from './doctor.js';
 import { EXIT_BAD_INPUT } from '../util/errors.js';
 
@@ -35,6 +36,7 @@ registerMachineCommands(program);
 registerNetCommands(program);
 registerConntrackCommand(program);
 registerCheckCommands(program);
+registerGraphCommand(program);
 registerDoctorCommand(program);
 // The image commands pull in the image builder (listr2 and more); load them only when
 // asked for, so that `net up` and friends start fast. (No top-level await anywhere: the
