@@ -168,12 +168,19 @@ export function decideKernelFeature(feature: KernelFeature, reading: KernelReadi
   const needs = `labctl needs it for ${feature.neededFor}`;
   if (probe?.ran && probe.ok) return pass(check, severity, `works (tried in a throwaway network namespace: ${probe.command})`);
   const said = probe?.output.trim().split('\n').slice(-2).join(' ') ?? '';
-  if (probe?.ran) return fail(check, severity, `missing (tried in a throwaway network namespace: ${probe.command} failed${said ? `: ${said}` : ''}); ${needs}`, fix);
+  if (probe?.ran) {
+    return fail(check, severity, `missing (tried in a throwaway network namespace: ${probe.command} failed${said ? `: ${said}` : ''}); ${needs}`, fix);
+  }
   if (probe) return fail(check, severity, `could not be tried (${probe.command}${said ? `: ${said}` : ''}); ${needs}`, fix);
   if (reading.available === 'absent') {
     return fail(check, severity, `missing: ${moduleWords(feature)} is neither loaded, built in nor installed for this kernel; ${needs}`, fix);
   }
-  return fail(check, severity, `${moduleWords(feature)} is not loaded, and this system has no module lists for its kernel to tell whether it can be; ${needs}`, fix);
+  return fail(
+    check,
+    severity,
+    `${moduleWords(feature)} is not loaded, and this system has no module lists for its kernel to tell whether it can be; ${needs}`,
+    fix,
+  );
 }
 
 export interface BrNetfilterReading {
@@ -217,7 +224,13 @@ export const TOOLS: readonly ToolSpec[] = [
   { tool: 'ip', debianPackage: 'iproute2', versionArgs: ['-V'], severity: 'error', neededFor: 'namespaces, links, addresses, routes' },
   { tool: 'nft', debianPackage: 'nftables', versionArgs: ['--version'], severity: 'error', neededFor: 'the NAT rulesets' },
   { tool: 'conntrack', debianPackage: 'conntrack', versionArgs: ['--version'], severity: 'warning', neededFor: '`labctl conntrack`, `net flush` and `check`' },
-  { tool: 'systemd-nspawn', debianPackage: 'systemd-container', versionArgs: ['--version'], severity: 'error', neededFor: 'machines, and image recipes with commands' },
+  {
+    tool: 'systemd-nspawn',
+    debianPackage: 'systemd-container',
+    versionArgs: ['--version'],
+    severity: 'error',
+    neededFor: 'machines, and image recipes with commands',
+  },
   { tool: 'machinectl', debianPackage: 'systemd-container', versionArgs: ['--version'], severity: 'error', neededFor: 'the systemd backend (`labctl shell`)' },
   { tool: 'debootstrap', debianPackage: 'debootstrap', versionArgs: ['--version'], severity: 'error', neededFor: 'image builds' },
   { tool: 'mkfs.btrfs', debianPackage: 'btrfs-progs', versionArgs: ['--version'], severity: 'error', neededFor: 'image builds' },
@@ -388,7 +401,12 @@ export function decideSpace(r: SpaceReading): DoctorCheck {
   if (r.freeBytes >= first) return pass(check, r.defaultImageBuilt ? 'warning' : 'error', `${free}; an image takes about 300 MB, its build caches about 1 GiB`);
   const fix = `free space there, or put the data elsewhere with --data-dir or LABCTL_DATA_DIR (a file system with ${gib(first)} free)`;
   if (!r.defaultImageBuilt) {
-    return fail(check, 'error', `${free}: the default lab's image is not built yet, and a first build needs about ${gib(first)} (the image about 300 MB, its caches about 1 GiB)`, fix);
+    return fail(
+      check,
+      'error',
+      `${free}: the default lab's image is not built yet, and a first build needs about ${gib(first)} (the image about 300 MB, its caches about 1 GiB)`,
+      fix,
+    );
   }
   return fail(check, 'warning', `${free}: enough for the image already built, but another build needs about ${gib(first)}`, fix);
 }

@@ -17,12 +17,14 @@ export function formatDoctor(checks: readonly DoctorCheck[]): string {
   }
   const failed = checks.filter((c) => !c.ok && c.severity === 'error');
   const warned = checks.filter((c) => !c.ok && c.severity !== 'error');
-  const warnings = warned.length ? `; ${warned.length} warning${warned.length > 1 ? 's' : ''} (${warned.map((c) => c.check).join(', ')}): only some features need those` : '';
+  const warnings = warned.length
+    ? `; ${warned.length} warning${warned.length > 1 ? 's' : ''} (${warned.map((c) => c.check).join(', ')}): only some features need those`
+    : '';
   lines.push('');
   if (doctorExitCode(checks) === 0) {
     lines.push(`Everything the default lab (machines/article.yaml) needs is here${warnings}.`);
   } else {
     lines.push(`The default lab (machines/article.yaml) cannot come up here: ${failed.map((c) => c.check).join(', ')} failed${warnings}.`);
   }
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }

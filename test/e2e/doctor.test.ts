@@ -43,7 +43,16 @@ test('doctor --json: its shape, root, netem as the kernel has it, the exit code,
   }
   const byName = new Map(checks.map((c) => [c.check, c]));
   assert.equal(byName.get('root')?.ok, true);
-  for (const name of ['kernel: network namespaces', 'kernel: veth', 'kernel: nf_tables', 'tool: ip', 'tool: nft', 'machine backend', 'cgroup version', 'free space']) {
+  for (const name of [
+    'kernel: network namespaces',
+    'kernel: veth',
+    'kernel: nf_tables',
+    'tool: ip',
+    'tool: nft',
+    'machine backend',
+    'cgroup version',
+    'free space',
+  ]) {
     assert.ok(byName.has(name), `${name} is checked`);
   }
   // The witness: does this kernel take a netem qdisc? (In a namespace of its own, gone at once.)

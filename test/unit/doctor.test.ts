@@ -162,14 +162,22 @@ describe('tools', () => {
 });
 
 describe('keyrings', () => {
-  const base = { recipe: 'noble', file: '/x/images/noble.yaml', keyring: '/usr/share/keyrings/ubuntu-archive-keyring.gpg', provider: 'The package ubuntu-keyring provides it' };
+  const base = {
+    recipe: 'noble',
+    file: '/x/images/noble.yaml',
+    keyring: '/usr/share/keyrings/ubuntu-archive-keyring.gpg',
+    provider: 'The package ubuntu-keyring provides it',
+  };
   it('present: ok; missing: the recipe, the file, and what provides it on this host', () => {
     assert.equal(decideKeyring({ ...base, exists: true, neededByDefaultLab: false }).ok, true);
     const c = decideKeyring({ ...base, exists: false, neededByDefaultLab: false });
     assert.equal(c.ok, false);
     assert.equal(c.severity, 'warning', 'a recipe the default lab does not need only warns');
     assert.match(c.detail, /labctl image build noble/);
-    assert.match(c.fix!, /^The package ubuntu-keyring provides it\. Put the keyring at \/usr\/share\/keyrings\/ubuntu-archive-keyring\.gpg, or set keyring: in \/x\/images\/noble\.yaml/);
+    assert.match(
+      c.fix!,
+      /^The package ubuntu-keyring provides it\. Put the keyring at \/usr\/share\/keyrings\/ubuntu-archive-keyring\.gpg, or set keyring: in \/x\/images\/noble\.yaml/,
+    );
   });
 
   it("the default lab's unbuilt image needs its keyring: an error", () => {
@@ -205,7 +213,7 @@ describe('backend and cgroups', () => {
 });
 
 describe('inotify', () => {
-  it('enough: the numbers; short: limits.ts\'s message split into what is short and the command that raises it', () => {
+  it("enough: the numbers; short: limits.ts's message split into what is short and the command that raises it", () => {
     const ok = decideInotify({ label: 'the default lab', machines: 4, max: 128, used: 10, perMachine: 3, shortfall: undefined }, 'error');
     assert.equal(ok.ok, true);
     assert.match(ok.detail, /4 machines need about 12 inotify instances; fs\.inotify\.max_user_instances is 128, 10 in use/);
@@ -239,7 +247,10 @@ function goodHost(): DoctorReadings {
   return {
     uid: 0,
     netns: { loaded: false, available: 'unknown', probe: probe(true) },
-    kernel: KERNEL_FEATURES.map((f) => ({ feature: f, reading: f.module === 'sch_netem' ? { loaded: false, available: 'unknown', probe: probe(false) } : { loaded: true, available: 'unknown' } })),
+    kernel: KERNEL_FEATURES.map((f) => ({
+      feature: f,
+      reading: f.module === 'sch_netem' ? { loaded: false, available: 'unknown', probe: probe(false) } : { loaded: true, available: 'unknown' },
+    })),
     brNetfilter: { loaded: false, perNamespace: undefined, values: {} },
     tools: TOOLS.map((spec) => ({ spec, reading: spec.tool === 'tcpdump' ? {} : { path: `/usr/bin/${spec.tool}`, version: '1.0' } })),
     keyrings: [{ recipe: 'bookworm', file: '/x/bookworm.yaml', keyring: '/k.gpg', exists: true, provider: '', neededByDefaultLab: true }],
