@@ -24,6 +24,7 @@ PACKAGES=(
   coturn            # a third-party STUN client and server for `labctl check` tests
   graphviz          # dot: `labctl graph --format svg`
   python3-jsonschema # an independent validator of schema/*.schema.json in the tests
+  zsh fish          # the tests load `labctl completion zsh|fish` in them
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -6,6 +6,7 @@ import { registerConntrackCommand } from './conntrack.js';
 import { registerCheckCommands } from './check.js';
 import { registerGraphCommand } from './graph.js';
 import { registerDoctorCommand } from './doctor.js';
+import { registerCompletionCommands } from './completion.js';
 import { EXIT_BAD_INPUT } from '../util/errors.js';
 
 const program = new Command();
@@ -38,12 +39,14 @@ registerConntrackCommand(program);
 registerCheckCommands(program);
 registerGraphCommand(program);
 registerDoctorCommand(program);
+registerCompletionCommands(program);
 // The image commands pull in the image builder (listr2 and more); load them only when
 // asked for, so that `net up` and friends start fast. (No top-level await anywhere: the
 // bundle is CommonJS, which V8 can cache compiled; see bin/labctl.js.)
 async function main(): Promise<void> {
   const first = process.argv.slice(2).find((a) => !a.startsWith('-'));
-  if (first === undefined || first === 'image' || first === 'help') {
+  // (`completion` too: its script lists every command.)
+  if (first === undefined || first === 'image' || first === 'help' || first === 'completion') {
     const { registerImageCommands } = await import('./image.js');
     registerImageCommands(program);
   } else {
