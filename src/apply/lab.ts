@@ -1,6 +1,6 @@
 // `labctl up` and `labctl down`: the network, the image, and one booted machine per lab
 // member that the lab marks as a machine, through whichever backend runs here.
-import { LabctlError } from '../util/errors.js';
+import { EXIT_INTERRUPTED, LabctlError } from '../util/errors.js';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Listr } from 'listr2';
@@ -8,7 +8,8 @@ import type { Lab } from '../lab/model.js';
 import { members } from '../lab/model.js';
 import type { BackendName, MachineBackend, MachineSpec } from '../machine/backend.js';
 import { backendFor, chooseBackend } from '../machine/select.js';
-import { alive, children, cmdline, nspawnPidsIn, nspawnPidsOf, signalTree, sleep, stopNotifyReceivers } from '../machine/proc.js';
+import { children, cmdline, nspawnPidsIn, nspawnPidsOf, signalTree, stopNotifyReceivers } from '../machine/proc.js';
+import { alive, sleep } from '../util/process.js';
 import { listNetns } from '../host/netns.js';
 import { removeStaleSnapshots } from '../machine/snapshots.js';
 import { unitNameFor } from '../machine/unit-name.js';
@@ -37,6 +38,58 @@ export interface PlannedMachine {
   netns: string;
 }
 
+/**
+ * What `up` and `down` change the host through, besides the lab's state file (host/state.ts,
+ * in the run dir): the machine backends, the image, the network and the process's signals.
+ * labUp and labDown use the real ones (realHost); the unit tests of their orchestration
+ * (test/unit/apply-lab-orchestration.test.ts) pass stand-ins, with a run dir of their own.
+ */
+export interface LabHost {
+  /** The backend this `up` boots machines with (`--backend`, else the host's). */
+  chooseBackend(forced?: BackendName): Promise<MachineBackend>;
+  /** The backend a recorded machine runs under, to ask about it or stop it. */
+  backendFor(name: BackendName): Promise<MachineBackend>;
+  /** Mounts the image where it is not, and gives the directory its machines boot from. */
+  mountImage(image: string, dataDir: string | undefined): Promise<string>;
+  /** Removes ephemeral snapshots of `directory` that no machine runs in any more. */
+  sweepSnapshots(directory: string): Promise<void>;
+  /** The lab's network (net.ts's netUpLocked): records the lab in its state file, `creating` and then `up`. */
+  netUp(lab: Lab, hooks: { namespacesCreated: () => void; signal: AbortSignal }): Promise<void>;
+  /** Removes the lab's network and its state file (net.ts's netDownLocked). */
+  netDown(labName: string, options?: { lab?: Lab; force?: boolean }): Promise<{ removed: string[]; message: string }>;
+  /** The host's network namespaces now. */
+  namespaces(): string[];
+  /** Why `machines` more machines cannot boot on this host, or undefined. */
+  machineLimit(machines: number): string | undefined;
+  /** Calls `handler` on SIGINT and SIGTERM until the returned function is called. */
+  onInterrupt(handler: (signal: NodeJS.Signals) => void): () => void;
+  /** Ends labctl once an interrupted `up` has rolled back. */
+  exitInterrupted(): void;
+}
+
+export const realHost: LabHost = {
+  chooseBackend,
+  backendFor,
+  mountImage: async (image, dataDir) => {
+    const { ensureImageMounted } = await import('../image/index.js');
+    return (await ensureImageMounted(image, dataDir)).path;
+  },
+  sweepSnapshots: removeStaleSnapshots,
+  netUp: async (lab, hooks) => void (await netUpLocked(lab, hooks)),
+  netDown: netDownLocked,
+  namespaces: listNetns,
+  machineLimit: inotifyShortfall,
+  onInterrupt: (handler) => {
+    process.on('SIGINT', handler);
+    process.on('SIGTERM', handler);
+    return () => {
+      process.off('SIGINT', handler);
+      process.off('SIGTERM', handler);
+    };
+  },
+  exitInterrupted: () => process.exit(EXIT_INTERRUPTED),
+};
+
 /** A machine that was never started because the network failed first (told apart when counting what started). */
 class NotStartedError extends LabctlError {}
 
@@ -50,8 +103,8 @@ export function plannedMachines(lab: Lab): PlannedMachine[] {
 /**
  * Refuses machine names that another lab runs, that some nspawn already runs (however it was
  * started: `--machine=`, `-M`, or named after its directory), that machined has registered
- * for another unit, or that machined would reject. `registered`: machined's machines where
- * it runs (the systemd backend), else empty.
+ * for another unit, or that machined would reject. `registered`: the backend's
+ * registered() (machined's machines; none for the direct backend).
  */
 function checkMachineNames(lab: Lab, machines: PlannedMachine[], registered: { name: string; unit: string }[]): void {
   const problems: string[] = [];
@@ -97,32 +150,26 @@ async function settle(steps: Promise<unknown>): Promise<void> {
   while (commands.some(alive) && Date.now() < deadline) await sleep(20);
 }
 
-async function stopMachines(machines: MachineState[]): Promise<void> {
+/** Stops machines (at once, each through its own backend), then sweeps the snapshots they leave. */
+async function stopMachines(machines: MachineState[], host: LabHost): Promise<void> {
   await Promise.all(
     machines.map(async (m) => {
-      const backend = await backendFor(m.backend);
+      const backend = await host.backendFor(m.backend);
       await backend.stop(m);
     }),
   );
-  for (const dir of new Set(machines.map((m) => m.directory))) if (dir) await removeStaleSnapshots(dir);
+  for (const dir of new Set(machines.map((m) => m.directory))) if (dir) await host.sweepSnapshots(dir);
 }
 
 /** Stops what an earlier, unfinished run left (crash, SIGKILL, reboot) and removes its network. */
-async function clearLeftovers(lab: Lab, planned: PlannedMachine[], registered: { name: string; unit: string }[]): Promise<void> {
+async function clearLeftovers(lab: Lab, planned: PlannedMachine[], backend: MachineBackend, host: LabHost): Promise<void> {
   const previous = readState(lab.name);
   if (!previous) return;
   const recorded = previous.machines ?? [];
-  // Machines started but not yet recorded when the earlier run died: found by name and
-  // namespace among processes, or by name and labctl's unit among machined's machines.
-  const unrecorded: MachineState[] = planned
-    .filter((m) => !recorded.some((r) => r.name === m.name))
-    .flatMap((m): MachineState[] => {
-      if (registered.some((r) => r.name === m.name && r.unit === unitNameFor(m.name))) return [{ name: m.name, netns: m.netns, image: '', directory: '', backend: 'systemd', unit: unitNameFor(m.name) }];
-      if (nspawnPidsIn(m).length) return [{ name: m.name, netns: m.netns, image: '', directory: '', backend: 'direct' }];
-      return [];
-    });
-  await stopMachines([...recorded, ...unrecorded]);
-  await netDownLocked(lab.name);
+  // Machines started but not yet recorded when the earlier run died.
+  const strays = await backend.strays(planned.filter((m) => !recorded.some((r) => r.name === m.name)));
+  await stopMachines([...recorded, ...strays], host);
+  await host.netDown(lab.name);
 }
 
 function recordMachine(labName: string, m: MachineState): void {
@@ -157,7 +204,7 @@ export interface UpResult {
   message: string;
 }
 
-export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult> {
+export async function labUp(lab: Lab, options: UpOptions = {}, host: LabHost = realHost): Promise<UpResult> {
   const machines = plannedMachines(lab);
   const image = options.image ?? lab.image ?? DEFAULT_IMAGE;
   return withLabLock(lab.name, async () => {
@@ -168,28 +215,29 @@ export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult
     // Up and still there: its namespaces, and every machine it recorded (a lab without
     // machines has none, and is up when its network is).
     const recorded = previous?.machines ?? [];
-    const present = new Set(listNetns());
+    const present = new Set(host.namespaces());
     if (previous?.status === 'up' && recorded.length === machines.length && previous.namespaces.every((n) => present.has(n.netns))) {
-      const backendsAlive = await Promise.all(recorded.map(async (m) => (await (await backendFor(m.backend)).info(m)).state !== 'gone'));
+      const backendsAlive = await Promise.all(recorded.map(async (m) => (await (await host.backendFor(m.backend)).info(m)).state !== 'gone'));
       if (backendsAlive.every(Boolean)) {
         return { lab: lab.name, changed: false, backend: recorded[0]?.backend ?? '-', machines: machines.map((m) => m.name), message: alreadyUpMessage(lab.name, recorded, image, options.backend) };
       }
     }
-    const backend: MachineBackend = await chooseBackend(options.backend);
-    const registered = (await backend.registered?.()) ?? [];
-    checkMachineNames(lab, machines, registered);
-    const shortfall = inotifyShortfall(machines.length - (previous?.machines?.length ?? 0));
+    const backend = await host.chooseBackend(options.backend);
+    checkMachineNames(lab, machines, await backend.registered());
+    const shortfall = host.machineLimit(machines.length - (previous?.machines?.length ?? 0));
     if (shortfall) throw new LabctlError(`cannot bring lab "${lab.name}" up: ${shortfall}`);
-    const { ensureImageMounted } = await import('../image/index.js');
     let directory = '';
     const started: MachineState[] = [];
     const abort = new AbortController();
     const rollback = async () => {
       abort.abort();
-      await stopMachines(started);
+      await stopMachines(started, host);
       // Machines whose start was cut short are not in `started`: stop them by name too.
-      await stopMachines(machines.map((m) => ({ name: m.name, netns: m.netns, image, directory, backend: backend.name })));
-      await netDownLocked(lab.name);
+      await stopMachines(
+        machines.map((m) => ({ name: m.name, netns: m.netns, image, directory, backend: backend.name })),
+        host,
+      );
+      await host.netDown(lab.name);
       rmSync(labRunDir(lab.name), { recursive: true, force: true });
     };
     // The run's steps (image, network, machines) once started: what an interrupt waits for.
@@ -221,10 +269,9 @@ export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult
           }
         })
         .catch((e: Error) => process.stderr.write(`labctl up: rolling back failed: ${e.message}; run \`labctl down\`\n`))
-        .finally(() => process.exit(130));
+        .finally(() => host.exitInterrupted());
     };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
+    const stopListening = host.onInterrupt(onSignal);
     try {
       // Machines boot while the network is configured: nspawn needs only the namespace to
       // exist, and `up` returns once both the network and every machine are ready.
@@ -241,10 +288,10 @@ export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult
             // First, and alone: a missing image stops `up` before it changes anything.
             title: `image ${image}`,
             task: async (_ctx, task) => {
-              directory = (await ensureImageMounted(image, options.dataDir)).path;
+              directory = await host.mountImage(image, options.dataDir);
               // Snapshots of machines that died without cleaning up (a host reboot, SIGKILL
               // of nspawn) stay in the image for good otherwise: swept while nothing boots from it.
-              await removeStaleSnapshots(directory);
+              await host.sweepSnapshots(directory);
               task.title = `image ${image}: ${directory}`;
             },
           },
@@ -259,8 +306,8 @@ export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult
                       try {
                         abort.signal.throwIfAborted();
                         // Everything an earlier run left (a crash, a reboot, a net-only lab) goes first.
-                        await clearLeftovers(lab, machines, registered);
-                        await netUpLocked(lab, { namespacesCreated: namespacesReady, signal: abort.signal });
+                        await clearLeftovers(lab, machines, backend, host);
+                        await host.netUp(lab, { namespacesCreated: namespacesReady, signal: abort.signal });
                         namespacesReady();
                       } catch (e) {
                         networkFailed(new NotStartedError('not started: the network failed'));
@@ -293,15 +340,22 @@ export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult
               ),
           },
         ],
-        { renderer: options.renderer ?? (process.stdout.isTTY ? 'default' : 'simple'), exitOnError: true, registerSignalListeners: false, rendererOptions: { collapseSubtasks: false } },
+        {
+          renderer: options.renderer ?? (process.stdout.isTTY ? 'default' : 'simple'),
+          exitOnError: true,
+          // The machines' list goes on past a failure (exitOnError: false) and keeps what
+          // failed in tasks.errors only when asked to (listr2's default collects nothing).
+          collectErrors: 'minimal',
+          registerSignalListeners: false,
+          rendererOptions: { collapseSubtasks: false },
+        },
       );
       steps = tasks.run();
       await steps;
       // Interrupted, though every step got through: the signal handler rolls back (the catch waits).
       abort.signal.throwIfAborted();
       // The network's own error says more than the machines that did not start because of it.
-      const notStarted = (e: Error) => Number(e instanceof NotStartedError || (e as { error?: Error }).error instanceof NotStartedError);
-      const failures = tasks.errors.filter(Boolean).sort((a, b) => notStarted(a) - notStarted(b));
+      const failures = tasks.errors.map((e) => e.error).sort((a, b) => Number(a instanceof NotStartedError) - Number(b instanceof NotStartedError));
       if (failures.length) throw failures[0]!;
       if (started.length !== machines.length) throw new LabctlError(`only ${started.length} of ${machines.length} machines started`);
     } catch (e) {
@@ -314,8 +368,7 @@ export async function labUp(lab: Lab, options: UpOptions = {}): Promise<UpResult
       }
       throw new LabctlError(`${(e as Error).message}\nrolled back: nothing of lab "${lab.name}" is left`);
     } finally {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
+      stopListening();
     }
     return { lab: lab.name, changed: true, backend: backend.name, machines: machines.map((m) => m.name), message: `lab "${lab.name}" is up: ${machines.length} machines (${backend.name} backend)` };
   });
@@ -327,22 +380,21 @@ export interface DownResult {
   message: string;
 }
 
-export async function labDown(labName: string, options: { lab?: Lab; force?: boolean } = {}): Promise<DownResult> {
+export async function labDown(labName: string, options: { lab?: Lab; force?: boolean } = {}, host: LabHost = realHost): Promise<DownResult> {
   return withLabLock(labName, async () => {
     const state = readState(labName);
     const machines = state?.machines ?? [];
-    // Planned machines too: a crash between starting one and recording it leaves it unrecorded.
+    // Planned machines too: a crash between starting one and recording it leaves it
+    // unrecorded. Never one another lab records (a name it took first, as `up` refuses).
     const recorded = new Set(machines.map((m) => m.name));
-    const extra: MachineState[] = (options.lab ? plannedMachines(options.lab) : [])
-      .filter((m) => !recorded.has(m.name) && (state || options.force))
-      .flatMap((m) => {
-        const pid = nspawnPidsIn(m)[0];
-        if (!pid) return [];
-        const directory = cmdline(pid).find((a) => a.startsWith('--directory='))?.slice('--directory='.length) ?? '';
-        return [{ name: m.name, netns: m.netns, image: '', directory, backend: 'direct' as const }];
-      });
-    await stopMachines([...machines, ...extra].filter((m) => m.directory || nspawnPidsOf(m.name).length));
-    const net = await netDownLocked(labName, { ...(options.lab ? { lab: options.lab } : {}), ...(options.force ? { force: true } : {}) });
+    const others = new Set(allStates().flatMap((s) => (s.lab === labName ? [] : (s.machines ?? []).map((m) => m.name))));
+    const unrecorded = (options.lab && (state || options.force) ? plannedMachines(options.lab) : []).filter((m) => !recorded.has(m.name) && !others.has(m.name));
+    const extra = unrecorded.length ? await (await host.chooseBackend()).strays(unrecorded) : [];
+    await stopMachines(
+      [...machines, ...extra].filter((m) => m.directory || nspawnPidsOf(m.name).length),
+      host,
+    );
+    const net = await host.netDown(labName, { ...(options.lab ? { lab: options.lab } : {}), ...(options.force ? { force: true } : {}) });
     // A readiness receiver outlives an `up` killed with SIGKILL (until its timeout): stop it.
     await stopNotifyReceivers(labRunDir(labName));
     // The machines' console logs and notify sockets go with them.

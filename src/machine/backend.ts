@@ -55,10 +55,18 @@ export interface MachineBackend {
   /** An interactive login shell in the machine (needs a terminal). */
   shellCommand(machine: MachineState): Promise<ShellCommand>;
   /**
-   * Machines registered with machined, whoever started them, with their units (systemd
-   * backend only: the direct backend registers nothing; its machines are found as processes).
+   * Machines registered with machined, whoever started them, with their units: names a
+   * machine of this backend cannot take. None for the direct backend, whose machines
+   * register nothing (its clashes are found among processes).
    */
-  registered?(): Promise<{ name: string; unit: string }[]>;
+  registered(): Promise<{ name: string; unit: string }[]>;
+  /**
+   * Which of these machines (a lab's, by name and namespace) run though no state file
+   * records them: what an `up` that died between starting a machine and recording it left.
+   * As records `stop` takes, each naming the backend that stops it (the systemd backend
+   * also finds machines the direct backend started on its host).
+   */
+  strays(machines: { name: string; netns: string }[]): Promise<MachineState[]>;
 }
 
 export interface ShellCommand {
@@ -71,7 +79,7 @@ export interface ShellCommand {
 }
 
 /** Environment for commands run inside a machine: the machine's, not the host's. */
-export const MACHINE_ENV = ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'HOME=/root', 'USER=root', 'LOGNAME=root', 'SHELL=/bin/bash', 'LANG=C.UTF-8'];
+const MACHINE_ENV = ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'HOME=/root', 'USER=root', 'LOGNAME=root', 'SHELL=/bin/bash', 'LANG=C.UTF-8'];
 
 /**
  * argv that runs `command` in the machine whose leader (PID 1, as the host sees it) is

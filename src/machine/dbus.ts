@@ -4,7 +4,7 @@
 // One connection per process, opened on first use. Every call has a timeout (dbus-next
 // has none, and a call on a dead connection would wait forever), a broken connection
 // fails every pending call at once, and the socket is unref'd while nothing is in
-// flight, so an open bus never keeps the process alive. closeSystemdBus() ends it.
+// flight, so an open bus never keeps the process alive. closeSystemBus() ends it.
 import dbus from 'dbus-next';
 import type { Socket } from 'node:net';
 
@@ -12,7 +12,7 @@ const { Message, Variant, DBusError, MessageType } = dbus;
 export type DBusMessage = InstanceType<typeof Message>;
 export { Variant };
 
-export const DEFAULT_CALL_TIMEOUT_MS = 25_000;
+const DEFAULT_CALL_TIMEOUT_MS = 25_000;
 export const SYSTEM_BUS_SOCKET = '/run/dbus/system_bus_socket';
 
 /** An error reply (or a failed connection) from the bus, with the D-Bus error name. */

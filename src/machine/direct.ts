@@ -6,9 +6,9 @@ import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { run } from '../exec/run.js';
 import type { MachineState } from '../host/state.js';
-import { NETNS_DIR } from '../host/netns.js';
 import { type MachineBackend, type MachineInfo, type MachineSpec, MachineStartError, nsenterArgv, type ShellCommand } from './backend.js';
-import { alive, containerLeader, isNspawnOf, nspawnPidsOf, sleep } from './proc.js';
+import { alive, sleep } from '../util/process.js';
+import { containerLeader, isNspawnOf, nspawnDirectory, nspawnPidsIn, nspawnPidsOf } from './proc.js';
 import { nspawnArgs } from './nspawn.js';
 import { type NotifyWatch, watchReady } from './notify.js';
 
@@ -16,7 +16,7 @@ import { type NotifyWatch, watchReady } from './notify.js';
 const HALT_TIMEOUT_MS = 4_000;
 const STOP_TIMEOUT_MS = 10_000;
 
-export function consoleTail(path: string, lines = 15): string {
+function consoleTail(path: string, lines = 15): string {
   try {
     const text = readFileSync(path, 'utf8')
       // The console carries colour codes; the error message should not.
@@ -195,6 +195,19 @@ export class DirectBackend implements MachineBackend {
     return { argv: nsenterArgv(this.leaderOf(m), [`TERM=${process.env.TERM ?? 'xterm'}`, '/bin/bash', '--login']) };
   }
 
+  /** Nothing registers with machined here (--register=no). */
+  async registered(): Promise<{ name: string; unit: string }[]> {
+    return [];
+  }
+
+  /** Found by name and namespace among nspawn processes (either backend names both on nspawn's command line). */
+  async strays(machines: { name: string; netns: string }[]): Promise<MachineState[]> {
+    return machines.flatMap((m): MachineState[] => {
+      const pid = nspawnPidsIn(m)[0];
+      return pid ? [{ name: m.name, netns: m.netns, image: '', directory: nspawnDirectory(pid) ?? '', backend: 'direct', nspawnPid: pid }] : [];
+    });
+  }
+
   private leaderOf(m: MachineState): number {
     const leader = m.nspawnPid && isNspawnOf(m.nspawnPid, m.name) ? containerLeader(m.nspawnPid) : undefined;
     if (!leader) throw new Error(`machine ${m.name} is not running`);
@@ -203,6 +216,4 @@ export class DirectBackend implements MachineBackend {
 }
 
 /** The machine's notify socket: beside its console log, in labctl's root-only run directory. */
-export const notifySocketOf = (consoleLog: string, machine: string) => join(dirname(consoleLog), `${machine}.notify`);
-
-export const netnsPath = (netns: string) => `${NETNS_DIR}/${netns}`;
+const notifySocketOf = (consoleLog: string, machine: string) => join(dirname(consoleLog), `${machine}.notify`);

@@ -3,8 +3,6 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { NETNS_DIR } from '../host/netns.js';
 import { alive, pids, sleep } from '../util/process.js';
 
-export { alive, sleep };
-
 export function cmdline(pid: number): string[] {
   try {
     return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
@@ -69,7 +67,7 @@ const HOST_NAME_MAX = 64;
  * nspawn boots, which argv does not tell; its 252 name here has a dot, which no lab
  * machine's name has.)
  */
-export function nspawnNameFromPath(path: string, image = false): string | undefined {
+function nspawnNameFromPath(path: string, image = false): string | undefined {
   const last = path.split('/').filter((e) => e !== '' && e !== '.').pop();
   if (last === undefined || last === '..') return undefined;
   const name = hostnameCleanup(image ? last.replace(/\.raw$/, '') : last);
@@ -105,7 +103,7 @@ export function hostnameCleanup(s: string): string {
 }
 
 /** systemd's hostname_is_valid(s, 0): dot-separated labels of letters, digits and inner "-"s, at most 64 characters. */
-export function hostnameIsValid(s: string): boolean {
+function hostnameIsValid(s: string): boolean {
   return s.length <= HOST_NAME_MAX && /^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*$/.test(s);
 }
 
@@ -120,6 +118,13 @@ const NSPAWN_LONG_WITH_VALUE = new Set([
   '--console', '--kill-signal', '--link-journal', '--resolv-conf', '--timezone', '--template', '--notify-ready', '--personality', '--rlimit',
   '--oom-score-adjust', '--cpu-affinity', '--hostname', '--no-new-privileges', '--system-call-filter', '--load-credential', '--set-credential', '--root-hash',
 ]);
+
+/** The directory an nspawn boots (its `--directory=`, as both backends write it), if it says. */
+export function nspawnDirectory(pid: number): string | undefined {
+  return cmdline(pid)
+    .find((a) => a.startsWith('--directory='))
+    ?.slice('--directory='.length);
+}
 
 /** True when pid is a systemd-nspawn running machine `name` (guards against reused pids). */
 export function isNspawnOf(pid: number, name: string): boolean {

@@ -1,7 +1,18 @@
 // A "systemd host" for tests of the systemd backend on machines whose PID 1 is not
-// systemd (see /work/shared/notes/systemd-host-harness.md): a container booted with
-// systemd as its PID 1, the system bus and machined, in which labctl runs as it would
-// on a systemd host.
+// systemd: a container booted with systemd as its PID 1, the system bus and machined, in
+// which labctl runs as it would on a systemd host.
+//
+// Why this works where PID 1 is not systemd (no system bus, no machined, no systemctl):
+// systemd-nspawn itself runs there with --register=no --keep-unit (without them it fails
+// with "Failed to open system bus"), and systemd boots inside it. Inside, with
+// systemd-container installed (machined, its D-Bus files and the
+// dbus-org.freedesktop.machine1.service alias, without which nspawn fails with "Unit
+// dbus-org.freedesktop.machine1.service not found"), a nested nspawn in a transient unit
+// registers with machined, `ip netns add` works, and machinectl sees the machine. The host
+// must be torn down even when something inside hangs: its outer nspawn's pid is kept and
+// ended after a bounded wait (it stops its payload). nspawn's exit message "Attempted to
+// remove disk file system under /run/systemd/nspawn/propagate/..." (the real host's /run
+// is no tmpfs) is harmless.
 //
 //   import { startHost, execInHost, stopHost, isClean } from '../support/systemd-host.js';
 //   const host = await startHost();           // builds the image once, then boots in ~2 s
@@ -678,7 +689,9 @@ export function backendCall(method: string, arg?: unknown, extra: string[] = [])
 }
 
 async function backendDriver(args: string[]): Promise<void> {
-  const { SystemdBackend, closeSystemdBus, systemdAvailable } = await import('../../src/machine/systemd.js');
+  const { SystemdBackend } = await import('../../src/machine/systemd.js');
+  const { systemdAvailable } = await import('../../src/machine/systemd-bus.js');
+  const { closeSystemBus } = await import('../../src/machine/dbus.js');
   const noClose = args.includes('--no-close');
   const rest = args.filter((a) => a !== '--no-close');
   const [method, json, sep, ...command] = rest;
@@ -716,7 +729,7 @@ async function backendDriver(args: string[]): Promise<void> {
     process.stdout.write(JSON.stringify({ ok: false, ms: Date.now() - started, name: err.name, message: err.message, consoleTail: err.consoleTail ?? '' }) + '\n');
     process.exitCode = 1;
   } finally {
-    if (!noClose) closeSystemdBus();
+    if (!noClose) closeSystemBus();
   }
 }
 

@@ -12,7 +12,7 @@ import dbus from 'dbus-next';
 
 const hasDaemon = spawnSync('dbus-daemon', ['--version']).status === 0;
 const DBUS_TS = fileURLToPath(new URL('../../src/machine/dbus.ts', import.meta.url));
-const SYSTEMD_TS = fileURLToPath(new URL('../../src/machine/systemd.ts', import.meta.url));
+const SYSTEMD_BUS_TS = fileURLToPath(new URL('../../src/machine/systemd-bus.ts', import.meta.url));
 
 describe('SystemBus (a private dbus-daemon)', { skip: !hasDaemon && 'dbus-daemon is not installed' }, () => {
   let dir: string;
@@ -107,7 +107,7 @@ describe('SystemBus (a private dbus-daemon)', { skip: !hasDaemon && 'dbus-daemon
   it('a bus that is not there fails calls at once, and systemdAvailable() says false', async () => {
     const code = `
       const { systemBus } = await import(${JSON.stringify(DBUS_TS)});
-      const { systemdAvailable } = await import(${JSON.stringify(SYSTEMD_TS)});
+      const { systemdAvailable } = await import(${JSON.stringify(SYSTEMD_BUS_TS)});
       const started = Date.now();
       try {
         await systemBus().call('org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'GetId');

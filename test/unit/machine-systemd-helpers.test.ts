@@ -1,8 +1,11 @@
-// Small pure parts of the systemd backend: addresses from machined, the snapshot a
-// machine runs in, the journal tail of a failed start. No root, no bus.
+// Small pure parts of the systemd backend: addresses from machined (systemd-bus.ts), the
+// snapshot a machine runs in (snapshots.ts), the journal tail of a failed start
+// (journal.ts). No root, no bus.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { formatAddress, snapshotFromMountinfo, tailOfJournal } from '../../src/machine/systemd.js';
+import { tailOfJournal } from '../../src/machine/journal.js';
+import { snapshotFromMountinfo } from '../../src/machine/snapshots.js';
+import { formatAddress } from '../../src/machine/systemd-bus.js';
 
 describe('formatAddress (GetMachineAddresses)', () => {
   it('formats IPv4 and IPv6 (RFC 5952 zero compression)', () => {
@@ -21,6 +24,12 @@ describe('snapshotFromMountinfo', () => {
   it('finds the ephemeral snapshot beside the image rootfs that / is mounted from', () => {
     const text = [line('/.#machine.rootfs0123abcd', '/'), '511 510 0:64 / /proc rw - proc proc rw'].join('\n');
     assert.equal(snapshotFromMountinfo(text, '/var/lib/labctl/mnt/bookworm/rootfs'), '/var/lib/labctl/mnt/bookworm/.#machine.rootfs0123abcd');
+  });
+  it('reads every octal escape of mountinfo (space, tab, newline, backslash), not only the space', () => {
+    // The snapshot is named after the image's directory, so an odd directory name shows in it.
+    const directory = '/var/lib/labctl/mnt/x/root fs\tx\ny\\z';
+    const text = line('/.#machine.root\\040fs\\011x\\012y\\134z0123abcd', '/');
+    assert.equal(snapshotFromMountinfo(text, directory), '/var/lib/labctl/mnt/x/.#machine.root fs\tx\ny\\z0123abcd');
   });
   it('is undefined for a machine that is not a snapshot', () => {
     assert.equal(snapshotFromMountinfo(line('/rootfs', '/'), '/x/rootfs'), undefined);
