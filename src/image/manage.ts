@@ -11,6 +11,7 @@ import { detachLoops, loopBackingAt, loopMount, mountAt, unmountTree } from './m
 import { checkImageName, imagePaths, type ImagePaths } from './paths.js';
 import { resolveDataDir } from '../host/dirs.js';
 import { listDir } from '../util/fs.js';
+import { alive } from '../util/process.js';
 
 const MOUNT_LOCK_WAIT_MS = 10 * 60_000;
 
@@ -90,16 +91,15 @@ export async function listImages(options: { dataDir?: string; runDir?: string } 
   return out;
 }
 
-/** A build of this image is running (its build lock is held by a live process). */
+/** A build of this image is running (its build lock is held by a live process, not a killed one's zombie). */
 function buildRunning(paths: ImagePaths): boolean {
+  let pid: number;
   try {
-    const pid = Number(readFileSync(paths.buildLock, 'utf8').trim());
-    if (!Number.isInteger(pid) || pid <= 0) return false;
-    process.kill(pid, 0);
-    return true;
+    pid = Number(readFileSync(paths.buildLock, 'utf8').trim());
   } catch {
     return false;
   }
+  return Number.isInteger(pid) && pid > 0 && alive(pid);
 }
 
 function requireReady(paths: ImagePaths, name: string): void {

@@ -1,6 +1,6 @@
 // Finding and stopping the processes that use a path (a build's chroot, its mount).
 import { readFileSync, readlinkSync } from 'node:fs';
-import { alive, fdTargets, pids, sleep } from '../util/process.js';
+import { descendants, fdTargets, pids, processId, selfAndAncestors, signalProcess, waitGone, type ProcessId } from '../util/process.js';
 
 export interface ProcessUse {
   pid: number;
@@ -38,7 +38,7 @@ export function processesUsing(paths: string[], options: { fds?: boolean; cmdlin
     if (!how && cmdline) {
       try {
         const args = readFileSync(`${base}/cmdline`, 'utf8').split('\0');
-        if (args.some((a) => under(a, paths) || paths.some((d) => a.startsWith('--directory=' + d) || a.startsWith('-D' + d)))) how = 'cmdline';
+        if (args.some((a) => under(a, paths) || paths.some((d) => a.startsWith(`--directory=${d}`) || a.startsWith(`-D${d}`)))) how = 'cmdline';
       } catch {
         /* gone */
       }
@@ -57,34 +57,35 @@ export function processesUsing(paths: string[], options: { fds?: boolean; cmdlin
   return found;
 }
 
+/** How long processes get to die after SIGKILL (one in the kernel, D state, dies when it comes back out). */
+const KILL_WAIT_MS = 10_000;
+
 /**
- * Stops every process using the paths: SIGTERM, then SIGKILL for those still there
- * after graceMs. Repeats a few times because killing a parent can leave new orphans.
- * Returns the processes it signalled.
+ * Stops every process using the paths, and the processes those started: SIGTERM, SIGKILL to
+ * what is still there after graceMs, and then waits until they are gone (zombies count as
+ * gone: they hold nothing). Repeats while it finds more (a command a dying parent started
+ * meanwhile, an orphan that opened a file there later), a few rounds at most, then SIGKILL at
+ * once. Never signals labctl itself or its ancestors. Returns the users it found, so that a
+ * caller can check with processesUsing() whether any is left (one the kernel keeps).
  */
 export async function killProcessesUsing(paths: string[], graceMs = 3000): Promise<ProcessUse[]> {
   const signalled: ProcessUse[] = [];
+  const never = selfAndAncestors();
   for (let round = 0; round < 4; round++) {
-    const users = processesUsing(paths);
+    const users = processesUsing(paths).filter((u) => !never.has(u.pid));
     if (!users.length) break;
     signalled.push(...users);
-    for (const u of users) {
-      try {
-        process.kill(u.pid, round === 0 ? 'SIGTERM' : 'SIGKILL');
-      } catch {
-        /* already gone */
-      }
-    }
-    const deadline = Date.now() + (round === 0 ? graceMs : 2000);
-    while (Date.now() < deadline && users.some((u) => alive(u.pid))) await sleep(50);
-    for (const u of users) {
-      if (alive(u.pid)) {
-        try {
-          process.kill(u.pid, 'SIGKILL');
-        } catch {
-          /* gone */
-        }
-      }
+    // The users and their descendants, read while the tree is whole (an orphan is nobody's child).
+    const doomed = [...users.map((u) => processId(u.pid)), ...descendants(users.map((u) => u.pid))].filter(
+      (p): p is ProcessId => p !== undefined && !never.has(p.pid),
+    );
+    const first = round === 0 ? 'SIGTERM' : 'SIGKILL';
+    for (const p of doomed) signalProcess(p, first);
+    let left = await waitGone(doomed, first === 'SIGTERM' ? graceMs : KILL_WAIT_MS);
+    if (left.length && first === 'SIGTERM') {
+      left = [...left, ...descendants(left.map((p) => p.pid)).filter((p) => !never.has(p.pid))];
+      for (const p of left) signalProcess(p, 'SIGKILL');
+      await waitGone(left, KILL_WAIT_MS);
     }
   }
   return signalled;

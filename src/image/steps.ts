@@ -36,7 +36,8 @@ import { inRoot } from './paths.js';
 import { bootstrapHash, imageKeyringPath } from './recipe.js';
 import { describeBase, dropBase, noteBootstrapHash, pruneBaseCache } from './base-cache.js';
 import { acquireLock, withLock } from '../host/lock.js';
-import { killProcessesUsing } from './procs.js';
+import { killProcessesUsing, processesUsing, type ProcessUse } from './procs.js';
+import { alive } from '../util/process.js';
 import type { BuildContext, Step, StepIO } from './plan.js';
 
 /**
@@ -165,8 +166,12 @@ export const prepare: Step = {
     }
     // One build per image at a time (a second one fails at once rather than waiting).
     ctx.releaseBuildLock = await acquireLock(p.buildLock, { waitMs: 0, what: `another build of image ${ctx.name} is running` });
-    // Leftovers of a build that was killed hard (SIGKILL, power loss).
-    await removeNewBuild(ctx);
+    // Leftovers of a build that was killed hard (SIGKILL, power loss), its processes first.
+    const stopped = await removeNewBuild(ctx);
+    if (stopped.length) {
+      const what = [...new Map(stopped.map((u) => [u.pid, `${u.pid} (${u.comm})`])).values()];
+      warnings.emit(`stopped ${what.length} process(es) of an earlier build of image ${ctx.name} that was killed: ${what.join(', ')}`);
+    }
     await mkdir(p.newMountDir, { recursive: true });
   },
 };
@@ -701,10 +706,24 @@ export const swap: Step = {
   },
 };
 
-/** Removes what a build in progress made (mount, loop device, .new files). Safe to call twice. */
-export async function removeNewBuild(ctx: BuildContext): Promise<void> {
+/**
+ * Removes what a build in progress made (mount, loop device, .new files). Safe to call twice.
+ * A build killed hard (SIGKILL, OOM) can leave its commands' children running in it (a
+ * debootstrap's dpkg, a wget, a chroot): they are stopped, and must be gone, before anything
+ * is unmounted or removed, or they would go on writing into a lazily detached filesystem
+ * while the next build starts afresh beside them. Returns the processes it stopped.
+ */
+export async function removeNewBuild(ctx: BuildContext): Promise<ProcessUse[]> {
   const p = ctx.paths;
-  await killProcessesUsing([p.newMountDir, p.newImageFile]);
+  const paths = [p.newMountDir, p.newImageFile];
+  const stopped = await killProcessesUsing(paths);
+  const left = processesUsing(paths);
+  if (left.length) {
+    throw new Error(
+      `processes still use the unfinished build in ${p.newMountDir}: ` +
+        `${left.map((u) => `process ${u.pid} (${u.comm}, its ${u.how})`).join(', ')}; stop them and build again (nothing was removed)`,
+    );
+  }
   await unmountTree(p.newMountDir, { killUsers: true, step: 'cleanup' });
   await detachLoops(p.newImageFile);
   await rm(p.newImageFile, { force: true });
@@ -714,18 +733,10 @@ export async function removeNewBuild(ctx: BuildContext): Promise<void> {
   for (const f of await readdir(cacheDir).catch(() => [] as string[])) {
     if (f.includes('.partial-')) {
       const pid = Number(f.split('.partial-')[1]);
-      if (pid === process.pid || !pidAlive(pid)) await rm(join(cacheDir, f), { force: true });
+      if (pid === process.pid || !alive(pid)) await rm(join(cacheDir, f), { force: true });
     }
   }
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
+  return stopped;
 }
 
 export type { StepIO };

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { baseHash, ensureImageMounted, imagePaths, imageState, loadRecipe, loopsUnder, mountsUnder, REQUIRED_PACKAGES, umountImage, withMirror } from '../../src/image/index.js';
+import type { LabState, MachineState } from '../../src/host/state.js';
 import { BIN } from '../support/cli.js';
 import { TEST_CACHE_DIR, TEST_MIRROR, getTestImage, makeScratchDataDir } from '../support/test-image.js';
 
@@ -82,6 +83,10 @@ function assertNothingLeft(dataDir: string, except: { mounts?: string[]; files?:
     const left = readdirSync(images).filter((f) => !(except.files ?? []).some((e) => e.endsWith(`/${f}`) || e.endsWith(`/${f.replace(/\.json$/, '.btrfs')}`)));
     assert.deepEqual(left, [], `files left in ${images}`);
   }
+}
+
+function labState(lab: string, machines: MachineState[]): LabState {
+  return { lab, source: 'test', planHash: 'test', status: 'up', createdAt: new Date().toISOString(), namespaces: [], nats: [], machines };
 }
 
 function nspawnTrue(dir: string): number {
@@ -276,7 +281,9 @@ describe('images (root, real)', { skip: !isRoot && 'needs root' }, () => {
       assert.equal(mount.stdout.trim(), join(dataDir, 'mnt/warm/rootfs'));
       nspawnTrue(mount.stdout.trim());
 
-      writeFileSync(join(runDir, 'lab.json'), JSON.stringify({ lab: 'demo', machines: [{ name: 'r1', image: 'warm' }] }));
+      // A lab's state file (host/state.ts) recording a machine that boots the image.
+      const machine: MachineState = { name: 'r1', netns: 'ns-r1', image: 'warm', directory: mount.stdout.trim(), backend: 'direct' };
+      writeFileSync(join(runDir, 'demo.json'), JSON.stringify(labState('demo', [machine])));
       const listed = JSON.parse(cli(['image', 'list', '--json', '--data-dir', dataDir], { LABCTL_RUN_DIR: runDir }).stdout) as { inUseBy: string[] }[];
       assert.deepEqual(listed[0]?.inUseBy, ['machine r1 (lab demo)']);
       const rm = cli(['image', 'rm', 'warm', '--data-dir', dataDir], { LABCTL_RUN_DIR: runDir });
@@ -287,7 +294,7 @@ describe('images (root, real)', { skip: !isRoot && 'needs root' }, () => {
       assert.match(um.stderr, /cannot unmount image warm: in use/);
       assert.ok(imageState(imagePaths(dataDir, 'warm')).state === 'ready');
 
-      writeFileSync(join(runDir, 'lab.json'), JSON.stringify({ lab: 'demo', machines: [] }));
+      writeFileSync(join(runDir, 'demo.json'), JSON.stringify(labState('demo', [])));
       // After a "reboot": unmounted, ensureImageMounted brings it back (concurrent callers share).
       assert.equal(cli(['image', 'umount', 'warm', '--data-dir', dataDir], { LABCTL_RUN_DIR: runDir }).status, 0);
       assertNothingLeft(dataDir, { files: [join(dataDir, 'images/warm.btrfs')] });
