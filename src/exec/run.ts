@@ -31,9 +31,9 @@ import { formatCommand } from './quote.js';
 // instead, which is why the image build also stops the leftovers of a killed build by what
 // they use (image/procs.ts). It costs an exec, ~1.2 ms a command: median 2.0 ms for `true`
 // against 3.2 ms behind setpriv (300 each, alternating, node:child_process; 2.8 against
-// 4.2 ms in a second run). Processes that must outlive labctl (the direct backend's
-// systemd-nspawn, spawned detached in machine/direct.ts; the check agents) do not go
-// through run().
+// 4.2 ms in a second run). Long-lived processes do not go through run(): the direct
+// backend's systemd-nspawn, which must outlive labctl (spawned detached in
+// machine/direct.ts), and the check agents (check/agent-process.ts).
 
 export interface RunOptions {
   /** Short name of the step this command belongs to, shown in errors. */
