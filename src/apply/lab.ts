@@ -1,6 +1,6 @@
 // `labctl up` and `labctl down`: the network, the image, and one booted machine per lab
 // member that the lab marks as a machine, through whichever backend runs here.
-import { EXIT_INTERRUPTED, LabctlError } from '../util/errors.js';
+import { EXIT_INTERRUPTED, LabctlError, UsageError } from '../util/errors.js';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Listr } from 'listr2';
@@ -16,7 +16,8 @@ import { unitNameFor } from '../machine/unit-name.js';
 import { inotifyShortfall } from '../machine/limits.js';
 import { netDownLocked, netUpLocked } from './net.js';
 import { planNetwork } from '../plan/network.js';
-import { allStates, type MachineState, labRunDir, readState, withLabLock, writeState } from '../host/state.js';
+import { allStates, type ImageUse, imageUseOf, type MachineState, labRunDir, readState, recordImageUse, withLabLock, writeState } from '../host/state.js';
+import { resolveDataDir } from '../host/dirs.js';
 
 export const DEFAULT_IMAGE = 'bookworm';
 /** Longest machine name: machined requires a valid host name (at most 64 bytes). */
@@ -51,6 +52,8 @@ export interface LabHost {
   backendFor(name: BackendName): Promise<MachineBackend>;
   /** Mounts the image where it is not, and gives the directory its machines boot from. */
   mountImage(image: string, dataDir: string | undefined): Promise<string>;
+  /** Unmounts an image (and frees its loop device) once no lab uses it any more. */
+  releaseImage(use: ImageUse): Promise<void>;
   /** Removes ephemeral snapshots of `directory` that no machine runs in any more. */
   sweepSnapshots(directory: string): Promise<void>;
   /** The lab's network (net.ts's netUpLocked): records the lab in its state file, `creating` and then `up`. */
@@ -73,6 +76,14 @@ export const realHost: LabHost = {
   mountImage: async (image, dataDir) => {
     const { ensureImageMounted } = await import('../image/index.js');
     return (await ensureImageMounted(image, dataDir)).path;
+  },
+  releaseImage: async (use) => {
+    const { ImageInUseError, imageInUseBy, umountImage } = await import('../image/index.js');
+    if ((await imageInUseBy(use.image, { dataDir: use.dataDir })).length) return;
+    // Another lab's `up` may have started using it since: then it stays.
+    await umountImage(use.image, { dataDir: use.dataDir }).catch((e: unknown) => {
+      if (!(e instanceof ImageInUseError)) throw e;
+    });
   },
   sweepSnapshots: removeStaleSnapshots,
   netUp: async (lab, hooks) => void (await netUpLocked(lab, hooks)),
@@ -238,7 +249,7 @@ export async function labUp(lab: Lab, options: UpOptions = {}, host: LabHost = r
         host,
       );
       await host.netDown(lab.name);
-      rmSync(labRunDir(lab.name), { recursive: true, force: true });
+      await removeRunDir(lab.name, host);
     };
     // The run's steps (image, network, machines) once started: what an interrupt waits for.
     let steps: Promise<unknown> = Promise.resolve();
@@ -288,7 +299,16 @@ export async function labUp(lab: Lab, options: UpOptions = {}, host: LabHost = r
             // First, and alone: a missing image stops `up` before it changes anything.
             title: `image ${image}`,
             task: async (_ctx, task) => {
-              directory = await host.mountImage(image, options.dataDir);
+              // Recorded first: a `down` of another lab meanwhile leaves the image mounted.
+              recordImageUse(lab.name, { image, dataDir: resolveDataDir(options.dataDir) });
+              try {
+                directory = await host.mountImage(image, options.dataDir);
+              } catch (e) {
+                // Not built (or not usable): say where the name came from, so it can be changed there too.
+                if (!(e instanceof UsageError)) throw e;
+                const from = options.image ? `--image ${image}` : lab.image ? `${lab.source}: image: ${image}` : `the default image (${DEFAULT_IMAGE}; a lab file may name another with image:)`;
+                throw new UsageError(`${e.message}\n(the image comes from ${from})`);
+              }
               // Snapshots of machines that died without cleaning up (a host reboot, SIGKILL
               // of nspawn) stay in the image for good otherwise: swept while nothing boots from it.
               await host.sweepSnapshots(directory);
@@ -366,12 +386,21 @@ export async function labUp(lab: Lab, options: UpOptions = {}, host: LabHost = r
       } catch (r) {
         throw new LabctlError(`${(e as Error).message}\nrolling back also failed: ${(r as Error).message}; run \`labctl down\``);
       }
-      throw new LabctlError(`${(e as Error).message}\nrolled back: nothing of lab "${lab.name}" is left`);
+      const message = `${(e as Error).message}\nrolled back: nothing of lab "${lab.name}" is left`;
+      // Bad input (an image that is not built) stays bad input: exit 2.
+      throw e instanceof UsageError ? new UsageError(message) : new LabctlError(message);
     } finally {
       stopListening();
     }
     return { lab: lab.name, changed: true, backend: backend.name, machines: machines.map((m) => m.name), message: `lab "${lab.name}" is up: ${machines.length} machines (${backend.name} backend)` };
   });
+}
+
+/** Removes the lab's run dir (console logs, notify sockets), then releases the image it recorded. */
+async function removeRunDir(labName: string, host: LabHost): Promise<void> {
+  const use = imageUseOf(labName);
+  rmSync(labRunDir(labName), { recursive: true, force: true });
+  if (use) await host.releaseImage(use);
 }
 
 export interface DownResult {
@@ -397,8 +426,9 @@ export async function labDown(labName: string, options: { lab?: Lab; force?: boo
     const net = await host.netDown(labName, { ...(options.lab ? { lab: options.lab } : {}), ...(options.force ? { force: true } : {}) });
     // A readiness receiver outlives an `up` killed with SIGKILL (until its timeout): stop it.
     await stopNotifyReceivers(labRunDir(labName));
-    // The machines' console logs and notify sockets go with them.
-    rmSync(labRunDir(labName), { recursive: true, force: true });
+    // The machines' console logs and notify sockets go with them, and the image they booted
+    // is unmounted when no other lab uses it.
+    await removeRunDir(labName, host);
     const stopped = [...machines, ...extra].map((m) => m.name);
     return {
       lab: labName,

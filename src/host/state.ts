@@ -48,6 +48,42 @@ export const statePath = (lab: string) => join(runDir(), `${lab}.json`);
 /** Where a lab keeps its run files (console logs, notify sockets, ruleset files). */
 export const labRunDir = (lab: string) => join(runDir(), lab);
 
+/** The image a lab boots (an absolute data dir), recorded before `up` mounts it. */
+export interface ImageUse {
+  image: string;
+  dataDir: string;
+}
+
+const imageUseFile = (lab: string, dir = runDir()) => join(dir, lab, 'image.json');
+
+/**
+ * Records that `lab` uses an image, in its run dir, before `up` mounts it: from then on
+ * until `down` (or a failed `up`) removes the run dir, a `down` of another lab leaves the
+ * image mounted even while this lab's machines are not recorded yet.
+ */
+export function recordImageUse(lab: string, use: ImageUse): void {
+  mkdirSync(join(ensureRunDir(), lab), { recursive: true, mode: 0o700 });
+  writeFileSync(imageUseFile(lab), `${JSON.stringify(use)}\n`, { mode: 0o600 });
+}
+
+/** The image a lab recorded, if any. */
+export function imageUseOf(lab: string, dir = runDir()): ImageUse | undefined {
+  try {
+    return JSON.parse(readFileSync(imageUseFile(lab, dir), 'utf8')) as ImageUse;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Every lab's recorded image (`dir`: another run dir, for tests). */
+export function allImageUses(dir: string = runDir()): { lab: string; use: ImageUse }[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+    const use = e.isDirectory() ? imageUseOf(e.name, dir) : undefined;
+    return use ? [{ lab: e.name, use }] : [];
+  });
+}
+
 export function readState(lab: string): LabState | undefined {
   try {
     return JSON.parse(readFileSync(statePath(lab), 'utf8')) as LabState;

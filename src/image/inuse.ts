@@ -1,5 +1,6 @@
 // Which machines use an image: the machines recorded in the labs' state files
-// (host/state.ts) that boot this data dir's image, and live processes whose root,
+// (host/state.ts) that boot this data dir's image, labs whose `up` has recorded that it
+// boots the image (before any machine is recorded), and live processes whose root,
 // arguments or open files are inside the mounted image (e.g. a systemd-nspawn started by
 // hand), so that nothing is unmounted under them.
 import { resolve } from 'node:path';
@@ -7,7 +8,7 @@ import { imagePaths } from './paths.js';
 import { processesUsing } from './procs.js';
 import { mountAt } from './mount.js';
 import { resolveDataDir } from '../host/dirs.js';
-import { allStates } from '../host/state.js';
+import { allImageUses, allStates } from '../host/state.js';
 
 export interface InUseOptions {
   dataDir?: string;
@@ -29,6 +30,10 @@ export async function imageInUseBy(name: string, options: InUseOptions = {}): Pr
       if (m.image !== name || (dir !== paths.mountDir && !dir.startsWith(`${paths.mountDir}/`))) continue;
       users.add(`machine ${m.name}${state.lab !== m.name ? ` (lab ${state.lab})` : ''}`);
     }
+  }
+  // A lab whose `up` has mounted the image but recorded no machine yet.
+  for (const { lab, use } of allImageUses(options.runDir)) {
+    if (use.image === name && resolve(use.dataDir) === dataDir && ![...users].some((u) => u.endsWith(`(lab ${lab})`) || u === `machine ${lab}`)) users.add(`lab ${lab}`);
   }
   if (options.processes !== false && mountAt(paths.mountDir)) {
     for (const p of processesUsing([paths.mountDir])) users.add(`process ${p.pid} ${p.comm}`);

@@ -111,7 +111,10 @@ before(async () => {
   mkdirSync(dir, { recursive: true });
   writeFileSync(
     shortLab,
-    readFileSync(join(ROOT, 'machines', 'article.yaml'), 'utf8').replace(/fixed-port: 54321\n/g, 'fixed-port: 54321\n      udp-timeouts: { unreplied: 3, stream: 5 }\n'),
+    readFileSync(join(ROOT, 'machines', 'article.yaml'), 'utf8')
+      .replace(/fixed-port: 54321\n/g, 'fixed-port: 54321\n      udp-timeouts: { unreplied: 3, stream: 5 }\n')
+      // The article's lab boots noble; the suite boots the shared bookworm test image (test/e2e/noble-article.test.ts boots noble).
+      .replace(/^image: noble$/m, 'image: bookworm'),
   );
 });
 afterEach(async () => {

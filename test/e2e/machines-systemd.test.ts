@@ -308,7 +308,7 @@ describe('systemd backend inside a systemd host', { skip: !isRoot && 'needs root
     const help = await hostRun([...LABCTL, 'up', '--help']);
     for (const opt of ['--backend', '--data-dir', '--image']) assert.ok(help.stdout.includes(opt), `labctl up --help lists ${opt}`);
     // A failed up rolls back through the backend: machines that did not boot in time.
-    const failed = await hostRun([...LABCTL, 'up', '--backend', 'systemd', '--data-dir', HOST_DATA_DIR, '--timeout', '0.05']);
+    const failed = await hostRun([...LABCTL, 'up', '--backend', 'systemd', '--image', 'bookworm', '--data-dir', HOST_DATA_DIR, '--timeout', '0.05']);
     assert.notEqual(failed.exitCode, 0, failed.stdout);
     assert.match(failed.stderr, /rolled back/);
     assert.match(failed.stderr, /not booted within 50 ms/);
@@ -318,7 +318,7 @@ describe('systemd backend inside a systemd host', { skip: !isRoot && 'needs root
 
     const startedAt = Date.now();
     try {
-      const up = await hostRun([...LABCTL, 'up', '--backend', 'systemd', '--data-dir', HOST_DATA_DIR]);
+      const up = await hostRun([...LABCTL, 'up', '--backend', 'systemd', '--image', 'bookworm', '--data-dir', HOST_DATA_DIR]);
       assert.equal(up.exitCode, 0, `${up.stdout}\n${up.stderr}`);
       t.diagnostic(`labctl up took ${((Date.now() - startedAt) / 1000).toFixed(1)} s`);
       assert.match(up.stdout, /is up: 4 machines \(systemd backend\)/);
@@ -390,7 +390,7 @@ describe('systemd backend inside a systemd host', { skip: !isRoot && 'needs root
         'done',
         'kill -9 "$up"; echo "not reached"',
       ].join('\n');
-      const r = await hostRun(['sh', '-c', script, 'up-killed', ...LABCTL, 'up', '--backend', 'systemd', '--data-dir', HOST_DATA_DIR]);
+      const r = await hostRun(['sh', '-c', script, 'up-killed', ...LABCTL, 'up', '--backend', 'systemd', '--image', 'bookworm', '--data-dir', HOST_DATA_DIR]);
       assert.equal(r.stdout.trim(), 'killed', `up was killed while its machines booted: ${r.stdout}${r.stderr}`);
       assert.ok((await machinesListed()).length > 0, 'its machines go on booting without it');
     };
@@ -408,7 +408,7 @@ describe('systemd backend inside a systemd host', { skip: !isRoot && 'needs root
       await assertClean('down after up was killed');
 
       await upKilledWhileBooting();
-      const up = await hostRun([...LABCTL, 'up', '--backend', 'systemd', '--data-dir', HOST_DATA_DIR]);
+      const up = await hostRun([...LABCTL, 'up', '--backend', 'systemd', '--image', 'bookworm', '--data-dir', HOST_DATA_DIR]);
       assert.equal(up.exitCode, 0, `${up.stdout}\n${up.stderr}`);
       assert.deepEqual((await machinesListed()).sort(), [...LAB_MACHINES].sort(), 'one of each machine');
       const down2 = await hostRun([...LABCTL, 'down']);

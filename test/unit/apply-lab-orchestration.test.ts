@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import { labDown, labUp, type LabHost } from '../../src/apply/lab.js';
-import { labRunDir, readState, removeState, writeState, type LabState, type MachineState } from '../../src/host/state.js';
+import { imageUseOf, labRunDir, readState, removeState, writeState, type LabState, type MachineState } from '../../src/host/state.js';
 import { parseLab } from '../../src/lab/resolve.js';
 import type { Lab } from '../../src/lab/model.js';
 import { MachineStartError, type BackendName, type MachineBackend, type MachineInfo, type MachineSpec } from '../../src/machine/backend.js';
@@ -124,6 +124,7 @@ function standInHost(world: World): LabHost {
       world.events.push(`mount ${image}`);
       return IMAGE_DIR;
     },
+    releaseImage: async (use) => void world.events.push(`release ${use.image}`),
     sweepSnapshots: async (directory) => void world.events.push(`sweep ${directory}`),
     // As net.ts's netUpLocked: the state file says `creating` before anything is made, and
     // `up` (keeping the machines recorded meanwhile) once all is configured; the signal is
@@ -230,7 +231,7 @@ describe('labUp', () => {
     assert.deepEqual(rollback.slice(0, 2).sort(), [`stop ${A}`, `stop ${C}`], 'first the machines that started');
     assert.deepEqual(rollback.slice(2, 3), [`sweep ${IMAGE_DIR}`]);
     assert.deepEqual(rollback.slice(3, 6).sort(), [A, B, C].map((n) => `stop ${n}`), 'then every machine by name (one whose start was cut short too)');
-    assert.deepEqual(rollback.slice(6), [`sweep ${IMAGE_DIR}`, 'net down'], 'the network last');
+    assert.deepEqual(rollback.slice(6), [`sweep ${IMAGE_DIR}`, 'net down', 'release bookworm'], 'the network, then the image it no longer uses');
     assert.equal(readState(LAB.name), undefined, 'no state file left');
     assert.ok(!existsSync(labRunDir(LAB.name)), 'no run dir left');
     assert.equal(world.running.size, 0);
@@ -275,7 +276,7 @@ describe('labUp', () => {
     assert.ok(world.events.indexOf(`started ${B}`) < world.events.indexOf(`stop ${A}`), 'the rollback waits for the starts in flight');
     assert.deepEqual(rollback.slice(0, 2).sort(), [`stop ${A}`, `stop ${B}`]);
     assert.deepEqual(rollback.slice(3, 6).sort(), [A, B, C].map((n) => `stop ${n}`));
-    assert.deepEqual(rollback.at(-1), 'net down');
+    assert.deepEqual(rollback.slice(-2), ['net down', 'release bookworm']);
     assert.equal(readState(LAB.name), undefined, 'no state file left');
     assert.equal(world.running.size, 0);
   });
@@ -290,7 +291,7 @@ describe('labUp', () => {
     await world.exited.promise;
     assert.ok(world.starts.every((s) => s.abortedAtCall), 'no start asked for before the abort');
     assert.ok(!world.events.some((e) => e.startsWith('started')), world.events.join(', '));
-    assert.equal(world.events.at(-1), 'net down');
+    assert.deepEqual(world.events.slice(-2), ['net down', 'release bookworm']);
     assert.equal(readState(LAB.name), undefined);
     assert.deepEqual([...world.namespaces], []);
   });
@@ -342,6 +343,20 @@ describe('labDown', () => {
     assert.equal(world.events.at(-1), 'net down');
     assert.deepEqual([...world.running.keys()], [C], 'the other lab\'s machine runs on');
     assert.equal(readState(LAB.name), undefined);
+  });
+
+  test('the image the lab recorded is released after its network is gone (and only then)', async () => {
+    const world = new World();
+    const up = await labUp(LAB, { renderer: 'silent' }, standInHost(world));
+    assert.equal(up.changed, true);
+    assert.deepEqual(imageUseOf(LAB.name), { image: 'bookworm', dataDir: '/var/lib/labctl' }, 'recorded in the run dir');
+    const events = world.events.length;
+    await labDown(LAB.name, { lab: LAB }, standInHost(world));
+    assert.deepEqual(world.events.slice(events).slice(-2), ['net down', 'release bookworm']);
+    assert.ok(!existsSync(labRunDir(LAB.name)), 'no run dir left');
+    const again = world.events.length;
+    await labDown(LAB.name, { lab: LAB }, standInHost(world));
+    assert.ok(!world.events.slice(again).includes('release bookworm'), 'a second down releases nothing');
   });
 
   test('without a state file, leaves machines alone unless --force', async () => {

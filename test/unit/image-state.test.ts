@@ -40,6 +40,12 @@ describe('imageInUseBy', () => {
     assert.deepEqual(await imageInUseBy('bookworm', opts), ['machine r1 (lab demo)', 'machine z (lab lab2)']);
     assert.deepEqual(await imageInUseBy('noble', opts), ['machine r2 (lab demo)']);
     assert.deepEqual(await imageInUseBy('trixie', opts), []);
+    // A lab whose up has mounted the image, before any of its machines is recorded.
+    mkdirSync(join(runDir, 'booting'));
+    writeFileSync(join(runDir, 'booting', 'image.json'), JSON.stringify({ image: 'trixie', dataDir }));
+    mkdirSync(join(runDir, 'elsewhere'));
+    writeFileSync(join(runDir, 'elsewhere', 'image.json'), JSON.stringify({ image: 'trixie', dataDir: '/var/lib/labctl' }));
+    assert.deepEqual(await imageInUseBy('trixie', opts), ['lab booting']);
     assert.deepEqual(await imageInUseBy('bookworm', { ...opts, runDir: join(runDir, 'missing') }), []);
   });
 });

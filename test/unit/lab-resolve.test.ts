@@ -31,7 +31,7 @@ describe('the article lab', () => {
     assert.deepEqual(members(article).map((m) => m.netns).sort(), ['ns-c0', 'ns-c0-nat', 'ns-c1', 'ns-c1-nat', 'ns-inet']);
     assert.equal(article.name, 'article');
     assert.equal(article.prefix, '');
-    assert.equal(article.image, 'bookworm');
+    assert.equal(article.image, 'noble');
     assert.equal(article.internet.name, 'inet');
     assert.equal(article.internet.machine, false);
     for (const m of [...article.nats, ...article.nodes]) assert.equal(m.machine, true, m.name);
