@@ -21,7 +21,7 @@ const ARTICLE_NS = ['ns-c0', 'ns-c0-nat', 'ns-c1', 'ns-c1-nat', 'ns-inet'];
 
 requireRoot('bench/check');
 if (netnsNames().some((n) => ARTICLE_NS.includes(n))) {
-  console.error('bench/check: the article lab\'s namespaces exist; bring it down first (and run this under flock /tmp/labctl-article-names.lock)');
+  console.error("bench/check: the article lab's namespaces exist; bring it down first (and run this under flock /tmp/labctl-article-names.lock)");
   process.exit(1);
 }
 execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'ignore' });
@@ -69,7 +69,9 @@ writeFileSync(
   }),
 );
 
-const loadStart = loadavg().map((x) => x.toFixed(2)).join(' ');
+const loadStart = loadavg()
+  .map((x) => x.toFixed(2))
+  .join(' ');
 const samples: Record<string, number[]> = { article: [], sixteen: [], lifetime: [] };
 const lifetimeOver: number[] = [];
 let longest = 0;
@@ -111,7 +113,9 @@ try {
   if (left.length) console.error(`bench/check: left behind: ${left.join(' ')}`);
   rmSync(dir, { recursive: true, force: true });
 }
-const loadEnd = loadavg().map((x) => x.toFixed(2)).join(' ');
+const loadEnd = loadavg()
+  .map((x) => x.toFixed(2))
+  .join(' ');
 
 const s = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, stats(v)]));
 const over = stats(lifetimeOver);

@@ -24,7 +24,7 @@ const MIRROR = argValue('--mirror') ?? 'http://deb.debian.org/debian';
 const RUNS = Number(argValue('--runs') ?? 5);
 const WRITE = !args.includes('--no-write');
 const DATA = process.env.LABCTL_BENCH_DATA_DIR || '/var/tmp/labctl-bench';
-const ROOT = new URL('../', import.meta.url).pathname;
+const _ROOT = new URL('../', import.meta.url).pathname;
 const MACHINE = 'labctl-bench';
 /** Machines booted at once for the free-memory measure. */
 const BATCH = Number(argValue('--batch') ?? 8);
@@ -54,7 +54,9 @@ async function timed<T>(fn: () => Promise<T>): Promise<[T, number]> {
 }
 
 async function nspawnStart(dir: string): Promise<number> {
-  const [, s] = await timed(() => run(['systemd-nspawn', '--register=no', '--keep-unit', '--ephemeral', '--quiet', '-D', dir, '/bin/true'], { step: 'nspawn' }));
+  const [, s] = await timed(() =>
+    run(['systemd-nspawn', '--register=no', '--keep-unit', '--ephemeral', '--quiet', '-D', dir, '/bin/true'], { step: 'nspawn' }),
+  );
   return s;
 }
 
@@ -325,18 +327,26 @@ async function main(): Promise<void> {
 
   log('booting one ephemeral machine for memory, on btrfs...');
   const mem = await bootedMachineMemoryMedian(path, 3);
-  log(`  boot ${mem.bootSeconds.toFixed(2)} s, MemFree -${mib(mem.memFreeDrop)}, MemAvailable -${mib(mem.memAvailableDrop)}, PSS ${mib(mem.pssContainer)} (+ nspawn ${mib(mem.pssNspawn)})`);
+  log(
+    `  boot ${mem.bootSeconds.toFixed(2)} s, MemFree -${mib(mem.memFreeDrop)}, MemAvailable -${mib(mem.memAvailableDrop)}, PSS ${mib(mem.pssContainer)} (+ nspawn ${mib(mem.pssNspawn)})`,
+  );
   // The article's other column: the same machine from a plain directory, which --ephemeral
   // copies whole at every start (the copy's pages are what free memory loses).
   log(`booting one ephemeral machine for memory, on the plain ${fsType} directory...`);
   const memPlain = await bootedMachineMemoryMedian(plain, 3);
-  log(`  boot ${memPlain.bootSeconds.toFixed(2)} s, MemFree -${mib(memPlain.memFreeDrop)}, MemAvailable -${mib(memPlain.memAvailableDrop)}, PSS ${mib(memPlain.pssContainer)} (+ nspawn ${mib(memPlain.pssNspawn)})`);
+  log(
+    `  boot ${memPlain.bootSeconds.toFixed(2)} s, MemFree -${mib(memPlain.memFreeDrop)}, MemAvailable -${mib(memPlain.memAvailableDrop)}, PSS ${mib(memPlain.pssContainer)} (+ nspawn ${mib(memPlain.pssNspawn)})`,
+  );
   log(`booting ${BATCH} ephemeral machines at once for memory, on btrfs...`);
   const batch = await batchMemory(path, BATCH);
-  log(`  all booted in ${batch.bootSeconds.toFixed(2)} s, per machine MemFree -${mib(batch.memFreeDropPerMachine)}, MemAvailable -${mib(batch.memAvailableDropPerMachine)}`);
+  log(
+    `  all booted in ${batch.bootSeconds.toFixed(2)} s, per machine MemFree -${mib(batch.memFreeDropPerMachine)}, MemAvailable -${mib(batch.memAvailableDropPerMachine)}`,
+  );
   log(`booting ${BATCH} ephemeral machines at once for memory, on the plain ${fsType} directory...`);
   const batchPlain = await batchMemory(plain, BATCH);
-  log(`  all booted in ${batchPlain.bootSeconds.toFixed(2)} s, per machine MemFree -${mib(batchPlain.memFreeDropPerMachine)}, MemAvailable -${mib(batchPlain.memAvailableDropPerMachine)}`);
+  log(
+    `  all booted in ${batchPlain.bootSeconds.toFixed(2)} s, per machine MemFree -${mib(batchPlain.memFreeDropPerMachine)}, MemAvailable -${mib(batchPlain.memAvailableDropPerMachine)}`,
+  );
   await run(['rm', '-rf', '--one-file-system', join(DATA, 'plain')], { step: 'plain copy' });
 
   await removeImage('bookworm', { dataDir: DATA });

@@ -27,7 +27,7 @@ function timed(argv: string[]): number {
 
 requireRoot('bench/net');
 if (netnsNames().some((n) => ['ns-c0', 'ns-c0-nat', 'ns-c1', 'ns-c1-nat', 'ns-inet'].includes(n))) {
-  console.error('bench/net: the article lab\'s namespaces exist; bring it down first');
+  console.error("bench/net: the article lab's namespaces exist; bring it down first");
   process.exit(1);
 }
 execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'ignore' });

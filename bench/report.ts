@@ -21,10 +21,12 @@ export function machineLine(): string {
 /** Replaces (or appends) the section that starts with `## title`, up to the next `## `. */
 export function writeSection(title: string, body: string): void {
   const head = `## ${title}`;
-  let text = existsSync(BENCHMARKS) ? readFileSync(BENCHMARKS, 'utf8') : '# Benchmarks\n\nMeasured with the scripts in bench/; each section says on what machine and when.\n';
+  let text = existsSync(BENCHMARKS)
+    ? readFileSync(BENCHMARKS, 'utf8')
+    : '# Benchmarks\n\nMeasured with the scripts in bench/; each section says on what machine and when.\n';
   const start = text.indexOf(`\n${head}\n`);
   const section = `\n${head}\n\n${body.trim()}\n`;
-  if (start < 0) text = text.trimEnd() + '\n' + section;
+  if (start < 0) text = `${text.trimEnd()}\n${section}`;
   else {
     const next = text.indexOf('\n## ', start + head.length + 2);
     text = text.slice(0, start) + section + (next < 0 ? '' : text.slice(next));

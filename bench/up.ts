@@ -51,9 +51,10 @@ async function labctl(argv: string[]): Promise<{ ms: number; peakKiB: number }> 
 }
 
 function descendants(pid: number): number[] {
-  let kids: number[] = [];
+  const kids: number[] = [];
   try {
-    for (const t of readdirSync(`/proc/${pid}/task`)) kids.push(...readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number));
+    for (const t of readdirSync(`/proc/${pid}/task`))
+      kids.push(...readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number));
   } catch {
     return [];
   }
@@ -79,7 +80,15 @@ function pssPerMachine(lab: string): number {
 const dir = mkdtempSync(join(tmpdir(), 'labctl-bench-up-'));
 function sitesLab(n: number): string {
   const file = join(dir, `sites${n}.yaml`);
-  writeFileSync(file, stringify({ name: `bench${n}`, prefix: `u${n}-`, image, sites: Array.from({ length: n }, (_, i) => ({ name: `s${i}`, nat: { type: 'full-cone' }, nodes: [{ name: `s${i}n` }] })) }));
+  writeFileSync(
+    file,
+    stringify({
+      name: `bench${n}`,
+      prefix: `u${n}-`,
+      image,
+      sites: Array.from({ length: n }, (_, i) => ({ name: `s${i}`, nat: { type: 'full-cone' }, nodes: [{ name: `s${i}n` }] })),
+    }),
+  );
   return file;
 }
 
@@ -124,12 +133,34 @@ async function oneByOne(): Promise<number[]> {
     spawnSync('bash', [join(ROOT, 'bench', 'baseline', 'article-netns.sh'), 'create'], { stdio: 'ignore' });
     const pids: number[] = [];
     for (const m of ['c0', 'c0-nat', 'c1', 'c1-nat']) {
-      const child = spawn('systemd-nspawn', ['--quiet', '--register=no', '--keep-unit', '--ephemeral', '-b', '-D', rootfs, `--network-namespace-path=/var/run/netns/ns-${m}`, '--capability=CAP_NET_ADMIN', '-M', m], { detached: true, stdio: 'ignore' });
+      const child = spawn(
+        'systemd-nspawn',
+        [
+          '--quiet',
+          '--register=no',
+          '--keep-unit',
+          '--ephemeral',
+          '-b',
+          '-D',
+          rootfs,
+          `--network-namespace-path=/var/run/netns/ns-${m}`,
+          '--capability=CAP_NET_ADMIN',
+          '-M',
+          m,
+        ],
+        { detached: true, stdio: 'ignore' },
+      );
       pids.push(child.pid!);
       // "by hand": wait until this one has booted before starting the next.
       for (;;) {
         const leader = descendants(child.pid!)[0];
-        if (leader && spawnSync('nsenter', ['-t', String(leader), '-a', 'systemctl', 'is-system-running', '--wait'], { encoding: 'utf8' }).stdout.trim().match(/running|degraded/)) break;
+        if (
+          leader &&
+          spawnSync('nsenter', ['-t', String(leader), '-a', 'systemctl', 'is-system-running', '--wait'], { encoding: 'utf8' })
+            .stdout.trim()
+            .match(/running|degraded/)
+        )
+          break;
         await new Promise((r) => setTimeout(r, 50));
       }
     }
@@ -149,7 +180,10 @@ rows.push(await measure('32 sites (64 machines)', sitesLab(32), 'bench32', 64));
 
 const mib = (k: number) => `${(k / 1024).toFixed(0)} MiB`;
 const table = rows
-  .map((r) => `| ${r.what} | ${ms(stats(r.up).median)} (${ms(stats(r.up).min)}–${ms(stats(r.up).max)}) | ${ms(stats(r.upWarm).median)} (${ms(stats(r.upWarm).min)}–${ms(stats(r.upWarm).max)}) | ${ms(stats(r.down).median)} | ${mib(stats(r.peak).median)} | ${mib(stats(r.memDrop).median)} | ${mib(stats(r.pss).median)} |`)
+  .map(
+    (r) =>
+      `| ${r.what} | ${ms(stats(r.up).median)} (${ms(stats(r.up).min)}–${ms(stats(r.up).max)}) | ${ms(stats(r.upWarm).median)} (${ms(stats(r.upWarm).min)}–${ms(stats(r.upWarm).max)}) | ${ms(stats(r.down).median)} | ${mib(stats(r.peak).median)} | ${mib(stats(r.memDrop).median)} | ${mib(stats(r.pss).median)} |`,
+  )
   .join('\n');
 const body = `
 Measured ${new Date().toISOString().slice(0, 10)} on ${machineLine()}, by \`bench/up.ts\` with ${runs} runs each, direct backend (PID 1 here is not systemd), image \`${image}\` (debootstrap minbase + the lab's packages) on a loop-mounted btrfs file.

@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 
 npm run build >/dev/null || exit 1
 npx tsc --noEmit -p . || { echo "tsc --noEmit failed" >&2; exit 1; }
+npm run lint --silent || { echo "npm run lint failed (npm run format fixes the formatting)" >&2; exit 1; }
 
 files=(test/unit/*.test.ts)
 if [ "$(id -u)" -eq 0 ]; then

@@ -19,7 +19,7 @@ try {
     case 'prepare':
     case 'build': {
       const image = await getTestImage();
-      process.stdout.write(JSON.stringify(image) + '\n');
+      process.stdout.write(`${JSON.stringify(image)}\n`);
       break;
     }
     case 'cleanup':
@@ -39,7 +39,11 @@ try {
     case 'status': {
       const images = await listImages({ dataDir: TEST_DATA_DIR });
       process.stdout.write(
-        JSON.stringify({ dataDir: TEST_DATA_DIR, images, mounts: mountsUnder(TEST_DATA_DIR).map((m) => m.mountPoint), loops: loopsUnder(TEST_DATA_DIR) }, null, 2) + '\n',
+        `${JSON.stringify(
+          { dataDir: TEST_DATA_DIR, images, mounts: mountsUnder(TEST_DATA_DIR).map((m) => m.mountPoint), loops: loopsUnder(TEST_DATA_DIR) },
+          null,
+          2,
+        )}\n`,
       );
       break;
     }

@@ -36,6 +36,7 @@ export const IN_NAMESPACE_SCRIPT = [
   'if [ -n "$2" ]; then nft -f "$2" || { echo "labctl: nft (the NAT ruleset) failed" >&2; exit 1; }; fi',
   'shift 2',
   'for kv; do',
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell script: ${...} is for sh
   '  printf "%s\\n" "${kv##*=}" >"${kv%=*}" || { echo "labctl: sysctl ${kv#/proc/sys/} failed" >&2; exit 1; }',
   'done',
 ].join('\n');

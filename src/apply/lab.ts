@@ -132,7 +132,9 @@ function checkMachineNames(lab: Lab, machines: PlannedMachine[], registered: { n
     else if (nspawnPidsOf(m.name).length > (ownState ? nspawnPidsIn(m).length : 0)) {
       problems.push(`a machine named ${m.name} is already running (not started by lab "${lab.name}"); stop it or give this lab a \`prefix:\``);
     } else if (unit !== undefined && !(ownState && unit === unitNameFor(m.name))) {
-      problems.push(`machined already has a machine named ${m.name} (unit ${unit || '?'}, not started by lab "${lab.name}"); stop it (machinectl terminate ${m.name}) or give this lab a \`prefix:\``);
+      problems.push(
+        `machined already has a machine named ${m.name} (unit ${unit || '?'}, not started by lab "${lab.name}"); stop it (machinectl terminate ${m.name}) or give this lab a \`prefix:\``,
+      );
     }
   }
   if (problems.length) throw new LabctlError(`cannot bring lab "${lab.name}" up:\n  ${problems.join('\n  ')}`);
@@ -221,7 +223,9 @@ export async function labUp(lab: Lab, options: UpOptions = {}, host: LabHost = r
   return withLabLock(lab.name, async () => {
     const previous = readState(lab.name);
     if (previous?.status === 'up' && previous.planHash !== planNetwork(lab).hash) {
-      throw new LabctlError(`lab "${lab.name}" is up from a different definition (${previous.source}, changed since or another file); run \`labctl down\` first`);
+      throw new LabctlError(
+        `lab "${lab.name}" is up from a different definition (${previous.source}, changed since or another file); run \`labctl down\` first`,
+      );
     }
     // Up and still there: its namespaces, and every machine it recorded (a lab without
     // machines has none, and is up when its network is).
@@ -230,7 +234,13 @@ export async function labUp(lab: Lab, options: UpOptions = {}, host: LabHost = r
     if (previous?.status === 'up' && recorded.length === machines.length && previous.namespaces.every((n) => present.has(n.netns))) {
       const backendsAlive = await Promise.all(recorded.map(async (m) => (await (await host.backendFor(m.backend)).info(m)).state !== 'gone'));
       if (backendsAlive.every(Boolean)) {
-        return { lab: lab.name, changed: false, backend: recorded[0]?.backend ?? '-', machines: machines.map((m) => m.name), message: alreadyUpMessage(lab.name, recorded, image, options.backend) };
+        return {
+          lab: lab.name,
+          changed: false,
+          backend: recorded[0]?.backend ?? '-',
+          machines: machines.map((m) => m.name),
+          message: alreadyUpMessage(lab.name, recorded, image, options.backend),
+        };
       }
     }
     const backend = await host.chooseBackend(options.backend);
@@ -306,7 +316,11 @@ export async function labUp(lab: Lab, options: UpOptions = {}, host: LabHost = r
               } catch (e) {
                 // Not built (or not usable): say where the name came from, so it can be changed there too.
                 if (!(e instanceof UsageError)) throw e;
-                const from = options.image ? `--image ${image}` : lab.image ? `${lab.source}: image: ${image}` : `the default image (${DEFAULT_IMAGE}; a lab file may name another with image:)`;
+                const from = options.image
+                  ? `--image ${image}`
+                  : lab.image
+                    ? `${lab.source}: image: ${image}`
+                    : `the default image (${DEFAULT_IMAGE}; a lab file may name another with image:)`;
                 throw new UsageError(`${e.message}\n(the image comes from ${from})`);
               }
               // Snapshots of machines that died without cleaning up (a host reboot, SIGKILL
@@ -392,7 +406,13 @@ export async function labUp(lab: Lab, options: UpOptions = {}, host: LabHost = r
     } finally {
       stopListening();
     }
-    return { lab: lab.name, changed: true, backend: backend.name, machines: machines.map((m) => m.name), message: `lab "${lab.name}" is up: ${machines.length} machines (${backend.name} backend)` };
+    return {
+      lab: lab.name,
+      changed: true,
+      backend: backend.name,
+      machines: machines.map((m) => m.name),
+      message: `lab "${lab.name}" is up: ${machines.length} machines (${backend.name} backend)`,
+    };
   });
 }
 
@@ -417,7 +437,9 @@ export async function labDown(labName: string, options: { lab?: Lab; force?: boo
     // unrecorded. Never one another lab records (a name it took first, as `up` refuses).
     const recorded = new Set(machines.map((m) => m.name));
     const others = new Set(allStates().flatMap((s) => (s.lab === labName ? [] : (s.machines ?? []).map((m) => m.name))));
-    const unrecorded = (options.lab && (state || options.force) ? plannedMachines(options.lab) : []).filter((m) => !recorded.has(m.name) && !others.has(m.name));
+    const unrecorded = (options.lab && (state || options.force) ? plannedMachines(options.lab) : []).filter(
+      (m) => !recorded.has(m.name) && !others.has(m.name),
+    );
     const extra = unrecorded.length ? await (await host.chooseBackend()).strays(unrecorded) : [];
     await stopMachines(
       [...machines, ...extra].filter((m) => m.directory || nspawnPidsOf(m.name).length),

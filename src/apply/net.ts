@@ -14,7 +14,6 @@ import { runDir } from '../host/dirs.js';
 import { sysctlPath } from '../util/sysctl.js';
 import { runningMachines } from '../machine/proc.js';
 
-
 interface NetUpResult {
   lab: string;
   changed: boolean;
@@ -32,7 +31,8 @@ function checkNoClash(plan: NetworkPlan, own: LabState | undefined): void {
   for (const ns of plan.namespaces) {
     const other = owners.get(ns.netns);
     if (other) problems.push(`namespace ${ns.netns} belongs to lab "${other}"; give this lab a different \`prefix:\``);
-    else if (present.has(ns.netns) && !mine.has(ns.netns)) problems.push(`namespace ${ns.netns} already exists and is not this lab's; remove it or give this lab a \`prefix:\``);
+    else if (present.has(ns.netns) && !mine.has(ns.netns))
+      problems.push(`namespace ${ns.netns} already exists and is not this lab's; remove it or give this lab a \`prefix:\``);
   }
   if (problems.length) throw new LabctlError(`cannot bring lab "${plan.lab}" up:\n  ${problems.join('\n  ')}`);
 }
@@ -138,13 +138,18 @@ export async function netUpLocked(lab: Lab, hooks: NetUpHooks = {}): Promise<Net
     if (previous?.status === 'up' && previous.planHash !== plan.hash) {
       // Even when it no longer looks up: starting afresh would delete the namespaces (and the
       // machines in them) of the definition that is up, which the user did not ask for.
-      throw new LabctlError(`lab "${lab.name}" is up from a different definition (${previous.source}, changed since or another file); run \`labctl net down\` (or \`labctl down\`) first`);
+      throw new LabctlError(
+        `lab "${lab.name}" is up from a different definition (${previous.source}, changed since or another file); run \`labctl net down\` (or \`labctl down\`) first`,
+      );
     }
     if (previous) {
       // A crashed or half-removed earlier run: clear what it recorded, then start afresh.
       refuseWhileMachinesRun(previous, 'rebuild the network');
       hooks.signal?.throwIfAborted();
-      await deleteNetns(previous.namespaces.map((n) => n.netns), 'clean up an earlier, unfinished run');
+      await deleteNetns(
+        previous.namespaces.map((n) => n.netns),
+        'clean up an earlier, unfinished run',
+      );
       removeState(lab.name);
     }
     checkNoClash(plan, undefined);
@@ -156,7 +161,10 @@ export async function netUpLocked(lab: Lab, hooks: NetUpHooks = {}): Promise<Net
     } catch (e) {
       // Roll back: everything this run made lives in the namespaces it created.
       try {
-        await deleteNetns(plan.namespaces.map((n) => n.netns), 'roll back');
+        await deleteNetns(
+          plan.namespaces.map((n) => n.netns),
+          'roll back',
+        );
         removeState(lab.name);
       } catch (rollback) {
         throw new LabctlError(`${(e as Error).message}\nrolling back also failed: ${(rollback as Error).message}; run \`labctl net down\``);
@@ -165,7 +173,12 @@ export async function netUpLocked(lab: Lab, hooks: NetUpHooks = {}): Promise<Net
     }
     // Re-read: `labctl up` records machines booting meanwhile, and they must stay recorded.
     writeState(stateFor(lab, plan, 'up', readState(lab.name)));
-    return { lab: lab.name, changed: true, namespaces: plan.namespaces.map((n) => n.netns), message: `lab "${lab.name}" is up: ${plan.namespaces.length} namespaces` };
+    return {
+      lab: lab.name,
+      changed: true,
+      namespaces: plan.namespaces.map((n) => n.netns),
+      message: `lab "${lab.name}" is up: ${plan.namespaces.length} namespaces`,
+    };
   }
 }
 
@@ -193,7 +206,11 @@ export async function netDownLocked(labName: string, options: { lab?: Lab; force
     const owned = new Set(allStates().flatMap((s) => s.namespaces.map((n) => n.netns)));
     if (strays.length && options.force) doomed = strays.filter((n) => !owned.has(n));
     else if (strays.length) {
-      return { lab: labName, removed: [], message: `lab "${labName}" is not up (no state file); namespaces with its names exist but are not recorded as its own: ${strays.join(', ')}. Not touching them; \`labctl net down --force\` deletes them` };
+      return {
+        lab: labName,
+        removed: [],
+        message: `lab "${labName}" is not up (no state file); namespaces with its names exist but are not recorded as its own: ${strays.join(', ')}. Not touching them; \`labctl net down --force\` deletes them`,
+      };
     } else return { lab: labName, removed: [], message: `lab "${labName}" is not up; nothing to do` };
   }
   const present = new Set(listNetns());
@@ -201,5 +218,9 @@ export async function netDownLocked(labName: string, options: { lab?: Lab; force
   await deleteNetns(doomed);
   rmSync(configureDir(labName), { recursive: true, force: true });
   removeState(labName);
-  return { lab: labName, removed, message: removed.length ? `lab "${labName}" is down: removed ${removed.length} namespaces` : `lab "${labName}" is down (its namespaces were already gone)` };
+  return {
+    lab: labName,
+    removed,
+    message: removed.length ? `lab "${labName}" is down: removed ${removed.length} namespaces` : `lab "${labName}" is down (its namespaces were already gone)`,
+  };
 }

@@ -18,7 +18,12 @@ const ROOT = join(HERE, '..', '..');
 
 function newestMtime(dir: string, ext: string): number {
   try {
-    return Math.max(0, ...readdirSync(dir).filter((f) => f.endsWith(ext)).map((f) => statSync(join(dir, f)).mtimeMs));
+    return Math.max(
+      0,
+      ...readdirSync(dir)
+        .filter((f) => f.endsWith(ext))
+        .map((f) => statSync(join(dir, f)).mtimeMs),
+    );
   } catch {
     return 0;
   }
@@ -79,7 +84,10 @@ export class Agent {
       /* the agent exited before reading */
     });
     const ready = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new AgentError(`the probe agent in ${netns} did not start within ${timeoutMs / 1000} s${agent.describeStderr()}`)), timeoutMs);
+      const timer = setTimeout(
+        () => reject(new AgentError(`the probe agent in ${netns} did not start within ${timeoutMs / 1000} s${agent.describeStderr()}`)),
+        timeoutMs,
+      );
       const rl = createInterface({ input: proc.stdout! });
       rl.on('line', (line) => {
         let msg: { event?: string; id?: number; result?: unknown; error?: string; message?: string };
@@ -140,7 +148,7 @@ export class Agent {
         reject(new AgentError(`probe "${op}" in ${this.netns} did not answer within ${Math.round(timeoutMs / 1000)} s`));
       }, timeoutMs);
       this.waiting.set(id, { resolve: resolve as (v: unknown) => void, reject, timer });
-      this.proc.stdin!.write(JSON.stringify({ id, op, args }) + '\n');
+      this.proc.stdin!.write(`${JSON.stringify({ id, op, args })}\n`);
     });
   }
 

@@ -28,9 +28,19 @@ export function classifyMappingRun(r: MappingResult): RepVerdict<Dependency> {
   // The outside address once when every answer shows the same one (a NAT with one outside
   // address), else each full endpoint (a NAT that maps onto a pool of addresses).
   const addresses = new Set(m.filter((x) => x).map((x) => x!.address));
-  const shown = addresses.size === 1 ? `${[...addresses][0]}: ${m.map((x) => (x ? String(x.port) : 'none')).join(' ')}` : m.map((x) => (x ? formatEndpoint(x) : 'none')).join(' ');
+  const shown =
+    addresses.size === 1
+      ? `${[...addresses][0]}: ${m.map((x) => (x ? String(x.port) : 'none')).join(' ')}`
+      : m.map((x) => (x ? formatEndpoint(x) : 'none')).join(' ');
   const detail = `:${r.local} -> ${shown}`;
-  if (m.some((x) => !x)) return { value: 'unknown', detail: `${detail} (no response from ${m.map((x, i) => (x ? '' : ['A1:P1', 'A1:P2', 'A2:P1', 'A2:P2'][i])).filter(Boolean).join(', ')})` };
+  if (m.some((x) => !x))
+    return {
+      value: 'unknown',
+      detail: `${detail} (no response from ${m
+        .map((x, i) => (x ? '' : ['A1:P1', 'A1:P2', 'A2:P1', 'A2:P2'][i]))
+        .filter(Boolean)
+        .join(', ')})`,
+    };
   const [m11, m12, m21, m22] = m as TransportAddress[];
   const portsSame = same(m11, m12) && same(m21, m22);
   const portsDiffer = !same(m11, m12) && !same(m21, m22);
@@ -57,7 +67,8 @@ export function classifyFilteringRun(r: FilteringResult): RepVerdict<Dependency>
   if (!got(r.same)) return { value: 'unknown', detail: `${detail} (no answer even from the endpoint it sent to)` };
   // A server that did not answer from where it was asked spoils the test.
   for (const o of [r.changePort, r.changeAddress, r.changeBoth]) {
-    if (o.from && same(o.from, r.same.from)) return { value: 'unknown', detail: `${detail} (the server answered a CHANGE-REQUEST from the unchanged endpoint ${formatEndpoint(o.from)})` };
+    if (o.from && same(o.from, r.same.from))
+      return { value: 'unknown', detail: `${detail} (the server answered a CHANGE-REQUEST from the unchanged endpoint ${formatEndpoint(o.from)})` };
   }
   const p = got(r.changePort);
   const a = got(r.changeAddress);
@@ -79,7 +90,7 @@ export function classifyHairpinRun(r: HairpinResult): RepVerdict<boolean> & { so
   return {
     value: true,
     source,
-    detail: `:${r.b.local} -> ${formatEndpoint(r.a.mapped)} came back from ${formatEndpoint(src)}${same(src, r.b.mapped) ? ' (the sender\'s mapping)' : ''}${where}`,
+    detail: `:${r.b.local} -> ${formatEndpoint(r.a.mapped)} came back from ${formatEndpoint(src)}${same(src, r.b.mapped) ? " (the sender's mapping)" : ''}${where}`,
   };
 }
 
@@ -105,13 +116,17 @@ export function classifyPorts(samples: PortSample[]): { value: Verdict<PortBehav
   const mapped = [...new Set(samples.map((s) => s.mapped))];
   const list = samples.map((s) => `${s.local}->${s.mapped}`).join(', ');
   if (samples.every((s) => s.local === s.mapped)) return { value: { kind: 'preserved' }, detail: `inside port kept: ${list}` };
-  if (mapped.length === 1 && locals.size > 1) return { value: { kind: 'fixed', port: mapped[0]! }, detail: `${locals.size} inside ports all left from ${mapped[0]}` };
+  if (mapped.length === 1 && locals.size > 1)
+    return { value: { kind: 'fixed', port: mapped[0]! }, detail: `${locals.size} inside ports all left from ${mapped[0]}` };
   const sorted = [...mapped].sort((x, y) => x - y);
   const gaps = sorted.slice(1).map((x, i) => x - sorted[i]!);
   const sequential = gaps.length > 1 && gaps.every((g) => g > 0 && g <= 4);
   const some = samples.filter((s) => s.local === s.mapped).length;
   const how = sequential ? 'sequential' : 'randomised';
-  return { value: { kind: 'not-preserved' }, detail: `${how} outside ports${some ? ` (${some}/${samples.length} kept by chance or preservation)` : ''}: ${list}` };
+  return {
+    value: { kind: 'not-preserved' },
+    detail: `${how} outside ports${some ? ` (${some}/${samples.length} kept by chance or preservation)` : ''}: ${list}`,
+  };
 }
 
 function describePort(p: Verdict<PortBehaviour> | undefined): string {
@@ -139,7 +154,8 @@ const depShort = (d: Verdict<Dependency>) => (d === 'unknown' || d === 'inconsis
 
 export function describeType(mapping: Verdict<Dependency>, filtering: Verdict<Dependency>): string {
   if (typeof mapping !== 'string' || typeof filtering !== 'string') return 'unknown';
-  if (mapping === 'unknown' || mapping === 'inconsistent' || filtering === 'unknown' || filtering === 'inconsistent') return `${depShort(mapping)}M+${depShort(filtering)}F`;
+  if (mapping === 'unknown' || mapping === 'inconsistent' || filtering === 'unknown' || filtering === 'inconsistent')
+    return `${depShort(mapping)}M+${depShort(filtering)}F`;
   const c = classicName(mapping, filtering);
   return `${c ?? 'no classic name'} (${SHORT[mapping]}M+${SHORT[filtering]}F)`;
 }
@@ -195,8 +211,20 @@ export function analyse(runs: TargetRuns, declared: Declared | undefined): Pick<
     rows.push({ test, ...(decl !== undefined ? { declared: decl } : {}), measured: meas, ...(match !== undefined ? { match } : {}), evidence });
   const d = declared;
   const depText = (v: Verdict<Dependency>) => (typeof v === 'string' ? v : String(v));
-  row('mapping', d?.mapping, depText(mapping), d ? mapping === d.mapping : undefined, `outside address and ports towards A1:P1 A1:P2 A2:P1 A2:P2 from each inside port: ${runsEvidence(mapRuns)}`);
-  row('filtering', d?.filtering, depText(filtering), d ? filtering === d.filtering : undefined, `answers let in after sending to A1:P1: ${runsEvidence(filRuns)}`);
+  row(
+    'mapping',
+    d?.mapping,
+    depText(mapping),
+    d ? mapping === d.mapping : undefined,
+    `outside address and ports towards A1:P1 A1:P2 A2:P1 A2:P2 from each inside port: ${runsEvidence(mapRuns)}`,
+  );
+  row(
+    'filtering',
+    d?.filtering,
+    depText(filtering),
+    d ? filtering === d.filtering : undefined,
+    `answers let in after sending to A1:P1: ${runsEvidence(filRuns)}`,
+  );
   row(
     'type',
     d ? describeType(d.mapping, d.filtering) : undefined,
@@ -209,9 +237,21 @@ export function analyse(runs: TargetRuns, declared: Declared | undefined): Pick<
   row('hairpinning', dh !== undefined ? hp(dh) : undefined, hp(hairpinning), dh !== undefined ? hairpinning === dh : undefined, runsEvidence(hairRuns));
   if (hairpinning === true || (d?.hairpinning && hairpinning !== false)) {
     const shown = sources.length === 1 ? `${sources[0]} address` : sources.length ? `mixed (${sources.join(', ')})` : 'unknown';
-    row('hairpin source', d?.hairpinning ? 'outside address' : undefined, shown, d?.hairpinning ? sources.length === 1 && sources[0] === 'outside' : undefined, 'the source address and port a hairpinned packet shows (RFC 4787 REQ-9: the sender\'s outside mapping)');
+    row(
+      'hairpin source',
+      d?.hairpinning ? 'outside address' : undefined,
+      shown,
+      d?.hairpinning ? sources.length === 1 && sources[0] === 'outside' : undefined,
+      "the source address and port a hairpinned packet shows (RFC 4787 REQ-9: the sender's outside mapping)",
+    );
   }
-  row('port allocation', d?.port ? describePort(d.port) : undefined, describePort(ports.value), d?.port ? portMatches(d.port, ports.value) : undefined, ports.detail);
+  row(
+    'port allocation',
+    d?.port ? describePort(d.port) : undefined,
+    describePort(ports.value),
+    d?.port ? portMatches(d.port, ports.value) : undefined,
+    ports.detail,
+  );
   row(
     'one outside port for all destinations',
     d ? hp(d.mapping === 'endpoint-independent') : undefined,
@@ -221,7 +261,9 @@ export function analyse(runs: TargetRuns, declared: Declared | undefined): Pick<
   );
   const notes: string[] = [];
   if (d?.filtering === 'address-dependent' && filtering === 'address-and-port-dependent') {
-    notes.push('declared address-dependent ("restricted cone"), but answers from the same server address and another port were dropped: that is address-and-port-dependent filtering ("port-restricted cone"). A conntrack state match (iptables --ctstate ESTABLISHED, nft ct state established) checks the port too.');
+    notes.push(
+      'declared address-dependent ("restricted cone"), but answers from the same server address and another port were dropped: that is address-and-port-dependent filtering ("port-restricted cone"). A conntrack state match (iptables --ctstate ESTABLISHED, nft ct state established) checks the port too.',
+    );
   }
   const match = d ? rows.every((r) => r.match !== false) : undefined;
   return { measured, rows, notes, ...(match !== undefined ? { match } : {}) };

@@ -55,7 +55,12 @@ export function composeDeclared(path: Nat[]): Declared {
   };
   const d: Declared = { mapping, filtering, hairpinning, port, timeouts };
   if (path.length > 1) {
-    d.composition = path.map((n) => `${n.name} ${SHORT[n.behaviour.mapping]}M+${SHORT[n.behaviour.filtering]}F${n.behaviour.hairpinning ? '+hairpin' : ''}${n.behaviour.fixedPort !== undefined ? ` fixed ${n.behaviour.fixedPort}` : ''}`).join(' behind ');
+    d.composition = path
+      .map(
+        (n) =>
+          `${n.name} ${SHORT[n.behaviour.mapping]}M+${SHORT[n.behaviour.filtering]}F${n.behaviour.hairpinning ? '+hairpin' : ''}${n.behaviour.fixedPort !== undefined ? ` fixed ${n.behaviour.fixedPort}` : ''}`,
+      )
+      .join(' behind ');
   }
   return d;
 }
@@ -100,7 +105,10 @@ export function labTargets(lab: Lab, only?: string): Target[] {
     if (first !== nat) notes.push(`${nat.name} has no node of its own: probed through ${node.name} behind ${first.name}`);
     if (path.length > 1) notes.push(`seen from the internet through ${path.map((n) => n.name).join(' and ')}: the declared column composes them`);
     const localPort = forwardedPort(first, node);
-    if (localPort !== undefined) notes.push(`${first.name} sends every flow from port ${first.behaviour.fixedPort} and forwards it to ${node.name}:${localPort}: the filtering and hairpinning probes use inside port ${localPort}`);
+    if (localPort !== undefined)
+      notes.push(
+        `${first.name} sends every flow from port ${first.behaviour.fixedPort} and forwards it to ${node.name}:${localPort}: the filtering and hairpinning probes use inside port ${localPort}`,
+      );
     targets.push({
       name: nat.name,
       probe: { node: node.name, netns: node.netns },

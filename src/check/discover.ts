@@ -21,10 +21,16 @@ async function json<T>(argv: string[], step: string): Promise<T> {
 
 /** The namespace at the other end of a namespace's default route, or undefined when there is none. */
 async function nextHop(netns: string): Promise<Hop | undefined> {
-  const routes = await json<{ dst: string; gateway?: string; dev?: string }[]>(['ip', '-n', netns, '-j', '-4', 'route', 'show', 'default'], `read the default route in ${netns}`);
+  const routes = await json<{ dst: string; gateway?: string; dev?: string }[]>(
+    ['ip', '-n', netns, '-j', '-4', 'route', 'show', 'default'],
+    `read the default route in ${netns}`,
+  );
   const def = routes[0];
   if (!def?.dev) return undefined;
-  const links = await json<{ ifname: string; link_netnsid?: number }[]>(['ip', '-n', netns, '-j', 'link', 'show', 'dev', def.dev], `read ${def.dev} in ${netns}`);
+  const links = await json<{ ifname: string; link_netnsid?: number }[]>(
+    ['ip', '-n', netns, '-j', 'link', 'show', 'dev', def.dev],
+    `read ${def.dev} in ${netns}`,
+  );
   const nsid = links[0]?.link_netnsid;
   if (nsid === undefined) return undefined;
   const ids = await json<{ nsid: number; name?: string }[]>(['ip', '-n', netns, '-j', 'netns', 'list-id'], `read namespace ids in ${netns}`);

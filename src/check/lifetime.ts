@@ -109,7 +109,12 @@ export function estimateLifetime(probes: LifetimeProbeResult[], maxSeconds: numb
   const lo = aliveUpTo ?? 0;
   const seconds = Math.max(0, Math.round((lo + goneFrom) / 2));
   const n = done.length;
-  return { ...base, seconds, verdict: 'measured', detail: `there after ${f(lo)} idle, gone after ${f(goneFrom)} (${n} checks, ${PER_POINT} per idle time)${errs}` };
+  return {
+    ...base,
+    seconds,
+    verdict: 'measured',
+    detail: `there after ${f(lo)} idle, gone after ${f(goneFrom)} (${n} checks, ${PER_POINT} per idle time)${errs}`,
+  };
 }
 
 /** Does a measured lifetime agree with the expected one, to about a second? */
@@ -199,7 +204,9 @@ export function idleGrid(maxSeconds: number): number[] {
 async function sysctlTimeouts(hops: PathHop[]): Promise<{ unreplied: number; stream: number } | undefined> {
   const values = await Promise.all(
     hops.map(async (h) => {
-      const r = await run(inNetns(h.netns, ['sysctl', '-n', 'net.netfilter.nf_conntrack_udp_timeout', 'net.netfilter.nf_conntrack_udp_timeout_stream']), { allowFailure: true });
+      const r = await run(inNetns(h.netns, ['sysctl', '-n', 'net.netfilter.nf_conntrack_udp_timeout', 'net.netfilter.nf_conntrack_udp_timeout_stream']), {
+        allowFailure: true,
+      });
       const [u, s] = r.stdout.trim().split(/\s+/).map(Number);
       return r.exitCode === 0 && u && s ? { unreplied: u, stream: s } : undefined;
     }),
@@ -233,7 +240,9 @@ export async function runLifetime(options: CheckOptions & { maxSeconds?: number 
   const slots = assignSlots(targets, perTarget);
   return withSession(targetsSession(options, serverNetns, targets, perTarget), async (session) => {
     if (session.instances.length < perTarget) {
-      throw new Error(`--lifetime needs one server port pair per probe (${perTarget}); a third-party server has ${session.instances.length}: run it without --server`);
+      throw new Error(
+        `--lifetime needs one server port pair per probe (${perTarget}); a third-party server has ${session.instances.length}: run it without --server`,
+      );
     }
     trace('flushed; lifetime probes start');
     const results = await Promise.all(
@@ -304,7 +313,7 @@ export function explainLifetimes(reports: LifetimeTargetReport[]): string[] {
     'A NAT forgets an idle UDP mapping after a timeout that depends on the flow: one that has seen a single exchange (unreplied) gets the short UDP timeout; one with traffic both ways for more than 2 s gets the longer stream timeout (conntrack calls it ASSURED).',
   );
   lines.push(
-    'A keepalive sent only from inside (WireGuard\'s PersistentKeepalive is not answered) refreshes the mapping with whichever timeout the flow has; a new flow, or one re-created after a NAT forgot it, has the short one. So the interval must stay under the shortest lifetime of every NAT on the path, with some margin.',
+    "A keepalive sent only from inside (WireGuard's PersistentKeepalive is not answered) refreshes the mapping with whichever timeout the flow has; a new flow, or one re-created after a NAT forgot it, has the short one. So the interval must stay under the shortest lifetime of every NAT on the path, with some margin.",
   );
   if (!g) {
     lines.push('No keepalive can be recommended: a lifetime could not be measured, or its checks disagree (see above).');
@@ -314,9 +323,12 @@ export function explainLifetimes(reports: LifetimeTargetReport[]): string[] {
   const t = g.target!;
   const where = `${g.kind}, ${t.name}${t.path.length > 1 ? ` through ${t.path.join(' and ')}` : ''}`;
   if (!g.lowerBound) {
-    lines.push(`The shortest lifetime measured is ${g.seconds} s (${where}): a keepalive every ${k} s keeps every mapping (e.g. WireGuard PersistentKeepalive = ${k}).`);
+    lines.push(
+      `The shortest lifetime measured is ${g.seconds} s (${where}): a keepalive every ${k} s keeps every mapping (e.g. WireGuard PersistentKeepalive = ${k}).`,
+    );
     // A lifetime known only to be longer than the checks went is longer than this one too.
-    if (reports.some((r) => r.kinds.some((x) => x.estimate.verdict === 'longer'))) lines.push('Lifetimes only known to be longer than the checks went are longer than that one too: they do not change it.');
+    if (reports.some((r) => r.kinds.some((x) => x.estimate.verdict === 'longer')))
+      lines.push('Lifetimes only known to be longer than the checks went are longer than that one too: they do not change it.');
   } else {
     lines.push(
       `The shortest lifetime is only known to be longer than ${g.seconds.toFixed(0)} s (${where}: the mapping outlived every check; see --lifetime-max), and none measured is shorter: a keepalive every ${k} s keeps every mapping, if perhaps more often than needed (e.g. WireGuard PersistentKeepalive = ${k}).`,
@@ -338,7 +350,15 @@ export function formatLifetime(r: LifetimeReport): string {
       rows.push([t.name, t.path.join(' < ') || '-', k.kind, exp, measured, k.match === undefined ? '-' : k.match ? 'yes' : 'NO', e.detail]);
     }
     const lower = t.keepaliveBasis === 'lower-bound';
-    rows.push([t.name, '', 'keepalive', '', t.keepalive !== undefined ? `${t.keepalive} s` : '-', '', `under the shortest lifetime on this path${lower ? ' (only known to be longer than the checks went)' : ''}, a sixth to spare`]);
+    rows.push([
+      t.name,
+      '',
+      'keepalive',
+      '',
+      t.keepalive !== undefined ? `${t.keepalive} s` : '-',
+      '',
+      `under the shortest lifetime on this path${lower ? ' (only known to be longer than the checks went)' : ''}, a sixth to spare`,
+    ]);
   }
   out.push(
     table(['NAT', 'path (inner < outer)', 'flow', 'expected', 'measured', 'match', 'evidence'], rows)
@@ -347,6 +367,9 @@ export function formatLifetime(r: LifetimeReport): string {
       .join('\n'),
   );
   out.push(...r.explanation);
-  if (r.keepalive !== undefined) out.push(`keepalive for the whole lab: ${r.keepalive} s${r.keepaliveBasis === 'lower-bound' ? ' (from a lower bound of a lifetime: perhaps more often than needed)' : ''}`);
-  return out.join('\n') + '\n';
+  if (r.keepalive !== undefined)
+    out.push(
+      `keepalive for the whole lab: ${r.keepalive} s${r.keepaliveBasis === 'lower-bound' ? ' (from a lower bound of a lifetime: perhaps more often than needed)' : ''}`,
+    );
+  return `${out.join('\n')}\n`;
 }

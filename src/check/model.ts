@@ -98,4 +98,3 @@ export interface CheckReport {
   unmeasured: string[];
   durationMs: number;
 }
-

@@ -90,7 +90,14 @@ function modelNodes(options: CheckOptions, nodes: PairNode[], report: CheckRepor
       out.push({ name: n.name, address: n.learned?.address ?? '?', chain: [] });
       continue;
     }
-    if (typeof m.mapping !== 'string' || ['unknown', 'inconsistent'].includes(m.mapping) || ['unknown', 'inconsistent'].includes(m.filtering) || typeof m.hairpinning !== 'boolean' || !m.outsideAddress) return undefined;
+    if (
+      typeof m.mapping !== 'string' ||
+      ['unknown', 'inconsistent'].includes(m.mapping) ||
+      ['unknown', 'inconsistent'].includes(m.filtering) ||
+      typeof m.hairpinning !== 'boolean' ||
+      !m.outsideAddress
+    )
+      return undefined;
     const fixed = typeof m.port === 'object' && m.port.kind === 'fixed' ? m.port.port : undefined;
     out.push({
       name: n.name,
@@ -139,13 +146,23 @@ export async function runPairs(options: CheckOptions, report: CheckReport): Prom
       if (session.instances.length < nodes.length) throw new Error(`--pairs needs one server port pair per node (${nodes.length}); run it without --server`);
       session.atEnd(() => flushHops(hops));
       const learned = await Promise.all(
-        nodes.map((n, i) => session.agent(n.netns).call<PunchLearnResult>('punch-learn', { key: n.name, server: session.instances[i], ...(n.localPort !== undefined ? { localPort: n.localPort } : {}) })),
+        nodes.map((n, i) =>
+          session.agent(n.netns).call<PunchLearnResult>('punch-learn', {
+            key: n.name,
+            server: session.instances[i],
+            ...(n.localPort !== undefined ? { localPort: n.localPort } : {}),
+          }),
+        ),
       );
       nodes.forEach((n, i) => {
         if (learned[i]!.mapped) n.learned = learned[i]!.mapped;
       });
       const peersOf = (n: PairNode) => nodes.filter((p) => p !== n && p.learned).map((p) => ({ name: p.name, endpoint: p.learned! }));
-      const heard = await Promise.all(nodes.map((n) => (n.learned ? session.agent(n.netns).call<PunchResult>('punch', { key: n.name, self: n.name, peers: peersOf(n) }) : Promise.resolve({ received: [] }))));
+      const heard = await Promise.all(
+        nodes.map((n) =>
+          n.learned ? session.agent(n.netns).call<PunchResult>('punch', { key: n.name, self: n.name, peers: peersOf(n) }) : Promise.resolve({ received: [] }),
+        ),
+      );
       await Promise.all(nodes.map((n) => session.agent(n.netns).call('punch-close', { key: n.name })));
 
       const model = modelNodes(options, nodes, report);
@@ -224,7 +241,7 @@ export function pairCell(
 export function formatPairs(r: PairsReport): string {
   const out: string[] = [];
   out.push(`labctl check --pairs${r.lab ? ` of lab "${r.lab}"` : ''}: UDP hole punching between every pair of nodes (${serverLine(r)})`);
-  out.push('Each node sends from one socket to every other node\'s STUN-learned endpoint, all at once, for a second.');
+  out.push("Each node sends from one socket to every other node's STUN-learned endpoint, all at once, for a second.");
   out.push('');
   out.push(
     table(
@@ -243,7 +260,10 @@ export function formatPairs(r: PairsReport): string {
   };
   out.push('who hears whom (row sends, column receives; "?" = timing-dependent: either outcome matches, "!" = not what the NATs\' behaviour predicts):');
   out.push(
-    table(['from \\ to', ...names], names.map((a) => [a, ...names.map((b) => cell(a, b))]))
+    table(
+      ['from \\ to', ...names],
+      names.map((a) => [a, ...names.map((b) => cell(a, b))]),
+    )
       .split('\n')
       .map((l) => (l ? `  ${l}` : l))
       .join('\n'),
@@ -265,5 +285,5 @@ export function formatPairs(r: PairsReport): string {
   const wrong = r.cells.filter((c) => c.match === false);
   if (wrong.length) out.push(`${wrong.length} direction(s) behaved otherwise than predicted`);
   if (r.unmeasured.length) out.push(`not tried, to or from ${r.unmeasured.join(', ')}: learned no endpoint from the STUN server`);
-  return out.join('\n') + '\n';
+  return `${out.join('\n')}\n`;
 }

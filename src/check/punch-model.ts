@@ -62,7 +62,11 @@ class PunchModel {
   /** A copy with the same NAT state (to try another order of events). */
   clone(): PunchModel {
     const c = new PunchModel(this.nodes);
-    for (const [k, v] of this.sessions) c.sessions.set(k, v.map((x) => ({ ...x, dst: { ...x.dst } })));
+    for (const [k, v] of this.sessions)
+      c.sessions.set(
+        k,
+        v.map((x) => ({ ...x, dst: { ...x.dst } })),
+      );
     return c;
   }
 
@@ -155,7 +159,12 @@ class PunchModel {
         // port: the two would collide in conntrack, and the new one is dropped.
         const all = this.natSessions(cur);
         const clash = all.find((s) => s.inside === inside && sameEp(s.dst, src) && s.port !== port);
-        if (clash) return { from: src, droppedBy: cur.name, reason: `${cur.name} drops it: the inside already sends to that peer from another port (a conntrack clash)` };
+        if (clash)
+          return {
+            from: src,
+            droppedBy: cur.name,
+            reason: `${cur.name} drops it: the inside already sends to that peer from another port (a conntrack clash)`,
+          };
         if (!all.some((s) => s.inside === inside && sameEp(s.dst, src))) all.push({ inside, port, dst: src });
       }
       if (!inside.includes(':')) return { to: { node: inside }, from: src };
@@ -231,7 +240,8 @@ export function predictPunching(nodes: ModelNode[], server: Ep = { addr: 'stun',
         if (!v.delivered) {
           if (r.droppedBy) v.droppedBy = r.droppedBy;
           v.reason = r.reason ?? (r.to ? `arrives at ${r.to.node}, not ${y.name}` : 'lost');
-          if (v.timing) v.reason = `depends on whose packet the NATs see first: it arrives when ${p.delivered ? a.name : b.name} sends first, otherwise ${v.reason}`;
+          if (v.timing)
+            v.reason = `depends on whose packet the NATs see first: it arrives when ${p.delivered ? a.name : b.name} sends first, otherwise ${v.reason}`;
         }
         out.push({ from: x.name, to: y.name, verdict: v });
       }
@@ -249,10 +259,15 @@ export function explainDrop(p: PairPrediction, nodes: ModelNode[]): string {
   const perDest = (n: ModelNode) => n.chain.find((x) => x.fixedPort === undefined && x.mapping !== 'endpoint-independent');
   const extra: string[] = [];
   const ma = perDest(a);
-  if (ma) extra.push(`${p.from}'s packets leave ${ma.name} from a new port for each ${ma.mapping === 'address-dependent' ? 'address' : 'address and port'} (${SHORT[ma.mapping]}M), not the one the STUN server saw`);
+  if (ma)
+    extra.push(
+      `${p.from}'s packets leave ${ma.name} from a new port for each ${ma.mapping === 'address-dependent' ? 'address' : 'address and port'} (${SHORT[ma.mapping]}M), not the one the STUN server saw`,
+    );
   const mb = perDest(b);
   if (mb && v.droppedBy && b.chain.some((x) => x.name === v.droppedBy)) {
-    extra.push(`the port ${p.to} learned from the STUN server is open to the server only: ${mb.name} (${SHORT[mb.mapping]}M) sent ${p.to}'s own packets to ${p.from} from another port`);
+    extra.push(
+      `the port ${p.to} learned from the STUN server is open to the server only: ${mb.name} (${SHORT[mb.mapping]}M) sent ${p.to}'s own packets to ${p.from} from another port`,
+    );
   }
   return [v.reason ?? 'lost', ...extra].join('; ');
 }

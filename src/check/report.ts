@@ -52,5 +52,5 @@ export function formatCheck(r: CheckReport): string {
   if (declared.length === 0) lines.push(`measured ${r.targets.length} NAT view(s); nothing declared to compare with`);
   else if (differ.length === 0) lines.push(`all ${declared.length} NAT(s) behave as declared (${(r.durationMs / 1000).toFixed(1)} s)`);
   else lines.push(`${differ.length} of ${declared.length} NAT(s) differ from their declaration: ${differ.map((t) => t.name).join(', ')}`);
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }

@@ -94,7 +94,11 @@ export async function resolveTargets(options: CheckOptions): Promise<ResolvedTar
  * with `--server`), and what its addresses must not clash with (the lab's subnets, or in
  * namespace mode those found in the namespaces involved).
  */
-export function serverPlacement(options: CheckOptions, serverNetns: string, involvedNetns: string[]): Pick<SessionOptions, 'serverNetns' | 'lab' | 'scanNetns' | 'serverAddresses' | 'externalServer'> {
+export function serverPlacement(
+  options: CheckOptions,
+  serverNetns: string,
+  involvedNetns: string[],
+): Pick<SessionOptions, 'serverNetns' | 'lab' | 'scanNetns' | 'serverAddresses' | 'externalServer'> {
   return {
     serverNetns,
     ...(options.lab ? { lab: options.lab } : { scanNetns: involvedNetns }),
@@ -120,7 +124,7 @@ export function assignSlots(targets: Target[], perTarget: number): Map<Target, n
   const byGroup = new Map<string, Target[]>();
   for (const t of targets) byGroup.set(t.group, [...(byGroup.get(t.group) ?? []), t]);
   const base = new Map<Target, number>();
-  for (const ts of byGroup.values()) ts.forEach((t, i) => base.set(t, i * perTarget));
+  for (const ts of byGroup.values()) for (const [i, t] of ts.entries()) base.set(t, i * perTarget);
   return base;
 }
 
@@ -185,7 +189,11 @@ export async function runCheck(options: CheckOptions): Promise<CheckReport> {
       const a = session.agent(t.probe.netns);
       for (let k = 0; k < R; k++) {
         filtering.push({ target: t, slot: slots.get(t)! + k, run: (server) => a.call<FilteringResult>('filtering', { server, ...lp(t) }) });
-        hairpin.push({ target: t, slot: slots.get(t)! + R + k, run: (server) => a.call<HairpinResult>('hairpin', { server, ...(t.localPort !== undefined ? { localPortA: t.localPort } : {}) }) });
+        hairpin.push({
+          target: t,
+          slot: slots.get(t)! + R + k,
+          run: (server) => a.call<HairpinResult>('hairpin', { server, ...(t.localPort !== undefined ? { localPortA: t.localPort } : {}) }),
+        });
       }
     }
     await runWaves<FilteringResult | HairpinResult>(session, [...filtering, ...hairpin] as Task<FilteringResult | HairpinResult>[], hops);
@@ -243,7 +251,10 @@ export async function runServe(options: CheckOptions & { seconds?: number }, onR
   await withSession(
     {
       // labctl's own server always: serving is what --serve is for.
-      ...serverPlacement({ ...options, externalServer: undefined }, serverNetns, [...targets.map((t) => t.probe.netns), ...targets.flatMap((t) => t.path.map((h) => h.netns))]),
+      ...serverPlacement({ ...options, externalServer: undefined }, serverNetns, [
+        ...targets.map((t) => t.probe.netns),
+        ...targets.flatMap((t) => t.path.map((h) => h.netns)),
+      ]),
       clientNetns: [],
       portPairs: 1,
     },

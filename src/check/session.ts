@@ -86,11 +86,7 @@ function hookSignals(): void {
 }
 
 function labSubnets(lab: Lab): string[] {
-  return [
-    ...lab.nodes.map((n) => n.link.subnet),
-    ...lab.nats.flatMap((n) => [n.lan.subnet, n.outside.subnet]),
-    ...lab.internet.links.map((l) => l.subnet),
-  ];
+  return [...lab.nodes.map((n) => n.link.subnet), ...lab.nats.flatMap((n) => [n.lan.subnet, n.outside.subnet]), ...lab.internet.links.map((l) => l.subnet)];
 }
 
 /** Runs fn with a session open; everything is torn down afterwards. */
@@ -143,9 +139,18 @@ export async function withSession<T>(options: SessionOptions, fn: (s: Session) =
         const first = agents.get(options.clientNetns[0]!)!;
         const r = await first.call<{ mapped?: TransportAddress; otherAddress?: TransportAddress; from?: TransportAddress }>('binding', { to: ext });
         if (!r.from) throw new Error(`the STUN server at ${ext.address}:${ext.port} did not answer a Binding request from ${first.netns}`);
-        if (!r.otherAddress) throw new Error(`the STUN server at ${ext.address}:${ext.port} sent no OTHER-ADDRESS: it does not do RFC 5780 behaviour discovery (coturn: run turnserver -n with two -L addresses)`);
+        if (!r.otherAddress)
+          throw new Error(
+            `the STUN server at ${ext.address}:${ext.port} sent no OTHER-ADDRESS: it does not do RFC 5780 behaviour discovery (coturn: run turnserver -n with two -L addresses)`,
+          );
         instances = [{ a1: ext.address, p1: ext.port, a2: r.otherAddress.address, p2: r.otherAddress.port }];
-        server = { netns: options.serverNetns, addresses: [ext.address, r.otherAddress.address], ports: [ext.port, r.otherAddress.port], portPairs: 1, external: true };
+        server = {
+          netns: options.serverNetns,
+          addresses: [ext.address, r.otherAddress.address],
+          ports: [ext.port, r.otherAddress.port],
+          portPairs: 1,
+          external: true,
+        };
       } else {
         let addresses: [string, string];
         try {

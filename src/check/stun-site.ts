@@ -1,10 +1,3 @@
-// Where labctl's STUN server lives during a check: two addresses that check adds inside
-// the internet namespace, on a veth pair of its own (both ends in that namespace: the
-// dummy module is not available everywhere, and an address on lo would need lo up, which
-// the article's script never does). The internet namespace forwards and every NAT
-// default-routes to it, so the addresses are reachable from every site. The lab's plan
-// and files are never changed; check removes the pair (and so the addresses) afterwards.
-import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../exec/run.js';
 import { ensureRunDir } from '../host/state.js';
@@ -50,7 +43,9 @@ export function chooseAddresses(subnets: string[]): [string, string] {
   for (const pair of ADDRESS_CANDIDATES) {
     if (pair.every((a) => !nets.some((n) => cidrContains(n, parseIpv4(a)!)))) return pair;
   }
-  throw new Error(`no free address pair for the STUN server: every candidate (${ADDRESS_CANDIDATES.map((p) => p.join('/')).join(', ')}) is in use in the lab; pass --server-address A1,A2`);
+  throw new Error(
+    `no free address pair for the STUN server: every candidate (${ADDRESS_CANDIDATES.map((p) => p.join('/')).join(', ')}) is in use in the lab; pass --server-address A1,A2`,
+  );
 }
 
 export function validAddressPair(text: string): [string, string] {
@@ -94,7 +89,7 @@ export async function addStunSite(netns: string, addresses: [string, string]): P
     `link set ${STUN_PEER_IFNAME} up`,
     `link set ${STUN_IFNAME} up`,
   ].join('\n');
-  const add = () => run(['ip', '-n', netns, '-batch', '-'], { step: `add the STUN server's addresses in ${netns}`, input: batch + '\n' });
+  const add = () => run(['ip', '-n', netns, '-batch', '-'], { step: `add the STUN server's addresses in ${netns}`, input: `${batch}\n` });
   try {
     await add();
   } catch (e) {
@@ -115,4 +110,3 @@ export async function removeStunSite(site: StunSite): Promise<void> {
   // Deleting one end removes the pair and its addresses.
   await run(['ip', '-n', site.netns, 'link', 'del', 'dev', STUN_IFNAME], { step: `remove the STUN server's addresses in ${site.netns}`, allowFailure: true });
 }
-

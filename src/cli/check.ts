@@ -40,21 +40,32 @@ export function registerCheckCommands(program: Command): void {
   example(
     program
       .command('check')
-      .description('classify every NAT router from inside the lab (RFC 5780 tests with labctl\'s own STUN server and client) and compare with the lab file; exit 0 as declared, 1 differs, 2 an error (also anything no probe could measure)')
+      .description(
+        "classify every NAT router from inside the lab (RFC 5780 tests with labctl's own STUN server and client) and compare with the lab file; exit 0 as declared, 1 differs, 2 an error (also anything no probe could measure)",
+      )
       .argument('[file]', 'lab file, or the name of a built-in lab (its network must be up)')
       .option('--nat <name>', 'only this NAT router (of a lab file)')
       .option('--json', 'print one JSON document')
       .option('--lifetime', 'measure how long idle UDP mappings live (to about 1 s) and the keepalive that keeps them, instead of the behaviour tests')
-      .option('--pairs', 'also try UDP hole punching between every pair of nodes (all of them, whatever --nat says: the punches run at once) and explain who can talk directly')
+      .option(
+        '--pairs',
+        'also try UDP hole punching between every pair of nodes (all of them, whatever --nat says: the punches run at once) and explain who can talk directly',
+      )
       .option('--namespace <ns>', 'probe from this inside namespace of a lab labctl did not build (repeatable)', collect)
       .option('--server-namespace <ns>', 'with --namespace: the internet namespace for the STUN server (default: where default routes end)')
       .option('--port <port>', 'inside port for the filtering and hairpinning probes (e.g. the port a fixed-port NAT forwards to)')
-      .option('--expect <type>', 'with --namespace: the behaviour the NAT should have (full-cone, restricted-cone, port-restricted-cone, symmetric, or MAPPING+FILTERING such as EIM+ADF)')
+      .option(
+        '--expect <type>',
+        'with --namespace: the behaviour the NAT should have (full-cone, restricted-cone, port-restricted-cone, symmetric, or MAPPING+FILTERING such as EIM+ADF)',
+      )
       .option('--runs <n>', 'repetitions of each test', '3')
       .option('--server-address <a1,a2>', 'the two addresses the STUN server gets in the internet namespace (default: a free documentation range)')
-      .option('--server <addr[:port]>', 'use this RFC 5780 STUN server (e.g. coturn\'s turnserver) instead of starting labctl\'s')
-      .option('--lifetime-max <seconds>', 'with --lifetime: give up on a mapping that lives longer than this (default: the larger of 1.5 times the expected lifetime and it + 5 s); a declared lifetime beyond it is reported unconfirmed, exit 2')
-      .option('--serve', 'only run labctl\'s STUN server on its two addresses in the internet namespace, for third-party clients, until Ctrl-C')
+      .option('--server <addr[:port]>', "use this RFC 5780 STUN server (e.g. coturn's turnserver) instead of starting labctl's")
+      .option(
+        '--lifetime-max <seconds>',
+        'with --lifetime: give up on a mapping that lives longer than this (default: the larger of 1.5 times the expected lifetime and it + 5 s); a declared lifetime beyond it is reported unconfirmed, exit 2',
+      )
+      .option('--serve', "only run labctl's STUN server on its two addresses in the internet namespace, for third-party clients, until Ctrl-C")
       .option('--serve-seconds <seconds>', 'with --serve: stop after this long')
       // Flushing is how probes start from a clean NAT; on someone else's NAT it is not harmless.
       .addHelpText(
@@ -98,16 +109,18 @@ async function checkCommand(file: string | undefined, opts: CheckCliOptions): Pr
     const { runServe } = await import('../check/run.js');
     const seconds = intOption('--serve-seconds', opts.serveSeconds, 1, 86400);
     await runServe({ ...common, ...(seconds !== undefined ? { seconds } : {}) }, (server) => {
-      if (opts.json) process.stdout.write(JSON.stringify({ event: 'ready', server }) + '\n');
+      if (opts.json) process.stdout.write(`${JSON.stringify({ event: 'ready', server })}\n`);
       else {
         const [a1, a2] = server.addresses;
         const [p1, p2] = server.ports;
-        process.stdout.write(`labctl's STUN server (RFC 5389, RFC 5780) is listening in ${server.netns} on ${a1}:${p1}, ${a1}:${p2}, ${a2}:${p1} and ${a2}:${p2}\n`);
+        process.stdout.write(
+          `labctl's STUN server (RFC 5389, RFC 5780) is listening in ${server.netns} on ${a1}:${p1}, ${a1}:${p2}, ${a2}:${p1} and ${a2}:${p2}\n`,
+        );
         process.stdout.write(`  e.g. ip netns exec NODE-NS turnutils_natdiscovery -m -f -L NODE-ADDRESS ${a1}\n`);
         process.stdout.write(seconds ? `stopping in ${seconds} s\n` : 'Ctrl-C stops it and removes its addresses\n');
       }
     });
-    if (opts.json) process.stdout.write(JSON.stringify({ event: 'stopped' }) + '\n');
+    if (opts.json) process.stdout.write(`${JSON.stringify({ event: 'stopped' })}\n`);
     return 0;
   }
   const doc: Record<string, unknown> = {};
@@ -121,7 +134,10 @@ async function checkCommand(file: string | undefined, opts: CheckCliOptions): Pr
     Object.assign(doc, report);
     text.push(formatCheck(report));
     parts.push(report);
-    if (report.unmeasured.length) problems.push(`could not measure ${report.unmeasured.join(', ')}: no answers to the probes (see the evidence above); is the path to the internet namespace working?`);
+    if (report.unmeasured.length)
+      problems.push(
+        `could not measure ${report.unmeasured.join(', ')}: no answers to the probes (see the evidence above); is the path to the internet namespace working?`,
+      );
     if (opts.pairs) {
       const { runPairs, formatPairs } = await import('../check/pairs.js');
       const pairs = await runPairs(common, report);
@@ -137,8 +153,14 @@ async function checkCommand(file: string | undefined, opts: CheckCliOptions): Pr
     doc.lifetime = lifetime;
     text.push(formatLifetime(lifetime));
     parts.push({ ...lifetime, unmeasured: [...lifetime.unmeasured, ...lifetime.unconfirmed] });
-    if (lifetime.unmeasured.length) problems.push(`could not measure ${lifetime.unmeasured.join(', ')}: no probe could make a check (see the evidence above); is the path to the internet namespace working?`);
-    if (lifetime.unconfirmed.length) problems.push(`could not confirm ${lifetime.unconfirmed.join(', ')}: the checks stopped first (--lifetime-max ${lifetimeMax ?? '?'} s); raise --lifetime-max, or leave it out`);
+    if (lifetime.unmeasured.length)
+      problems.push(
+        `could not measure ${lifetime.unmeasured.join(', ')}: no probe could make a check (see the evidence above); is the path to the internet namespace working?`,
+      );
+    if (lifetime.unconfirmed.length)
+      problems.push(
+        `could not confirm ${lifetime.unconfirmed.join(', ')}: the checks stopped first (--lifetime-max ${lifetimeMax ?? '?'} s); raise --lifetime-max, or leave it out`,
+      );
   }
   const match = parts.every((p) => p.match !== false);
   // No answer at all is not a behaviour: the verdict for that NAT is missing, an error.

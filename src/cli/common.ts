@@ -9,7 +9,7 @@ import { EXIT_FAILED, EXIT_INTERRUPTED, LabctlError, messageOf, UsageError } fro
  * `otherErrors`: the exit code of an error that carries none (1, unless the command gives
  * 1 a meaning of its own, as `check` does for "a NAT differs").
  */
-export function action<A extends unknown[]>(fn: (...args: A) => Promise<void | number>, otherErrors: number = EXIT_FAILED): (...args: A) => Promise<void> {
+export function action<A extends unknown[]>(fn: (...args: A) => Promise<unknown>, otherErrors: number = EXIT_FAILED): (...args: A) => Promise<void> {
   return async (...args: A) => {
     try {
       const code = await fn(...args);
@@ -25,7 +25,7 @@ export function action<A extends unknown[]>(fn: (...args: A) => Promise<void | n
 }
 
 export function printJson(value: unknown): void {
-  process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
 /** Adds an "Example:" block to a command's --help. */

@@ -57,7 +57,7 @@ async function resolveTarget(memberName: string, file: string, notes: string[]):
   }
 
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
-    throw new UsageError('conntrack needs root (it enters the lab\'s network namespaces); run it with sudo');
+    throw new UsageError("conntrack needs root (it enters the lab's network namespaces); run it with sudo");
   }
   const state = upState ?? (await stateOf(target.lab));
   if (!state) {
@@ -69,7 +69,9 @@ async function resolveTarget(memberName: string, file: string, notes: string[]):
   }
   const { listNetns } = await import('../host/netns.js');
   if (!listNetns().includes(target.netns)) {
-    throw new Error(`lab "${target.lab}" is not fully up: ${target.member}'s namespace ${target.netns} does not exist (try \`labctl net up\` again, or \`labctl net down\`)`);
+    throw new Error(
+      `lab "${target.lab}" is not fully up: ${target.member}'s namespace ${target.netns} does not exist (try \`labctl net up\` again, or \`labctl net down\`)`,
+    );
   }
   return target;
 }
@@ -78,7 +80,9 @@ export function registerConntrackCommand(program: Command): void {
   example(
     program
       .command('conntrack')
-      .description('list (or with --follow stream, as `conntrack -E` does) the connection tracking entries of a NAT\'s namespace, named after the lab\'s members; needs no machine')
+      .description(
+        "list (or with --follow stream, as `conntrack -E` does) the connection tracking entries of a NAT's namespace, named after the lab's members; needs no machine",
+      )
       .argument('<nat>', 'NAT name, e.g. c1-nat (any other lab member works too: a node, the internet)')
       .argument('[file]', 'lab file, built-in lab, or the name of a lab that is up', 'article')
       .option('--json', 'print one JSON object per entry or event, one per line')
@@ -104,7 +108,7 @@ timeout (listing the table removes expired entries at once).`,
 
           if (!opts.follow) {
             const entries = (await listEntries(target.netns)).map((e) => annotate(e, target.names));
-            if (opts.json) process.stdout.write(entries.map((e) => JSON.stringify(entryJson(e)) + '\n').join(''));
+            if (opts.json) process.stdout.write(entries.map((e) => `${JSON.stringify(entryJson(e))}\n`).join(''));
             else if (entries.length === 0) process.stdout.write(`no connection tracking entries in ${target.member} (${target.netns})\n`);
             else process.stdout.write(formatEntries(entries));
             return 0;
@@ -115,7 +119,7 @@ timeout (listing the table removes expired entries at once).`,
             onEvent: (raw) => {
               const e = annotate(raw, target.names);
               // One write per event: stdout to a pipe or file is written synchronously, so each line is out at once.
-              process.stdout.write((opts.json ? JSON.stringify(entryJson(e)) : formatEvent(e)) + '\n');
+              process.stdout.write(`${opts.json ? JSON.stringify(entryJson(e)) : formatEvent(e)}\n`);
             },
             onNote: (text) => process.stderr.write(`labctl: ${text}\n`),
           });

@@ -5,10 +5,12 @@ import { Option, type Command } from 'commander';
 import { action, example, printJson, requireRoot } from './common.js';
 import { UsageError } from '../util/errors.js';
 import { loadLab } from '../lab/load.js';
+import type { Lab } from '../lab/model.js';
 import { signalTree } from '../machine/proc.js';
 import type { BackendName } from '../machine/backend.js';
 
-const backendOption = () => new Option('--backend <backend>', 'machine backend (default: systemd where systemd is PID 1, else direct)').choices(['systemd', 'direct']);
+const backendOption = () =>
+  new Option('--backend <backend>', 'machine backend (default: systemd where systemd is PID 1, else direct)').choices(['systemd', 'direct']);
 const dataDirOption = () => new Option('--data-dir <dir>', 'where images live (default $LABCTL_DATA_DIR or /var/lib/labctl)');
 
 /** Finds a running machine by name in any lab's state. */
@@ -69,7 +71,7 @@ export function registerMachineCommands(program: Command): void {
       .description('bring a lab up: its network, its image, and one booted ephemeral machine per lab member marked as a machine')
       .argument('[file]', 'lab file, or the name of a built-in lab', 'article')
       .addOption(backendOption())
-      .option('--image <name>', 'image to boot (default: the lab\'s `image:`, else bookworm)')
+      .option('--image <name>', "image to boot (default: the lab's `image:`, else bookworm)")
       .addOption(dataDirOption())
       .option('--timeout <seconds>', 'how long each machine may take to boot', '60')
       .option('--json', 'print the result as JSON')
@@ -88,7 +90,7 @@ export function registerMachineCommands(program: Command): void {
             ...(opts.json ? { renderer: 'silent' as const } : {}),
           });
           if (opts.json) printJson(result);
-          else process.stdout.write(result.message + '\n');
+          else process.stdout.write(`${result.message}\n`);
         }),
       ),
     'sudo labctl up',
@@ -97,16 +99,16 @@ export function registerMachineCommands(program: Command): void {
   example(
     program
       .command('down')
-      .description('stop the lab\'s machines, remove its network, and leave nothing behind')
+      .description("stop the lab's machines, remove its network, and leave nothing behind")
       .argument('[file]', 'lab file, built-in lab, or the name of a lab that is up', 'article')
-      .option('--force', 'also delete namespaces with this lab\'s names that no state file records')
+      .option('--force', "also delete namespaces with this lab's names that no state file records")
       .option('--json', 'print the result as JSON')
       .action(
         action(async (file: string, opts: { force?: boolean; json?: boolean }) => {
           requireRoot('down', 'it stops machines and deletes network namespaces');
           const { readState } = await import('../host/state.js');
           const { labDown } = await import('../apply/lab.js');
-          let lab;
+          let lab: Lab | undefined;
           let name = file;
           const state = readState(file);
           if (!state) {
@@ -117,7 +119,9 @@ export function registerMachineCommands(program: Command): void {
               if (!(e instanceof UsageError) || !looksLikeLabName(file)) throw e;
               const { allStates } = await import('../host/state.js');
               const up = allStates().map((s) => s.lab);
-              throw new UsageError(`lab "${file}" is not up${up.length ? ` (up: ${up.join(', ')})` : ' (no lab is up)'}, and there is no lab file of that name`);
+              throw new UsageError(
+                `lab "${file}" is not up${up.length ? ` (up: ${up.join(', ')})` : ' (no lab is up)'}, and there is no lab file of that name`,
+              );
             }
             name = lab.name;
           } else {
@@ -131,7 +135,7 @@ export function registerMachineCommands(program: Command): void {
           }
           const result = await labDown(name, { ...(lab ? { lab } : {}), ...(opts.force ? { force: true } : {}) });
           if (opts.json) printJson(result);
-          else process.stdout.write(result.message + '\n');
+          else process.stdout.write(`${result.message}\n`);
         }),
       ),
     'sudo labctl down',

@@ -1,5 +1,5 @@
 // labctl's command line. Each command group registers itself from its own module.
-import { Command, CommanderError } from 'commander';
+import { Command, type CommanderError } from 'commander';
 import { registerNetCommands } from './net.js';
 import { registerMachineCommands } from './machines.js';
 import { registerConntrackCommand } from './conntrack.js';

@@ -1,6 +1,7 @@
 // `labctl net ...` and `labctl validate`: the lab network alone.
 import type { Command } from 'commander';
 import { action, example, printJson, requireRoot } from './common.js';
+import type { Lab } from '../lab/model.js';
 import { UsageError } from '../util/errors.js';
 import { loadLab } from '../lab/load.js';
 
@@ -18,10 +19,15 @@ export function registerNetCommands(program: Command): void {
           const lines = [
             `${lab.source}: lab "${lab.name}" is valid`,
             `  internet ${lab.internet.name} (${lab.internet.netns})`,
-            ...lab.nats.map((n) => `  nat ${n.name} (${n.netns}): ${n.behaviour.declaredAs ?? ''} mapping ${n.behaviour.mapping}, filtering ${n.behaviour.filtering}; outside ${n.outside.address}/${n.outside.prefix} on ${n.outside.ifname}, inside ${n.lan.address}/${n.lan.prefix} on ${n.lan.ifname}`),
-            ...lab.nodes.map((n) => `  node ${n.name} (${n.netns}): ${n.link.address}/${n.link.prefix} on ${n.link.ifname} via ${n.link.gateway} (${n.router})`),
+            ...lab.nats.map(
+              (n) =>
+                `  nat ${n.name} (${n.netns}): ${n.behaviour.declaredAs ?? ''} mapping ${n.behaviour.mapping}, filtering ${n.behaviour.filtering}; outside ${n.outside.address}/${n.outside.prefix} on ${n.outside.ifname}, inside ${n.lan.address}/${n.lan.prefix} on ${n.lan.ifname}`,
+            ),
+            ...lab.nodes.map(
+              (n) => `  node ${n.name} (${n.netns}): ${n.link.address}/${n.link.prefix} on ${n.link.ifname} via ${n.link.gateway} (${n.router})`,
+            ),
           ];
-          process.stdout.write(lines.join('\n') + '\n');
+          process.stdout.write(`${lines.join('\n')}\n`);
         }),
       ),
     'labctl validate machines/article.yaml',
@@ -38,7 +44,7 @@ export function registerNetCommands(program: Command): void {
   example(
     net
       .command('up')
-      .description('create the lab\'s namespaces, veths, addresses, routes, sysctls and NAT rules (idempotent)')
+      .description("create the lab's namespaces, veths, addresses, routes, sysctls and NAT rules (idempotent)")
       .argument('[file]', 'lab file, or the name of a built-in lab', 'article')
       .option('--json', 'print the result as JSON')
       .action(
@@ -48,7 +54,7 @@ export function registerNetCommands(program: Command): void {
           const { netUp } = await import('../apply/net.js');
           const result = await netUp(lab);
           if (opts.json) printJson(result);
-          else process.stdout.write(result.message + '\n');
+          else process.stdout.write(`${result.message}\n`);
         }),
       ),
     'sudo labctl net up',
@@ -59,14 +65,14 @@ export function registerNetCommands(program: Command): void {
       .command('down')
       .description('remove exactly what `net up` created for this lab (also after a crashed up)')
       .argument('[file]', 'lab file, built-in lab, or the name of a lab that is up', 'article')
-      .option('--force', 'also delete namespaces with this lab\'s names that no state file records')
+      .option('--force', "also delete namespaces with this lab's names that no state file records")
       .option('--json', 'print the result as JSON')
       .action(
         action(async (file: string, opts: { force?: boolean; json?: boolean }) => {
           requireRoot('net down', 'it deletes network namespaces');
           const { readState } = await import('../host/state.js');
           const { netDown } = await import('../apply/net.js');
-          let lab;
+          let lab: Lab | undefined;
           let name = file;
           if (!readState(file)) {
             lab = loadLab(file);
@@ -74,7 +80,7 @@ export function registerNetCommands(program: Command): void {
           }
           const result = await netDown(name, { ...(lab ? { lab } : {}), ...(opts.force ? { force: true } : {}) });
           if (opts.json) printJson(result);
-          else process.stdout.write(result.message + '\n');
+          else process.stdout.write(`${result.message}\n`);
         }),
       ),
     'sudo labctl net down',
@@ -119,7 +125,7 @@ export function registerNetCommands(program: Command): void {
   example(
     net
       .command('rules')
-      .description('print the nftables ruleset labctl loads into a NAT router\'s namespace')
+      .description("print the nftables ruleset labctl loads into a NAT router's namespace")
       .argument('<nat>', 'NAT name, e.g. c1-nat')
       .argument('[file]', 'lab file, or the name of a built-in lab', 'article')
       .action(

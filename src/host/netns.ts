@@ -16,7 +16,7 @@ export function inNetns(netns: string, command: string[]): string[] {
 
 /** Lines for `ip -batch -`; names are validated ([a-z0-9-]), so none holds a space. */
 export function batchText(lines: string[][]): string {
-  return lines.map((l) => l.join(' ')).join('\n') + '\n';
+  return `${lines.map((l) => l.join(' ')).join('\n')}\n`;
 }
 
 export async function deleteNetns(names: string[], step = 'delete namespaces'): Promise<void> {

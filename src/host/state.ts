@@ -96,7 +96,7 @@ export function readState(lab: string): LabState | undefined {
 export function writeState(state: LabState): void {
   ensureRunDir();
   const tmp = `${statePath(state.lab)}.tmp`;
-  writeFileSync(tmp, JSON.stringify(state, null, 2) + '\n', { mode: 0o600 });
+  writeFileSync(tmp, `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
   renameSync(tmp, statePath(state.lab));
 }
 

@@ -1,7 +1,7 @@
 // Running a build: the plan's steps as listr2 tasks, cleanup on failure or signal.
 import { existsSync, renameSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { Listr, type ListrTaskWrapper } from 'listr2';
+import { Listr, type ListrRendererFactory, type ListrTaskWrapper } from 'listr2';
 import { InterruptedError } from '../util/errors.js';
 import type { ImageMeta } from './meta.js';
 import { resolveDataDir } from '../host/dirs.js';
@@ -134,7 +134,7 @@ export async function buildImage(nameOrRecipe: string | Recipe, options: BuildIm
   const tasks = new Listr<BuildContext>(
     plan.map((step) => ({
       title: step.title,
-      task: async (_: BuildContext, task: ListrTaskWrapper<BuildContext, any, any>) => {
+      task: async (_: BuildContext, task: ListrTaskWrapper<BuildContext, ListrRendererFactory, ListrRendererFactory>) => {
         if (ctx.interrupted) throw buildInterrupted(ctx.interrupted);
         const started = Date.now();
         let lastStage: string | undefined;

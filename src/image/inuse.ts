@@ -33,7 +33,8 @@ export async function imageInUseBy(name: string, options: InUseOptions = {}): Pr
   }
   // A lab whose `up` has mounted the image but recorded no machine yet.
   for (const { lab, use } of allImageUses(options.runDir)) {
-    if (use.image === name && resolve(use.dataDir) === dataDir && ![...users].some((u) => u.endsWith(`(lab ${lab})`) || u === `machine ${lab}`)) users.add(`lab ${lab}`);
+    if (use.image === name && resolve(use.dataDir) === dataDir && ![...users].some((u) => u.endsWith(`(lab ${lab})`) || u === `machine ${lab}`))
+      users.add(`lab ${lab}`);
   }
   if (options.processes !== false && mountAt(paths.mountDir)) {
     for (const p of processesUsing([paths.mountDir])) users.add(`process ${p.pid} ${p.comm}`);

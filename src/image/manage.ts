@@ -62,7 +62,7 @@ export async function listImages(options: { dataDir?: string; runDir?: string } 
   const names = new Set<string>();
   for (const e of listDir(imagesDir)) {
     const m = /^(.+)\.(btrfs|json)(\.new)?$/.exec(e);
-    if (m && m[1]) names.add(m[1]);
+    if (m?.[1]) names.add(m[1]);
   }
   const out: ImageInfo[] = [];
   for (const name of [...names].sort()) {
@@ -78,7 +78,9 @@ export async function listImages(options: { dataDir?: string; runDir?: string } 
       name,
       state: st.state === 'ready' ? 'ready' : st.state === 'absent' ? 'building' : 'broken',
       ...(st.reason ? { reason: st.reason } : {}),
-      ...(meta ? { distribution: meta.distribution, suite: meta.suite, architecture: meta.architecture, created: meta.created, recipeHash: meta.recipeHash } : {}),
+      ...(meta
+        ? { distribution: meta.distribution, suite: meta.suite, architecture: meta.architecture, created: meta.created, recipeHash: meta.recipeHash }
+        : {}),
       sizeOnDisk: usage.onDisk,
       sizeBytes: usage.apparent,
       imageFile: paths.imageFile,
@@ -161,7 +163,7 @@ export async function ensureImageMounted(name: string, dataDir?: string): Promis
   const paths = imagePaths(dir, name);
   const key = paths.imageFile;
   const pending = pendingMounts.get(key);
-  if (pending) return pending;
+  if (pending !== undefined) return pending;
   const job = (async () => {
     // Fast path: already mounted and current, no lock needed.
     if (mountedCurrent(paths) === 'current' && imageState(paths).state === 'ready') return { path: paths.rootfs };

@@ -42,7 +42,7 @@ export function readMeta(file: string): ImageMeta | undefined {
 /** Writes JSON atomically (temp file + rename). */
 export function writeJsonAtomic(file: string, value: unknown): void {
   const tmp = `${file}.tmp-${process.pid}`;
-  writeFileSync(tmp, JSON.stringify(value, null, 2) + '\n');
+  writeFileSync(tmp, `${JSON.stringify(value, null, 2)}\n`);
   renameSync(tmp, file);
 }
 
@@ -81,6 +81,7 @@ export function imageState(paths: ImagePaths): { state: ImageState; meta?: Image
   if (!hasFile) return { state: 'broken', reason: `metadata without image file ${paths.imageFile}` };
   if (!meta) return { state: 'broken', reason: `image file without valid metadata ${paths.metaFile}` };
   const fsid = readFsid(paths.imageFile);
-  if (fsid !== meta.fsid) return { state: 'broken', meta, reason: `image file does not match its metadata (filesystem ${fsid ?? 'unreadable'} != ${meta.fsid})` };
+  if (fsid !== meta.fsid)
+    return { state: 'broken', meta, reason: `image file does not match its metadata (filesystem ${fsid ?? 'unreadable'} != ${meta.fsid})` };
   return { state: 'ready', meta };
 }

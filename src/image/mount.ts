@@ -127,7 +127,7 @@ export function loopsUnder(dir: string): LoopDevice[] {
 /** The backing file of the loop device mounted at dir, if dir is a loop mount. */
 export function loopBackingAt(dir: string): { device: string; backingFile: string; deleted: boolean } | undefined {
   const m = mountAt(dir);
-  if (!m || !m.source.startsWith('/dev/loop')) return undefined;
+  if (!m?.source.startsWith('/dev/loop')) return undefined;
   const loop = loopDevices().find((l) => l.device === m.source);
   return loop ? { device: loop.device, backingFile: loop.backingFile, deleted: loop.deleted } : undefined;
 }
@@ -177,7 +177,6 @@ export async function loopMount(file: string, dir: string, options: RunOptions =
   await ensureSharedMountRoot(dirname(dir), step);
   await run(['mount', '-t', 'btrfs', '-o', 'loop,noatime', file, dir], { step, ...options });
 }
-
 
 /**
  * Unmounts everything at or under dir (deepest first). With killUsers, processes
@@ -287,7 +286,9 @@ export async function detachLoops(file: string, timeoutMs = 20_000): Promise<Pin
     const mountedHere = readMounts().filter((m) => left.some((l) => l.device === m.source));
     if (mountedHere.length) {
       if (Date.now() > deadline) {
-        throw new Error(`could not detach ${left.map((l) => l.device).join(', ')} (backing ${file}): still mounted at ${mountedHere.map((m) => m.mountPoint).join(', ')}`);
+        throw new Error(
+          `could not detach ${left.map((l) => l.device).join(', ')} (backing ${file}): still mounted at ${mountedHere.map((m) => m.mountPoint).join(', ')}`,
+        );
       }
     } else {
       const pinned = left.map((l) => new PinnedLoopWarning(l.device, file, foreignHolders(l.device)));

@@ -12,8 +12,6 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UsageError } from '../util/errors.js';
 
-
-
 /** The directory with the shipped recipes (images/ at the project root). */
 export const RECIPES_DIR = fileURLToPath(new URL('../../images/', import.meta.url));
 

@@ -111,13 +111,7 @@ export function chooseBaseToExtend(cached: CachedBase[], bootstrapHash: string, 
 
 const quietIO: StepIO = { progress() {}, log() {} };
 
-export function createContext(input: {
-  recipe: Recipe;
-  options: BuildOptions;
-  dataDir: string;
-  cacheDir?: string;
-  cacheHit?: boolean;
-}): BuildContext {
+export function createContext(input: { recipe: Recipe; options: BuildOptions; dataDir: string; cacheDir?: string; cacheHit?: boolean }): BuildContext {
   const { recipe, options } = input;
   const paths = imagePaths(input.dataDir, recipe.name, input.cacheDir);
   const base = baseHash(recipe, options.verify);

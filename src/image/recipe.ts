@@ -76,7 +76,9 @@ const mirrorSchema = z.string().check(
 
 const fileSchema = z
   .strictObject({
-    path: z.string().check(z.refine((p) => p.startsWith('/') && !p.split('/').includes('..') && p !== '/', 'must be an absolute path inside the image, without ..')),
+    path: z
+      .string()
+      .check(z.refine((p) => p.startsWith('/') && !p.split('/').includes('..') && p !== '/', 'must be an absolute path inside the image, without ..')),
     content: z.optional(z.string()),
     source: z.optional(z.string().check(z.minLength(1))),
     mode: z.optional(z.string().check(z.regex(/^0?[0-7]{3,4}$/, 'must be an octal mode like "0644"'))),
@@ -121,7 +123,6 @@ export const recipeSchema = z.strictObject({
   'mask-generators': listOf(GENERATOR_RE, 'must be a generator name like systemd-fstab-generator'),
   'root-password-file': z.optional(z.string().check(z.minLength(1))),
 });
-
 
 interface RecipeFile {
   path: string;
@@ -230,7 +231,11 @@ export function parseRecipe(text: string, options: ParseOptions = {}): Recipe {
   }
   const allowed = Object.keys(recipeSchema.shape);
   const result = recipeSchema.safeParse(data);
-  if (!result.success) throw recipeError(file, result.error.issues.flatMap((i) => issueText(i, allowed, data)));
+  if (!result.success)
+    throw recipeError(
+      file,
+      result.error.issues.flatMap((i) => issueText(i, allowed, data)),
+    );
   const raw = result.data;
   const distro = DISTRIBUTIONS[raw.distribution];
   const problems: string[] = [];
@@ -314,7 +319,9 @@ export function imageKeyringPath(recipe: Recipe): string {
   if (recipe.keyring === distro.defaultKeyring) return distro.defaultKeyring;
   // apt tells an armored keyring from a binary one by its name: .asc, else .gpg.
   const ext = recipe.keyring.endsWith('.asc') ? '.asc' : '.gpg';
-  const stem = basename(recipe.keyring).replace(/\.(gpg|asc|pgp)$/, '').replace(/[^A-Za-z0-9_.-]/g, '_');
+  const stem = basename(recipe.keyring)
+    .replace(/\.(gpg|asc|pgp)$/, '')
+    .replace(/[^A-Za-z0-9_.-]/g, '_');
   return `/etc/apt/keyrings/labctl-${stem}${ext}`;
 }
 

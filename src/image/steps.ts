@@ -133,13 +133,16 @@ export const checkHost: Step = {
     if (missing.length) throw new UsageError(`missing host tools: ${missing.join(', ')}`);
     const hostArch = (await sh(ctx, 'check-host', ['dpkg', '--print-architecture'])).stdout.trim();
     if (hostArch !== recipe.architecture) {
-      throw new UsageError(`${recipe.sourceFile ?? recipe.name}: architecture ${recipe.architecture} differs from the host's ${hostArch}; foreign-architecture builds are not supported`);
+      throw new UsageError(
+        `${recipe.sourceFile ?? recipe.name}: architecture ${recipe.architecture} differs from the host's ${hostArch}; foreign-architecture builds are not supported`,
+      );
     }
     if (bootstraps && !(await exists(ctx.distro.debootstrapScript))) {
       throw new UsageError(`debootstrap script ${ctx.distro.debootstrapScript} is missing (package debootstrap)`);
     }
     for (const f of recipe.files) {
-      if (f.source && !(await exists(f.source))) throw new UsageError(`${recipe.sourceFile ?? recipe.name}: files: source ${f.source} (for ${f.path}) does not exist`);
+      if (f.source && !(await exists(f.source)))
+        throw new UsageError(`${recipe.sourceFile ?? recipe.name}: files: source ${f.source} (for ${f.path}) does not exist`);
     }
     if (recipe.rootPasswordFile) {
       try {
@@ -392,7 +395,9 @@ export const restoreBase: Step = {
       if (ctx.interrupted) throw e;
       // A damaged cache entry must not fail every later build: drop it.
       await dropBase(stream);
-      throw new Error(`the cached base ${stream} could not be restored and was removed; build again to bootstrap it afresh: ${(e as Error).message}`, { cause: e });
+      throw new Error(`the cached base ${stream} could not be restored and was removed; build again to bootstrap it afresh: ${(e as Error).message}`, {
+        cause: e,
+      });
     }
     await sh(ctx, 'restore-base', ['btrfs', 'subvolume', 'snapshot', received, ctx.paths.newRootfs]);
     await sh(ctx, 'restore-base', ['btrfs', 'subvolume', 'delete', received]);
@@ -460,9 +465,15 @@ export const installPackages: Step = {
         .split('\n')
         .filter((l) => /^E: /.test(l.trim()))
         .slice(-4);
-      throw new Error(`apt-get install ${missing.join(' ')} in the cached base failed${said.length ? `:\n${said.join('\n')}` : ` (exit ${e.exitCode ?? '?'})`}\n(--no-cache bootstraps the image afresh)`, { cause: e });
+      throw new Error(
+        `apt-get install ${missing.join(' ')} in the cached base failed${said.length ? `:\n${said.join('\n')}` : ` (exit ${e.exitCode ?? '?'})`}\n(--no-cache bootstraps the image afresh)`,
+        { cause: e },
+      );
     }
-    io.progress(`${missing.length} package(s) added, ${install.unpacked} unpacked, ${formatBytes(install.fetched)} downloaded (apt-get update: ${formatBytes(update.fetched)})`, 'done');
+    io.progress(
+      `${missing.length} package(s) added, ${install.unpacked} unpacked, ${formatBytes(install.fetched)} downloaded (apt-get update: ${formatBytes(update.fetched)})`,
+      'done',
+    );
   },
 };
 
@@ -610,6 +621,7 @@ export const verifyImage: Step = {
     const root = ctx.paths.newRootfs;
     const ro = (await sh(ctx, 'verify', ['btrfs', 'property', 'get', '-ts', root, 'ro'])).stdout.trim();
     if (ro !== 'ro=true') throw new Error(`verify: ${root} is not read-only (${ro})`);
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own format: ${...} is for dpkg-query
     const query = await sh(ctx, 'verify', ['chroot', root, 'dpkg-query', '-W', '-f', '${Package} ${db:Status-Status}\\n', ...ctx.packages], {
       allowFailure: true,
     });
@@ -626,7 +638,9 @@ export const verifyImage: Step = {
     const rootLine = (await readFile(join(root, 'etc/shadow'), 'utf8')).split('\n').find((l) => l.startsWith('root:'));
     const field = rootLine?.split(':')[1] ?? '';
     if (!ctx.recipe.rootPasswordFile && !['*', '!', '!*'].includes(field)) throw new Error('verify: root has a password set');
-    io.progress(`${ctx.packages.length} required packages installed, machine-id empty, no hostname, root ${ctx.recipe.rootPasswordFile ? 'password from file' : 'without password'}`);
+    io.progress(
+      `${ctx.packages.length} required packages installed, machine-id empty, no hostname, root ${ctx.recipe.rootPasswordFile ? 'password from file' : 'without password'}`,
+    );
   },
 };
 

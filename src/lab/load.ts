@@ -24,7 +24,9 @@ export function loadLab(fileOrName?: string): Lab {
     text = readFileSync(path, 'utf8');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw UsageError.forFile(path, [{ path: '', message: code === 'ENOENT' ? 'no such lab file (nor a built-in lab of that name)' : `cannot be read: ${String(e)}` }]);
+    throw UsageError.forFile(path, [
+      { path: '', message: code === 'ENOENT' ? 'no such lab file (nor a built-in lab of that name)' : `cannot be read: ${String(e)}` },
+    ]);
   }
   return parseLab(text, path);
 }

@@ -79,7 +79,14 @@ export interface ShellCommand {
 }
 
 /** Environment for commands run inside a machine: the machine's, not the host's. */
-const MACHINE_ENV = ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'HOME=/root', 'USER=root', 'LOGNAME=root', 'SHELL=/bin/bash', 'LANG=C.UTF-8'];
+const MACHINE_ENV = [
+  'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+  'HOME=/root',
+  'USER=root',
+  'LOGNAME=root',
+  'SHELL=/bin/bash',
+  'LANG=C.UTF-8',
+];
 
 /**
  * argv that runs `command` in the machine whose leader (PID 1, as the host sees it) is

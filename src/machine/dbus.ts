@@ -121,7 +121,8 @@ export class SystemBus {
           };
           const onFail = (e: Error) => done(() => reject(e));
           const timer = setTimeout(
-            () => done(() => reject(new BusError('org.freedesktop.DBus.Error.Timeout', `${iface}.${member}: no reply from ${destination} within ${timeoutMs} ms`))),
+            () =>
+              done(() => reject(new BusError('org.freedesktop.DBus.Error.Timeout', `${iface}.${member}: no reply from ${destination} within ${timeoutMs} ms`))),
             timeoutMs,
           );
           this.failers.add(onFail);

@@ -20,6 +20,7 @@ function consoleTail(path: string, lines = 15): string {
   try {
     const text = readFileSync(path, 'utf8')
       // The console carries colour codes; the error message should not.
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: ESC starts the colour codes nspawn writes to the console
       .replace(/\x1b\[[0-9;]*m/g, '')
       .replace(/\r/g, '');
     return text.trimEnd().split('\n').slice(-lines).join('\n');
@@ -171,7 +172,16 @@ export class DirectBackend implements MachineBackend {
       run(['ip', '-n', m.netns, '-j', '-4', 'addr', 'show'], { allowFailure: true }),
     ]);
     const said = sys.stdout.trim();
-    const state: MachineInfo['state'] = said === 'running' ? 'running' : said === 'degraded' ? 'degraded' : said === 'starting' || said === 'initializing' ? 'starting' : said === 'stopping' ? 'stopping' : 'unknown';
+    const state: MachineInfo['state'] =
+      said === 'running'
+        ? 'running'
+        : said === 'degraded'
+          ? 'degraded'
+          : said === 'starting' || said === 'initializing'
+            ? 'starting'
+            : said === 'stopping'
+              ? 'stopping'
+              : 'unknown';
     let addresses: string[] = [];
     try {
       addresses = (JSON.parse(addrs.stdout || '[]') as { ifname: string; addr_info?: { local: string }[] }[])

@@ -68,7 +68,10 @@ const HOST_NAME_MAX = 64;
  * machine's name has.)
  */
 function nspawnNameFromPath(path: string, image = false): string | undefined {
-  const last = path.split('/').filter((e) => e !== '' && e !== '.').pop();
+  const last = path
+    .split('/')
+    .filter((e) => e !== '' && e !== '.')
+    .pop();
   if (last === undefined || last === '..') return undefined;
   const name = hostnameCleanup(image ? last.replace(/\.raw$/, '') : last);
   return hostnameIsValid(name) ? name : undefined;
@@ -112,11 +115,51 @@ const NSPAWN_SHORT_WITH_VALUE = new Set(['M', 'D', 'i', 'u', 'S', 'E', 'p', 'L',
 
 /** nspawn's long options that take a value (the next argument, when not given with `=`). */
 const NSPAWN_LONG_WITH_VALUE = new Set([
-  '--machine', '--directory', '--image', '--user', '--slice', '--setenv', '--port', '--selinux-context', '--selinux-apifs-context',
-  '--bind', '--bind-ro', '--tmpfs', '--overlay', '--overlay-ro', '--network-interface', '--network-macvlan', '--network-ipvlan', '--network-bridge', '--network-zone',
-  '--network-namespace-path', '--capability', '--drop-capability', '--chdir', '--pivot-root', '--uuid', '--property', '--register', '--settings',
-  '--console', '--kill-signal', '--link-journal', '--resolv-conf', '--timezone', '--template', '--notify-ready', '--personality', '--rlimit',
-  '--oom-score-adjust', '--cpu-affinity', '--hostname', '--no-new-privileges', '--system-call-filter', '--load-credential', '--set-credential', '--root-hash',
+  '--machine',
+  '--directory',
+  '--image',
+  '--user',
+  '--slice',
+  '--setenv',
+  '--port',
+  '--selinux-context',
+  '--selinux-apifs-context',
+  '--bind',
+  '--bind-ro',
+  '--tmpfs',
+  '--overlay',
+  '--overlay-ro',
+  '--network-interface',
+  '--network-macvlan',
+  '--network-ipvlan',
+  '--network-bridge',
+  '--network-zone',
+  '--network-namespace-path',
+  '--capability',
+  '--drop-capability',
+  '--chdir',
+  '--pivot-root',
+  '--uuid',
+  '--property',
+  '--register',
+  '--settings',
+  '--console',
+  '--kill-signal',
+  '--link-journal',
+  '--resolv-conf',
+  '--timezone',
+  '--template',
+  '--notify-ready',
+  '--personality',
+  '--rlimit',
+  '--oom-score-adjust',
+  '--cpu-affinity',
+  '--hostname',
+  '--no-new-privileges',
+  '--system-call-filter',
+  '--load-credential',
+  '--set-credential',
+  '--root-hash',
 ]);
 
 /** The directory an nspawn boots (its `--directory=`, as both backends write it), if it says. */
@@ -135,11 +178,7 @@ export function isNspawnOf(pid: number, name: string): boolean {
 export function children(pid: number): number[] {
   try {
     return readdirSync(`/proc/${pid}/task`).flatMap((t) =>
-      readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8')
-        .trim()
-        .split(/\s+/)
-        .filter(Boolean)
-        .map(Number),
+      readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number),
     );
   } catch {
     return [];

@@ -65,7 +65,8 @@ export class SystemdBackend implements MachineBackend {
     const unit = unitNameFor(spec.name);
     const netnsPath = `${NETNS_DIR}/${spec.netns}`;
     if (!existsSync(netnsPath)) throw new MachineStartError(spec.name, `network namespace ${spec.netns} does not exist (${netnsPath})`);
-    if (!existsSync(spec.directory)) throw new MachineStartError(spec.name, `image directory ${spec.directory} does not exist (is image ${spec.image} mounted?)`);
+    if (!existsSync(spec.directory))
+      throw new MachineStartError(spec.name, `image directory ${spec.directory} does not exist (is image ${spec.image} mounted?)`);
     const props = unitProperties(loadUnitTemplate(), {
       machine: spec.name,
       lab: spec.lab,
@@ -79,10 +80,14 @@ export class SystemdBackend implements MachineBackend {
       await subscribeJobs(bus);
       const existing = await getMachine(bus, spec.name);
       if (existing) {
-        throw new MachineStartError(spec.name, `a machine of this name is already registered with machined (unit ${existing.unit || '?'}, leader ${existing.leader}); stop it first`);
+        throw new MachineStartError(
+          spec.name,
+          `a machine of this name is already registered with machined (unit ${existing.unit || '?'}, leader ${existing.leader}); stop it first`,
+        );
       }
       const before = await unitActiveState(bus, unit);
-      if (before === 'failed' || before === 'inactive') await ignoring(['NoSuchUnit'], () => bus.call(SYSTEMD, SYSTEMD_PATH, MANAGER, 'ResetFailedUnit', 's', [unit]));
+      if (before === 'failed' || before === 'inactive')
+        await ignoring(['NoSuchUnit'], () => bus.call(SYSTEMD, SYSTEMD_PATH, MANAGER, 'ResetFailedUnit', 's', [unit]));
       else if (before) throw new MachineStartError(spec.name, `unit ${unit} is already ${before}; stop it first (systemctl stop ${unit})`);
 
       const startedAt = new Date();
@@ -159,7 +164,8 @@ export class SystemdBackend implements MachineBackend {
           await this.removeUnit(bus, spec.name, unit, spec.directory, { ...(snapshot ? { knownSnapshot: snapshot } : {}), graceMs: FAILED_START_GRACE_MS });
           // An nspawn told to stop in its first moments can die before it set up its
           // signal handling, leaving a snapshot no one saw (and no lock holder).
-          for (const orphan of orphanSnapshotsSince(spec.directory, snapshotsBefore)) await removeSnapshot(orphan, `remove the snapshot of machine ${spec.name}`);
+          for (const orphan of orphanSnapshotsSince(spec.directory, snapshotsBefore))
+            await removeSnapshot(orphan, `remove the snapshot of machine ${spec.name}`);
         } catch (e) {
           failure = `${failure ?? 'did not start'}; removing what it left also failed: ${(e as Error).message}`;
         }
@@ -185,7 +191,13 @@ export class SystemdBackend implements MachineBackend {
   }
 
   /** Terminates the machine (if it is ours) and waits until machine and unit are gone; escalates if they do not go. */
-  private async removeUnit(bus: SystemBus, name: string, unit: string, directory: string, options: { knownSnapshot?: string; graceMs?: number } = {}): Promise<void> {
+  private async removeUnit(
+    bus: SystemBus,
+    name: string,
+    unit: string,
+    directory: string,
+    options: { knownSnapshot?: string; graceMs?: number } = {},
+  ): Promise<void> {
     const { knownSnapshot, graceMs = STOP_WAIT_MS } = options;
     const machine = await getMachine(bus, name);
     const ours = machine && machine.unit === unit ? machine : undefined;
@@ -246,7 +258,9 @@ export class SystemdBackend implements MachineBackend {
       if (state === 'running') {
         // machined knows only that it runs: ask the machine's own systemd (over its bus,
         // through machined) whether it is still starting or has failed units.
-        const said = (await run(['systemctl', '--machine', m.name, 'is-system-running'], { allowFailure: true, timeoutMs: 5_000, step: `state of machine ${m.name}` })).stdout.trim();
+        const said = (
+          await run(['systemctl', '--machine', m.name, 'is-system-running'], { allowFailure: true, timeoutMs: 5_000, step: `state of machine ${m.name}` })
+        ).stdout.trim();
         if (said === 'degraded') state = 'degraded';
         else if (said === 'starting' || said === 'initializing') state = 'starting';
         else if (said === 'stopping') state = 'stopping';
@@ -268,7 +282,8 @@ export class SystemdBackend implements MachineBackend {
     const bus = systemBus();
     const machine = await bus.busy(() => getMachine(bus, m.name));
     const unit = m.unit ?? unitNameFor(m.name);
-    if (!machine || machine.unit !== unit || !machine.leader) throw new Error(`machine ${m.name} is not running (machined has no machine ${m.name} for unit ${unit})`);
+    if (!machine || machine.unit !== unit || !machine.leader)
+      throw new Error(`machine ${m.name} is not running (machined has no machine ${m.name} for unit ${unit})`);
     return machine.leader;
   }
 

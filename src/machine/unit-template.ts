@@ -90,7 +90,8 @@ export function parseUnitTemplate(text: string, file = UNIT_PROPERTIES_FILE): Te
       problems.push(`line ${n}: ${key}= is split on spaces only: no quotes, escapes or shell syntax`);
     }
     for (const m of value.matchAll(PLACEHOLDER_RE)) {
-      if (!PLACEHOLDERS.includes(m[1] as keyof UnitVars)) problems.push(`line ${n}: unknown placeholder {${m[1]}} (known: ${PLACEHOLDERS.map((p) => `{${p}}`).join(' ')})`);
+      if (!PLACEHOLDERS.includes(m[1] as keyof UnitVars))
+        problems.push(`line ${n}: unknown placeholder {${m[1]}} (known: ${PLACEHOLDERS.map((p) => `{${p}}`).join(' ')})`);
     }
     entries.push({ section, key, value, line: n });
   });
@@ -234,7 +235,10 @@ export function unitProperties(entries: TemplateEntry[], vars: UnitVars, resolve
           break;
         }
         case 'exec': {
-          const words = e.value.split(/\s+/).filter(Boolean).map((w) => fill(w, vars));
+          const words = e.value
+            .split(/\s+/)
+            .filter(Boolean)
+            .map((w) => fill(w, vars));
           const program = resolveExe(words[0]!);
           set({ name, signature: 'a(sasb)', value: [[program, [program, ...words.slice(1)], false]] });
           break;

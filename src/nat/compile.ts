@@ -120,7 +120,9 @@ export function compileNatRuleset(nat: Nat): string {
   const add = (s = '') => L.push(s);
 
   add(`# labctl NAT ruleset for ${nat.name} (site ${nat.site}), loaded by one "nft -f FILE" (a root-only file), one atomic transaction`);
-  add(`# mapping ${b.mapping}, filtering ${b.filtering}, hairpinning ${b.hairpinning ? 'on' : 'off'}, port preservation ${b.portPreservation ? 'on' : 'off'}${b.fixedPort !== undefined ? `, fixed outside port ${b.fixedPort}` : ''}`);
+  add(
+    `# mapping ${b.mapping}, filtering ${b.filtering}, hairpinning ${b.hairpinning ? 'on' : 'off'}, port preservation ${b.portPreservation ? 'on' : 'off'}${b.fixedPort !== undefined ? `, fixed outside port ${b.fixedPort}` : ''}`,
+  );
   add(`# outside ${OUT} on ${nat.outside.ifname}; inside ${LAN} on ${nat.lan.ifname}`);
   // Declaring then deleting the table makes the load replace any earlier one atomically.
   add(`table ip ${NAT_TABLE}`);
@@ -229,7 +231,7 @@ export function compileNatRuleset(nat: Nat): string {
   learn('learn_received_reply', 'th dport', 'ct original ip saddr . ct original proto-src', 'ip saddr');
   learn('learn_received_original', 'th dport', 'ct reply ip saddr . ct reply proto-src', 'ip saddr');
   add(`}`);
-  return L.join('\n') + '\n';
+  return `${L.join('\n')}\n`;
 }
 
 /** Per-namespace sysctls of a NAT router (set inside its namespace only). */

@@ -84,9 +84,6 @@ export function planNetwork(lab: Lab): NetworkPlan {
   // The internet forwards between its links and nothing else: it stands for every
   // router between the sites, with no filtering and no NAT.
   inet.sysctls = { 'net.ipv4.ip_forward': '1' };
-  const hash = createHash('sha256')
-    .update(JSON.stringify({ namespaces, linkBatch }))
-    .digest('hex')
-    .slice(0, 16);
+  const hash = createHash('sha256').update(JSON.stringify({ namespaces, linkBatch })).digest('hex').slice(0, 16);
   return { lab: lab.name, hash, namespaces, linkBatch };
 }

@@ -71,17 +71,28 @@ export async function netStatus(labName?: string): Promise<LabStatus[]> {
 }
 
 export function formatNetStatus(labs: LabStatus[]): string {
-  if (labs.length === 0) return 'no lab is up; start its network with `sudo labctl net up` (the article\'s lab) or `sudo labctl net up FILE`\n';
+  if (labs.length === 0) return "no lab is up; start its network with `sudo labctl net up` (the article's lab) or `sudo labctl net up FILE`\n";
   return labs
     .map((l) => {
       const rows: string[][] = [];
       for (const n of l.namespaces) {
         const ifs = n.interfaces.length ? n.interfaces : [{ name: n.present ? '-' : '(missing)', state: '', addresses: [] }];
         ifs.forEach((i, k) => {
-          rows.push([k === 0 ? n.owner : '', k === 0 ? n.netns : '', k === 0 ? n.role : '', i.name, i.state, i.addresses.join(' '), k === 0 ? (n.nat ?? '') : '']);
+          rows.push([
+            k === 0 ? n.owner : '',
+            k === 0 ? n.netns : '',
+            k === 0 ? n.role : '',
+            i.name,
+            i.state,
+            i.addresses.join(' '),
+            k === 0 ? (n.nat ?? '') : '',
+          ]);
         });
       }
-      return `lab ${l.lab} (${l.status}, since ${l.createdAt}) from ${l.source}\n` + table(['NAME', 'NAMESPACE', 'ROLE', 'INTERFACE', 'STATE', 'ADDRESSES', 'NAT'], rows);
+      return (
+        `lab ${l.lab} (${l.status}, since ${l.createdAt}) from ${l.source}\n` +
+        table(['NAME', 'NAMESPACE', 'ROLE', 'INTERFACE', 'STATE', 'ADDRESSES', 'NAT'], rows)
+      );
     })
     .join('\n');
 }

@@ -56,12 +56,10 @@ export async function labsStatus(labName?: string): Promise<LabOverview[]> {
       const machines = await Promise.all(
         (s.machines ?? []).map(async (m): Promise<MachineRow> => {
           let error: string | undefined;
-          const info = await (await backendFor(m.backend))
-            .info(m)
-            .catch((e: Error) => {
-              error = e.message;
-              return { state: 'unknown' as const, addresses: [] as string[], leaderPid: undefined, since: undefined };
-            });
+          const info = await (await backendFor(m.backend)).info(m).catch((e: Error) => {
+            error = e.message;
+            return { state: 'unknown' as const, addresses: [] as string[], leaderPid: undefined, since: undefined };
+          });
           const ns = net.namespaces.find((n) => n.netns === m.netns);
           return {
             name: m.name,
@@ -92,10 +90,20 @@ export async function labsStatus(labName?: string): Promise<LabOverview[]> {
 }
 
 export function formatLabsStatus(labs: LabOverview[]): string {
-  if (labs.length === 0) return 'no lab is up; start one with `sudo labctl up` (the article\'s lab; `labctl image build noble` first) or `sudo labctl up FILE`\n';
+  if (labs.length === 0)
+    return "no lab is up; start one with `sudo labctl up` (the article's lab; `labctl image build noble` first) or `sudo labctl up FILE`\n";
   return labs
     .map((l) => {
-      const rows = l.machines.map((m) => [m.name, m.error ? `${m.state} (${m.error.split('\n')[0]})` : m.state, m.netns, m.addresses.join(' '), m.image, m.nat, m.uptime, m.backend]);
+      const rows = l.machines.map((m) => [
+        m.name,
+        m.error ? `${m.state} (${m.error.split('\n')[0]})` : m.state,
+        m.netns,
+        m.addresses.join(' '),
+        m.image,
+        m.nat,
+        m.uptime,
+        m.backend,
+      ]);
       const head = `lab ${l.lab} (${l.status}) from ${l.source}`;
       const bare = l.bareNamespaces.length ? `namespaces without a machine: ${l.bareNamespaces.join(', ')}\n` : '';
       return `${head}\n${l.machines.length ? table(['MACHINE', 'STATE', 'NAMESPACE', 'ADDRESSES', 'IMAGE', 'NAT', 'UPTIME', 'BACKEND'], rows) : 'no machines (network only; `labctl up` boots them)\n'}${bare}`;

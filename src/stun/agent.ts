@@ -17,7 +17,7 @@ import { StunServer, type StunServerOptions } from './server.js';
 import { PROBES, type ProbeName } from './probes.js';
 
 function out(value: unknown): void {
-  process.stdout.write(JSON.stringify(value) + '\n');
+  process.stdout.write(`${JSON.stringify(value)}\n`);
 }
 
 async function server(argsJson: string | undefined): Promise<void> {

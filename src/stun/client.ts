@@ -165,7 +165,7 @@ export class StunSocket {
       }
     }
     this.inbox.push({ data, from, port: this.port, at: Date.now() });
-    this.waiters.splice(0).forEach((w) => w());
+    for (const w of this.waiters.splice(0)) w();
   }
 
   /** Waits for a datagram in the inbox that satisfies pred, or undefined after timeoutMs. */
@@ -243,7 +243,7 @@ export class StunSocket {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.waiters.splice(0).forEach((w) => w());
+    for (const w of this.waiters.splice(0)) w();
     try {
       this.socket.close();
     } catch {

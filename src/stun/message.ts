@@ -145,7 +145,8 @@ export function decodeMessage(buf: Buffer): StunMessage {
   if (type & 0xc000) throw new StunDecodeError('the two most significant bits are not zero: not STUN');
   const length = buf.readUInt16BE(2);
   if (length % 4 !== 0) throw new StunDecodeError(`message length ${length} is not a multiple of 4`);
-  if (length !== buf.length - HEADER_LENGTH) throw new StunDecodeError(`message length ${length} does not match the ${buf.length - HEADER_LENGTH} bytes after the header`);
+  if (length !== buf.length - HEADER_LENGTH)
+    throw new StunDecodeError(`message length ${length} does not match the ${buf.length - HEADER_LENGTH} bytes after the header`);
   const { method, cls } = parseMessageType(type);
   const attributes: Attribute[] = [];
   let off = HEADER_LENGTH;
@@ -179,7 +180,7 @@ export function checkFingerprint(buf: Buffer): boolean | undefined {
   const off = attributeOffset(buf, ATTR.FINGERPRINT);
   if (off < 0) return undefined;
   if (off + 8 !== buf.length || buf.readUInt16BE(off + 2) !== 4) return false;
-  return ((crc32(buf.subarray(0, off)) ^ FINGERPRINT_XOR) >>> 0) === buf.readUInt32BE(off + 4);
+  return (crc32(buf.subarray(0, off)) ^ FINGERPRINT_XOR) >>> 0 === buf.readUInt32BE(off + 4);
 }
 
 /** true/false when MESSAGE-INTEGRITY is present and the HMAC-SHA1 with this key matches / does not; undefined without one. */
@@ -220,7 +221,7 @@ function ipBytes(address: string): { family: 1 | 2; bytes: Buffer } {
 }
 
 function ipv6Bytes(address: string): Buffer {
-  let [head, tail] = address.includes('::') ? address.split('::') : [address, undefined];
+  const [head, tail] = address.includes('::') ? address.split('::') : [address, undefined];
   const groups = (s: string | undefined) => (s ? s.split(':') : []);
   let hs = groups(head);
   let ts = groups(tail);
@@ -238,7 +239,7 @@ function ipv6Bytes(address: string): Buffer {
   const fill = tail === undefined ? [] : new Array<string>(8 - hs.length - ts.length).fill('0');
   const all = [...hs, ...fill, ...ts];
   const out = Buffer.alloc(16);
-  all.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
+  for (const [i, g] of all.entries()) out.writeUInt16BE(parseInt(g, 16), i * 2);
   return out;
 }
 
@@ -348,7 +349,7 @@ export function decodeErrorCode(value: Buffer): ErrorCode {
 
 export function encodeUnknownAttributes(types: number[]): Buffer {
   const out = Buffer.alloc(types.length * 2);
-  types.forEach((t, i) => out.writeUInt16BE(t, i * 2));
+  for (const [i, t] of types.entries()) out.writeUInt16BE(t, i * 2);
   return out;
 }
 

@@ -380,7 +380,13 @@ async function lifetimeProbe(args: LifetimeArgs): Promise<LifetimeResult> {
               r.checkedAt = (Date.now() - idleStart[i]!) / 1000;
               // labctl's own server, inside the lab (--lifetime needs one port pair per probe):
               // an answer sent before the sentinel's arrives within milliseconds.
-              const { sentinel, answers } = await withSentinel(y, { address: inst.a1, port: inst.p2 }, [{ changePort: true, responsePort: r.mapped.port }], y, LAB_SENTINEL_GRACE_MS);
+              const { sentinel, answers } = await withSentinel(
+                y,
+                { address: inst.a1, port: inst.p2 },
+                [{ changePort: true, responsePort: r.mapped.port }],
+                y,
+                LAB_SENTINEL_GRACE_MS,
+              );
               const res = answers[0];
               if (!sentinel) {
                 r.error = 'no answer from the server to the sentinel';
@@ -391,7 +397,7 @@ async function lifetimeProbe(args: LifetimeArgs): Promise<LifetimeResult> {
             }),
           );
           // A group ends the run once it (and every group before it) is done and it saw a mapping gone.
-          if (prev) await prev;
+          if (prev !== undefined) await prev;
           if (args.stopAtDead && members.some((i) => results[i]!.alive === false)) stop.abort();
         })(),
       );
@@ -468,7 +474,14 @@ function punchClose(args: { key: string }): { closed: boolean } {
 
 // ------------------------------------------------------------------ plain binding (interop, one-off)
 
-async function bindingProbe(args: { to: TransportAddress; localPort?: number; changeIp?: boolean; changePort?: boolean; responsePort?: number; retransmit?: Partial<RetransmitOptions> }): Promise<Observation & { local: number }> {
+async function bindingProbe(args: {
+  to: TransportAddress;
+  localPort?: number;
+  changeIp?: boolean;
+  changePort?: boolean;
+  responsePort?: number;
+  retransmit?: Partial<RetransmitOptions>;
+}): Promise<Observation & { local: number }> {
   const s = await open(args.localPort);
   try {
     const r = await s.binding(args.to, {

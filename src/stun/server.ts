@@ -156,7 +156,7 @@ export class StunServer {
     if (msg.cls !== 'request') return; // responses and indications need no answer
     const here = { address: l.address, port: l.port };
     const drop = (reason: string) => this.options.onEvent?.({ kind: 'dropped', from, to: here, reason });
-    if (isRfc5389(msg) && checkFingerprint(buf) === false) return drop('bad FINGERPRINT');
+    if (isRfc5389(msg) && checkFingerprint(buf) === false) return void drop('bad FINGERPRINT');
     this.requests++;
     const error = (code: number, extra: Attribute[] = []) => {
       const reply: StunMessage = {
@@ -169,9 +169,9 @@ export class StunServer {
       this.send(l, encodeMessage(reply, { fingerprint: isRfc5389(msg) }), from);
       this.options.onEvent?.({ kind: 'error-response', from, to: here, reason: `${code}` });
     };
-    if (msg.method !== METHOD_BINDING) return error(400);
+    if (msg.method !== METHOD_BINDING) return void error(400);
     const unknown = msg.attributes.filter((a) => comprehensionRequired(a.type) && !KNOWN.has(a.type)).map((a) => a.type);
-    if (unknown.length) return error(420, [{ type: ATTR.UNKNOWN_ATTRIBUTES, value: encodeUnknownAttributes(unknown) }]);
+    if (unknown.length) return void error(420, [{ type: ATTR.UNKNOWN_ATTRIBUTES, value: encodeUnknownAttributes(unknown) }]);
 
     let changeIp = false;
     let changePort = false;
@@ -182,12 +182,12 @@ export class StunServer {
       const rp = getAttribute(msg, ATTR.RESPONSE_PORT);
       if (rp) responsePort = decodeResponsePort(rp);
     } catch {
-      return error(400);
+      return void error(400);
     }
     const twoAddresses = this.options.addresses.length === 2;
-    if (changeIp && !twoAddresses) return error(420, [{ type: ATTR.UNKNOWN_ATTRIBUTES, value: encodeUnknownAttributes([ATTR.CHANGE_REQUEST]) }]);
+    if (changeIp && !twoAddresses) return void error(420, [{ type: ATTR.UNKNOWN_ATTRIBUTES, value: encodeUnknownAttributes([ATTR.CHANGE_REQUEST]) }]);
     const via = this.find(changeIp ? 1 - l.addrIndex : l.addrIndex, l.pair, changePort ? 1 - l.portIndex : l.portIndex);
-    if (!via) return error(500);
+    if (!via) return void error(500);
     const other = twoAddresses ? this.find(1 - l.addrIndex, l.pair, 1 - l.portIndex) : undefined;
     const origin = { address: via.address, port: via.port };
     const to = responsePort !== undefined ? { address: from.address, port: responsePort } : from;
@@ -219,4 +219,3 @@ export class StunServer {
     });
   }
 }
-

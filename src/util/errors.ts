@@ -54,7 +54,7 @@ export class InterruptedError extends LabctlError {
 }
 
 /** The exit code an error ends a command with: its own, or 1 for any other error. */
-function exitCodeOf(error: unknown): number {
+function _exitCodeOf(error: unknown): number {
   return error instanceof LabctlError ? error.exitCode : EXIT_FAILED;
 }
 

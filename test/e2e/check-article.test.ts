@@ -20,12 +20,18 @@ function script(cmd: 'create' | 'clean'): void {
 
 interface Report {
   exitCode: number;
-  targets: { name: string; match?: boolean; measured: { mapping: string; filtering: string; port: unknown }; rows: { test: string; measured: string; match?: boolean }[]; notes: string[] }[];
+  targets: {
+    name: string;
+    match?: boolean;
+    measured: { mapping: string; filtering: string; port: unknown };
+    rows: { test: string; measured: string; match?: boolean }[];
+    notes: string[];
+  }[];
 }
 
 before(() => {
   if (!isRoot) return;
-  assert.deepEqual(present(), [], 'the article\'s namespaces must not exist before this test (is another test using them without the lock?)');
+  assert.deepEqual(present(), [], "the article's namespaces must not exist before this test (is another test using them without the lock?)");
 });
 
 after(async () => {
@@ -39,7 +45,7 @@ after(async () => {
       /* partly gone already */
     }
   }
-  assert.deepEqual(present(), [], 'nothing of the article\'s names is left');
+  assert.deepEqual(present(), [], "nothing of the article's names is left");
 });
 
 test('the article\'s script: its "restricted cone" is address-and-port-dependent filtering', { skip }, async () => {
@@ -48,7 +54,10 @@ test('the article\'s script: its "restricted cone" is address-and-port-dependent
     const text = await check(['--namespace', 'ns-c1', '--server-namespace', 'ns-inet', '--expect', 'restricted-cone']);
     assert.equal(text.exitCode, 1, `declared restricted cone, measured otherwise: exit 1\n${text.stdout}\n${text.stderr}`);
     assert.match(text.stdout, /ns-c1-nat: probed from ns-c1, outside address 100\.64\.2\.100 -- DIFFERS from its declaration/);
-    assert.match(text.stdout, /filtering\s+address-dependent\s+address-and-port-dependent\s+NO\s+answers let in after sending to A1:P1: run 1: :\d+ same yes, other port no, other address no, both no/);
+    assert.match(
+      text.stdout,
+      /filtering\s+address-dependent\s+address-and-port-dependent\s+NO\s+answers let in after sending to A1:P1: run 1: :\d+ same yes, other port no, other address no, both no/,
+    );
     assert.match(text.stdout, /type\s+restricted-cone \(EIM\+ADF\)\s+port-restricted-cone \(EIM\+APDF\)\s+NO/);
     assert.match(text.stdout, /note: declared address-dependent \("restricted cone"\), but answers from the same server address and another port were dropped/);
     assert.match(text.stdout, /note: path found by following default routes: ns-c1 -> ns-c1-nat -> ns-inet/);
@@ -69,14 +78,14 @@ test('the article\'s script: its "restricted cone" is address-and-port-dependent
     const c0 = (JSON.parse(fc.stdout) as Report).targets[0]!;
     assert.equal(c0.measured.filtering, 'endpoint-independent');
     assert.equal(c0.measured.mapping, 'endpoint-independent');
-    assert.deepEqual(leftovers('ns-inet', ARTICLE_NS), [], 'check left nothing in the script\'s namespaces');
+    assert.deepEqual(leftovers('ns-inet', ARTICLE_NS), [], "check left nothing in the script's namespaces");
   } finally {
     script('clean');
   }
   assert.deepEqual(present(), []);
 });
 
-test('labctl\'s default lab: c0-nat a full cone, c1-nat a real (address-dependent) restricted cone', { skip }, async () => {
+test("labctl's default lab: c0-nat a full cone, c1-nat a real (address-dependent) restricted cone", { skip }, async () => {
   await labctlOk(['net', 'up']);
   try {
     const t0 = Date.now();
@@ -85,7 +94,10 @@ test('labctl\'s default lab: c0-nat a full cone, c1-nat a real (address-dependen
     assert.equal(r.exitCode, 0, `${r.stdout}\n${r.stderr}`);
     assert.match(r.stdout, /c0-nat: probed from c0 \(ns-c0\), outside address 100\.64\.1\.100 -- behaves as declared/);
     assert.match(r.stdout, /c1-nat: probed from c1 \(ns-c1\), outside address 100\.64\.2\.100 -- behaves as declared/);
-    assert.match(r.stdout, /filtering\s+address-dependent\s+address-dependent\s+yes\s+answers let in after sending to A1:P1: run 1: :12345 same yes, other port [\d.]+:\d+ yes, other address no, both no/);
+    assert.match(
+      r.stdout,
+      /filtering\s+address-dependent\s+address-dependent\s+yes\s+answers let in after sending to A1:P1: run 1: :12345 same yes, other port [\d.]+:\d+ yes, other address no, both no/,
+    );
     assert.match(r.stdout, /port allocation\s+fixed 54321\s+fixed 54321\s+yes/);
     assert.match(r.stdout, /all 2 NAT\(s\) behave as declared/);
     process.stderr.write(`# labctl check of the default lab took ${took} ms\n`);

@@ -58,7 +58,10 @@ let serve: ChildProcess | undefined;
 
 before(async () => {
   if (!isRoot) return;
-  writeFileSync(file, stringify({ name: 'check-coturn', prefix: PREFIX, sites: SITES.map((s) => ({ name: s.name, nat: s.nat, nodes: [{ name: `${s.name}-n` }] })) }));
+  writeFileSync(
+    file,
+    stringify({ name: 'check-coturn', prefix: PREFIX, sites: SITES.map((s) => ({ name: s.name, nat: s.nat, nodes: [{ name: `${s.name}-n` }] })) }),
+  );
   await labctlOk(['net', 'up', file]);
   const lab = JSON.parse((await labctlOk(['validate', file, '--json'])).stdout) as { nodes: { name: string; link: { address: string } }[] };
   for (const n of lab.nodes) nodeAddress.set(n.name, n.link.address);
@@ -135,13 +138,25 @@ async function natdiscovery(site: Site, server: string): Promise<Discovery> {
   const ns = `ns-${PREFIX}${site.name}-n`;
   let text = '';
   for (const flag of ['-m', '-f', '-H']) {
-    const args = ['netns', 'exec', ns, 'timeout', '60', 'turnutils_natdiscovery', flag, '-L', nodeAddress.get(`${site.name}-n`)!, ...(site.port ? ['-l', String(site.port)] : []), server];
+    const args = [
+      'netns',
+      'exec',
+      ns,
+      'timeout',
+      '60',
+      'turnutils_natdiscovery',
+      flag,
+      '-L',
+      nodeAddress.get(`${site.name}-n`)!,
+      ...(site.port ? ['-l', String(site.port)] : []),
+      server,
+    ];
     text += (await run('ip', args, { encoding: 'utf8' })).stdout;
   }
   return parseNatDiscovery(text);
 }
 
-test('coturn\'s clients against labctl\'s server (labctl check --serve) agree with labctl', { skip }, async () => {
+test("coturn's clients against labctl's server (labctl check --serve) agree with labctl", { skip }, async () => {
   serve = spawn(process.execPath, [BIN, 'check', file, '--serve', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   serve.stderr!.on('data', (d) => (stderr += String(d)));
@@ -159,14 +174,18 @@ test('coturn\'s clients against labctl\'s server (labctl check --serve) agree wi
     // way), so it is stopped after its first answer.
     for (const t of baseline) {
       const site = SITES.find((s) => `${s.name}-nat` === t.name)!;
-      const r = await run('ip', ['netns', 'exec', t.probe.netns, 'timeout', '3', 'turnutils_stunclient', '-L', nodeAddress.get(`${site.name}-n`)!, a1!], { encoding: 'utf8' }).catch(
-        (e: { stdout?: string; code?: number }) => ({ stdout: e.stdout ?? '', code: e.code }),
-      );
+      const r = await run('ip', ['netns', 'exec', t.probe.netns, 'timeout', '3', 'turnutils_stunclient', '-L', nodeAddress.get(`${site.name}-n`)!, a1!], {
+        encoding: 'utf8',
+      }).catch((e: { stdout?: string; code?: number }) => ({ stdout: e.stdout ?? '', code: e.code }));
       const out = r.stdout;
       assert.match(out, /RFC 5780 response 1/, `${t.name}: coturn's client sees an RFC 5780 server\n${out}`);
       assert.match(out, new RegExp(`Other addr: ?: ${a2!.replaceAll('.', '\\.')}:3479`), `${t.name}: OTHER-ADDRESS\n${out}`);
       assert.match(out, new RegExp(`Response origin: ?: ${a1!.replaceAll('.', '\\.')}:3478`), `${t.name}: RESPONSE-ORIGIN\n${out}`);
-      assert.match(out, new RegExp(`UDP reflexive addr: ?${t.measured.outsideAddress!.replaceAll('.', '\\.')}:\\d+`), `${t.name}: the reflexive address is the NAT's outside address\n${out}`);
+      assert.match(
+        out,
+        new RegExp(`UDP reflexive addr: ?${t.measured.outsideAddress!.replaceAll('.', '\\.')}:\\d+`),
+        `${t.name}: the reflexive address is the NAT's outside address\n${out}`,
+      );
     }
 
     // stunclient's flows would collide with natdiscovery's on the fixed-port NAT (every flow to
@@ -174,12 +193,21 @@ test('coturn\'s clients against labctl\'s server (labctl check --serve) agree wi
     await labctlOk(['net', 'flush', file]);
     // turnutils_natdiscovery: mapping, filtering and hairpinning, twice per NAT (one after the
     // other: two at once from one fixed inside port would collide), all NATs at once.
-    const perSite = await Promise.all(SITES.map(async (s) => [{ site: s, d: await natdiscovery(s, a1!) }, { site: s, d: await natdiscovery(s, a1!) }]));
+    const perSite = await Promise.all(
+      SITES.map(async (s) => [
+        { site: s, d: await natdiscovery(s, a1!) },
+        { site: s, d: await natdiscovery(s, a1!) },
+      ]),
+    );
     const results = perSite.flat();
     for (const { site, d } of results) {
       const t = baseline.find((x) => x.name === `${site.name}-nat`)!;
       const why = `${site.name}: labctl measured ${JSON.stringify(t.measured)}; natdiscovery said\n${d.text}`;
-      assert.equal(mappingFromReflexive(d.mappingReflexive), t.measured.mapping, `mapping from the reflexive addresses natdiscovery printed (${d.mappingReflexive.join(', ')})\n${why}`);
+      assert.equal(
+        mappingFromReflexive(d.mappingReflexive),
+        t.measured.mapping,
+        `mapping from the reflexive addresses natdiscovery printed (${d.mappingReflexive.join(', ')})\n${why}`,
+      );
       assert.equal(d.mappingVerdict, t.measured.mapping, `natdiscovery's mapping verdict\n${why}`);
       assert.equal(d.filteringVerdict, t.measured.filtering, `natdiscovery's filtering verdict\n${why}`);
       assert.equal(d.hairpinning, t.measured.hairpinning, `natdiscovery's hairpinning\n${why}`);
@@ -193,15 +221,44 @@ test('coturn\'s clients against labctl\'s server (labctl check --serve) agree wi
   assert.deepEqual(leftovers(INET, ours()), [], '--serve removed its addresses');
 });
 
-test('labctl\'s client against coturn\'s turnserver (labctl check --server) agrees with labctl', { skip }, async () => {
+test("labctl's client against coturn's turnserver (labctl check --server) agrees with labctl", { skip }, async () => {
   for (const cmd of [
     ['link', 'add', TURN_LINK, 'type', 'veth', 'peer', 'name', 'ckturn1'],
     ['addr', 'add', `${TURN_A1}/32`, 'dev', TURN_LINK],
     ['addr', 'add', `${TURN_A2}/32`, 'dev', TURN_LINK],
     ['link', 'set', TURN_LINK, 'up'],
     ['link', 'set', 'ckturn1', 'up'],
-  ]) execFileSync('ip', ['-n', INET, ...cmd]);
-  turnserver = spawn('ip', ['netns', 'exec', INET, 'turnserver', '-n', '-L', TURN_A1, '-L', TURN_A2, '--listening-port', '3478', '--alt-listening-port', '3479', '--no-tcp', '--no-tls', '--no-dtls', '--no-cli', '--stun-only', '--log-file', 'stdout', '--simple-log', '--pidfile', join(dir, 'turnserver.pid')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  ])
+    execFileSync('ip', ['-n', INET, ...cmd]);
+  turnserver = spawn(
+    'ip',
+    [
+      'netns',
+      'exec',
+      INET,
+      'turnserver',
+      '-n',
+      '-L',
+      TURN_A1,
+      '-L',
+      TURN_A2,
+      '--listening-port',
+      '3478',
+      '--alt-listening-port',
+      '3479',
+      '--no-tcp',
+      '--no-tls',
+      '--no-dtls',
+      '--no-cli',
+      '--stun-only',
+      '--log-file',
+      'stdout',
+      '--simple-log',
+      '--pidfile',
+      join(dir, 'turnserver.pid'),
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   let log = '';
   turnserver.stdout!.on('data', (d) => (log += String(d)));
   // Wait until it listens on all four sockets.
@@ -213,7 +270,11 @@ test('labctl\'s client against coturn\'s turnserver (labctl check --server) agre
   const r = await check([file, '--server', `${TURN_A1}:3478`, '--json']);
   assert.equal(r.exitCode, 0, `every NAT as declared, measured against coturn\n${r.stdout}\n${r.stderr}\n${log.slice(-2000)}`);
   const doc = JSON.parse(r.stdout) as { server: { external: boolean; addresses: string[]; ports: number[] }; targets: Target[] };
-  assert.deepEqual(doc.server, { netns: INET, addresses: [TURN_A1, TURN_A2], ports: [3478, 3479], portPairs: 1, external: true }, 'OTHER-ADDRESS learned from coturn');
+  assert.deepEqual(
+    doc.server,
+    { netns: INET, addresses: [TURN_A1, TURN_A2], ports: [3478, 3479], portPairs: 1, external: true },
+    'OTHER-ADDRESS learned from coturn',
+  );
   for (const t of doc.targets) {
     const b = baseline.find((x) => x.name === t.name)!;
     const { outsideAddress: _o, ...mine } = b.measured;

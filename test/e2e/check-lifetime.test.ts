@@ -22,7 +22,12 @@ const lab = {
     // The article's kind of NAT: every flow from port 54321, forwarded to the node's 12345.
     {
       name: 'fx',
-      nat: { type: 'restricted-cone', 'fixed-port': 54321, forwards: [{ protocol: 'udp', port: 54321, to: 'fx-n', 'to-port': 12345 }], 'udp-timeouts': { unreplied: 3, stream: 6 } },
+      nat: {
+        type: 'restricted-cone',
+        'fixed-port': 54321,
+        forwards: [{ protocol: 'udp', port: 54321, to: 'fx-n', 'to-port': 12345 }],
+        'udp-timeouts': { unreplied: 3, stream: 6 },
+      },
       nodes: [{ name: 'fx-n' }],
     },
     // A home NAT with a long stream timeout behind a carrier NAT with a shorter one.
@@ -82,7 +87,10 @@ test('lifetimes measured to within a second, and the keepalive that keeps every 
       const k: Kind = t.kinds.find((x) => x.kind === kind)!;
       assert.equal(k.estimate.verdict, 'measured', `${nat} ${kind}: ${JSON.stringify(k)}`);
       assert.ok(Math.abs(k.estimate.seconds! - want[kind]) <= 1, `${nat} ${kind}: ${k.estimate.seconds} s measured, ${want[kind]} s declared`);
-      assert.ok(k.estimate.aliveUpTo! < want[kind] && k.estimate.goneFrom! > want[kind] - 0.05 && k.estimate.goneFrom! - k.estimate.aliveUpTo! <= 1.2, `${nat} ${kind}: bracketed within about a second: ${JSON.stringify(k.estimate)}`);
+      assert.ok(
+        k.estimate.aliveUpTo! < want[kind] && k.estimate.goneFrom! > want[kind] - 0.05 && k.estimate.goneFrom! - k.estimate.aliveUpTo! <= 1.2,
+        `${nat} ${kind}: bracketed within about a second: ${JSON.stringify(k.estimate)}`,
+      );
       assert.equal(k.match, true);
     }
     assert.equal(t.keepalive, Math.floor((want.unreplied * 5) / 6), `${nat}: keepalive under the shortest lifetime`);
@@ -100,6 +108,9 @@ test('text output explains the keepalive; a lifetime declared otherwise exits 1'
   assert.equal(r.exitCode, 1, `${r.stdout}\n${r.stderr}`);
   assert.match(r.stdout, /fc-nat\s+fc-nat\s+unreplied\s+5 s\s+3 s\s+NO\s+there after 2\.\d s idle, gone after 3\.\d s/);
   assert.match(r.stdout, /fc-nat\s+fc-nat\s+stream\s+6 s\s+6 s\s+yes/);
-  assert.match(r.stdout, /The shortest lifetime measured is 3 s \(unreplied, fc-nat\): a keepalive every 2 s keeps every mapping \(e\.g\. WireGuard PersistentKeepalive = 2\)\./);
+  assert.match(
+    r.stdout,
+    /The shortest lifetime measured is 3 s \(unreplied, fc-nat\): a keepalive every 2 s keeps every mapping \(e\.g\. WireGuard PersistentKeepalive = 2\)\./,
+  );
   assert.match(r.stdout, /WireGuard's PersistentKeepalive is not answered/);
 });

@@ -21,7 +21,12 @@ let dataDir = '';
 before(async () => {
   if (!isRoot) return;
   dataDir = (await getTestImage()).dataDir;
-  writeFileSync(file, readFileSync(join(ROOT, 'machines', 'article.yaml'), 'utf8').replace(/^name: article$/m, `name: check-machines\nprefix: ${PREFIX}`).replace(/^image: noble$/m, 'image: bookworm'));
+  writeFileSync(
+    file,
+    readFileSync(join(ROOT, 'machines', 'article.yaml'), 'utf8')
+      .replace(/^name: article$/m, `name: check-machines\nprefix: ${PREFIX}`)
+      .replace(/^image: noble$/m, 'image: bookworm'),
+  );
 });
 
 after(async () => {

@@ -52,7 +52,11 @@ for (const [site, type, filtering] of [
   ['fx', 'full-cone', 'endpoint-independent'],
   ['fxr', 'restricted-cone', 'address-dependent'],
 ] as const) {
-  sites.push({ name: site, nat: { type, 'fixed-port': 54321, forwards: [{ protocol: 'udp', port: 54321, to: `${site}-n`, 'to-port': 12345 }] }, nodes: [{ name: `${site}-n` }] });
+  sites.push({
+    name: site,
+    nat: { type, 'fixed-port': 54321, forwards: [{ protocol: 'udp', port: 54321, to: `${site}-n`, 'to-port': 12345 }] },
+    nodes: [{ name: `${site}-n` }],
+  });
   expected.push({ nat: `${site}-nat`, mapping: 'endpoint-independent', filtering, hairpinning: false, port: 'fixed 54321' });
 }
 // A home NAT (full cone) behind a carrier-grade restricted cone that hairpins and has no
@@ -120,10 +124,13 @@ test('every NAT of the matrix measures as declared (exit 0)', { skip }, async ()
     assert.equal(t.measured.filtering, e.filtering, `${e.nat} filtering\n${why}`);
     assert.equal(t.measured.hairpinning, e.hairpinning, `${e.nat} hairpinning\n${why}`);
     assert.equal(t.rows.find((x) => x.test === 'port allocation')?.measured, e.port, `${e.nat} port allocation\n${why}`);
-    assert.ok(t.rows.every((x) => x.match === true), `${e.nat}: every row matches\n${why}`);
+    assert.ok(
+      t.rows.every((x) => x.match === true),
+      `${e.nat}: every row matches\n${why}`,
+    );
   }
   const hp = report.targets.find((x) => x.name === 'hp-nat')!;
-  assert.equal(hp.rows.find((x) => x.test === 'hairpin source')?.measured, 'outside address', 'a hairpinned packet shows the sender\'s outside address');
+  assert.equal(hp.rows.find((x) => x.test === 'hairpin source')?.measured, 'outside address', "a hairpinned packet shows the sender's outside address");
   const home = report.targets.find((x) => x.name === 'home-nat')!;
   assert.match(home.rows.find((x) => x.test === 'type')!.evidence, /home-nat EIM\+EIF behind cgn-nat EIM\+ADF\+hairpin/);
   assert.ok(home.rows.find((x) => x.test === 'hairpin source')?.match, 'hairpinned through the carrier NAT, a packet shows the outside address');
@@ -135,13 +142,22 @@ test('a NAT declared otherwise than it behaves: exit 1 and the difference shown'
   const r = await check([fileB]);
   assert.equal(r.exitCode, 1, `exit 1 expected\n${r.stdout.slice(0, 3000)}\n${r.stderr}`);
   assert.match(r.stdout, /k1-nat: probed from k1-n \(ns-ckm-k1-n\).* -- DIFFERS from its declaration/);
-  assert.match(r.stdout, /filtering\s+address-and-port-dependent\s+address-dependent\s+NO\s+answers let in after sending to A1:P1: run 1: :\d+ same yes, other port [\d.]+:\d+ yes, other address no, both no/);
+  assert.match(
+    r.stdout,
+    /filtering\s+address-and-port-dependent\s+address-dependent\s+NO\s+answers let in after sending to A1:P1: run 1: :\d+ same yes, other port [\d.]+:\d+ yes, other address no, both no/,
+  );
   assert.match(r.stdout, /type\s+port-restricted-cone \(EIM\+APDF\)\s+restricted-cone \(EIM\+ADF\)\s+NO/);
   assert.match(r.stdout, /1 of \d+ NAT\(s\) differ from their declaration: k1-nat$/);
   const j = JSON.parse((await check([fileB, '--json', '--nat', 'k1-nat', '--runs', '1'])).stdout) as Report;
   assert.equal(j.exitCode, 1);
-  assert.deepEqual(j.targets.map((t) => [t.name, t.match]), [['k1-nat', false]]);
-  assert.deepEqual(j.targets[0]!.rows.filter((x) => x.match === false).map((x) => x.test), ['filtering', 'type']);
+  assert.deepEqual(
+    j.targets.map((t) => [t.name, t.match]),
+    [['k1-nat', false]],
+  );
+  assert.deepEqual(
+    j.targets[0]!.rows.filter((x) => x.match === false).map((x) => x.test),
+    ['filtering', 'type'],
+  );
 });
 
 test('errors exit 2: a lab that is not up, an unknown NAT, a bad option', { skip }, async () => {
@@ -177,13 +193,19 @@ test('--pairs: hole punching between every pair of nodes, who drops what', { ski
   assert.equal(r.exitCode, 0, `every direction as the declared behaviour predicts\n${r.stdout.slice(-6000)}\n${r.stderr}`);
   const { pairs } = JSON.parse(r.stdout) as Pairs;
   assert.equal(pairs.nodes.length, expected.length - 1 + 1, 'every node (18 behind NATs, one on the internet)');
-  assert.ok(pairs.nodes.every((n) => n.learned), 'every node learned its endpoint');
+  assert.ok(
+    pairs.nodes.every((n) => n.learned),
+    'every node learned its endpoint',
+  );
   assert.equal(pairs.cells.length, pairs.nodes.length * (pairs.nodes.length - 1));
-  assert.ok(pairs.cells.every((c) => c.match === true), 'the model of the declared NATs predicts every direction');
+  assert.ok(
+    pairs.cells.every((c) => c.match === true),
+    'the model of the declared NATs predicts every direction',
+  );
   const cell = (a: string, b: string) => pairs.cells.find((c) => c.from === a && c.to === b)!;
   const both = (a: string, b: string) => pairs.direct.find((d) => (d.a === a && d.b === b) || (d.a === b && d.b === a))!.both;
   assert.equal(both('k0-n', 'k2-n'), true, 'full cone and port-restricted cone punch through');
-  assert.equal(both('fx-n', 'fxr-n'), true, 'the article\'s two fixed-port NATs talk both ways');
+  assert.equal(both('fx-n', 'fxr-n'), true, "the article's two fixed-port NATs talk both ways");
   assert.equal(both('k3-n', 'k2-n'), false, 'symmetric and port-restricted do not');
   assert.match(cell('k3-n', 'k2-n').why!, /k2-nat \(APDF\) drops it.*k3-n's packets leave k3-nat from a new port for each address and port \(APDM\)/);
   assert.equal(cell('srv', 'k0-n').delivered, true, 'a node on the internet reaches a full cone');

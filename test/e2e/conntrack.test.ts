@@ -111,10 +111,18 @@ const file = join(dir, 'article-short.yaml');
 
 before(() => {
   // The article lab with conntrack UDP timeouts of 3 s (unreplied) and 5 s (stream).
-  const text = readFileSync(join(ROOT, 'machines', 'article.yaml'), 'utf8').replace(/fixed-port: 54321\n/g, 'fixed-port: 54321\n      udp-timeouts: { unreplied: 3, stream: 5 }\n');
+  const text = readFileSync(join(ROOT, 'machines', 'article.yaml'), 'utf8').replace(
+    /fixed-port: 54321\n/g,
+    'fixed-port: 54321\n      udp-timeouts: { unreplied: 3, stream: 5 }\n',
+  );
   assert.equal(text.match(/udp-timeouts/g)?.length, 2, 'both NATs get short UDP timeouts');
   writeFileSync(file, text);
-  if (isRoot) assert.deepEqual(netnsList().filter((n) => ARTICLE_NS.includes(n)), [], 'the article lab must not be up before this test (run it under flock /tmp/labctl-article-names.lock)');
+  if (isRoot)
+    assert.deepEqual(
+      netnsList().filter((n) => ARTICLE_NS.includes(n)),
+      [],
+      'the article lab must not be up before this test (run it under flock /tmp/labctl-article-names.lock)',
+    );
 });
 
 // A failed assertion must not leave nc, labctl or conntrack running.
@@ -142,7 +150,10 @@ test('an unknown NAT is bad input (exit 2) and the message names the valid choic
 });
 
 test('a lab that is not up: a clear message, exit 1', { skip }, async () => {
-  for (const args of [['conntrack', 'c1-nat', file], ['conntrack', 'c1-nat', file, '--follow']]) {
+  for (const args of [
+    ['conntrack', 'c1-nat', file],
+    ['conntrack', 'c1-nat', file, '--follow'],
+  ]) {
     const r = await labctl(args);
     assert.equal(r.exitCode, 1, r.stderr);
     assert.match(r.stderr, /^labctl: lab "article" is not up; bring it up with `labctl net up .*article-short\.yaml`/);
@@ -196,10 +207,7 @@ test('experiment 3 followed with --follow --json: NEW, UPDATE, UPDATE ASSURED, D
   const port = flow[0]!.original.sport!;
   for (const e of flow) {
     assert.match(e.time ?? '', /^\d{4}-\d\d-\d\dT/);
-    assert.deepEqual(
-      [e.original.srcName, e.original.dstName, e.reply.srcName, e.reply.dstName],
-      ['c1', 'c0-nat', 'c0-nat', 'c1-nat'],
-    );
+    assert.deepEqual([e.original.srcName, e.original.dstName, e.reply.srcName, e.reply.dstName], ['c1', 'c0-nat', 'c0-nat', 'c1-nat']);
     assert.equal(e.translation.kind, 'snat');
     assert.equal(e.translation.text, `c1 10.0.2.1:${port} -> 100.64.2.100:54321 -> 100.64.1.100:54321 c0-nat`);
   }
@@ -245,7 +253,10 @@ test('the listing: a table and --json; in c0-nat the port forward shows as DNAT'
   assert.match(inbound.stdout, /^tcp\s+ESTABLISHED ASSURED\s+\d+s\s+c1-nat 100\.64\.2\.100:54321 -> 100\.64\.1\.100:54321 -> 10\.0\.1\.1:12345 c0$/m);
 
   // The human --follow line: time of day, event, protocol, timeout, state, translation.
-  assert.match(watchC0.out(), /^\d\d:\d\d:\d\d\.\d{3} NEW +tcp +120s SYN_SENT UNREPLIED +c1-nat 100\.64\.2\.100:54321 -> 100\.64\.1\.100:54321 -> 10\.0\.1\.1:12345 c0$/m);
+  assert.match(
+    watchC0.out(),
+    /^\d\d:\d\d:\d\d\.\d{3} NEW +tcp +120s SYN_SENT UNREPLIED +c1-nat 100\.64\.2\.100:54321 -> 100\.64\.1\.100:54321 -> 10\.0\.1\.1:12345 c0$/m,
+  );
   assert.match(watchC0.out(), /^\d\d:\d\d:\d\d\.\d{3} UPDATE +tcp +\d+s ESTABLISHED ASSURED +c1-nat /m);
   watchC0.child.kill('SIGINT');
   assert.equal((await watchC0.done).code, 0, `SIGINT stops it cleanly (stderr: ${watchC0.err()})`);
@@ -267,7 +278,10 @@ test('following stops by itself when the lab goes down; nothing is left', { skip
   assert.ok(end, 'the follower ends within 5 s of `net down`');
   assert.equal(end.code, 0, follow.err());
   assert.match(follow.err(), /namespace ns-c1-nat is gone/);
-  assert.deepEqual(netnsList().filter((n) => ARTICLE_NS.includes(n)), []);
+  assert.deepEqual(
+    netnsList().filter((n) => ARTICLE_NS.includes(n)),
+    [],
+  );
   assert.equal(existsSync(statePath('article')), false, 'no state file');
   for (const pid of conntrackPids) assert.equal(existsSync(`/proc/${pid}`), false, `its conntrack (pid ${pid}) is gone`);
   assert.equal(running.size, 0, 'no process of this test is left');

@@ -7,7 +7,18 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { baseHash, ensureImageMounted, imagePaths, imageState, loadRecipe, loopsUnder, mountsUnder, REQUIRED_PACKAGES, umountImage, withMirror } from '../../src/image/index.js';
+import {
+  baseHash,
+  ensureImageMounted,
+  imagePaths,
+  imageState,
+  loadRecipe,
+  loopsUnder,
+  mountsUnder,
+  REQUIRED_PACKAGES,
+  umountImage,
+  withMirror,
+} from '../../src/image/index.js';
 import type { LabState, MachineState } from '../../src/host/state.js';
 import { BIN } from '../support/cli.js';
 import { TEST_CACHE_DIR, TEST_MIRROR, getTestImage, makeScratchDataDir } from '../support/test-image.js';
@@ -41,8 +52,14 @@ function cliInterrupted(args: string[], when: RegExp, timeoutMs = 10 * 60_000): 
         child.kill('SIGINT');
       }
     };
-    child.stdout.on('data', (d: Buffer) => ((stdout += d.toString()), check()));
-    child.stderr.on('data', (d: Buffer) => ((stderr += d.toString()), check()));
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      check();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      check();
+    });
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
       reject(new Error(`no match for ${when} within ${timeoutMs} ms:\n${stdout}\n${stderr}`));
@@ -66,17 +83,27 @@ function assertNothingLeft(dataDir: string, except: { mounts?: string[]; files?:
   // DATA/mnt is a shared bind mount while an image is mounted under it, and only then.
   if (except.mounts?.length) except = { ...except, mounts: [...except.mounts, join(dataDir, 'mnt')] };
   const mounts = mountsUnder(dataDir).map((m) => m.mountPoint);
-  assert.deepEqual(mounts.filter((m) => !(except.mounts ?? []).includes(m)), [], `mounts left: ${mounts.join(', ')}`);
+  assert.deepEqual(
+    mounts.filter((m) => !(except.mounts ?? []).includes(m)),
+    [],
+    `mounts left: ${mounts.join(', ')}`,
+  );
   const loops = loopsUnder(dataDir).filter((l) => !(except.files ?? []).includes(l.backingFile));
   assert.deepEqual(loops, [], `loop devices left: ${loops.map((l) => `${l.device} ${l.backingFile}`).join(', ')}`);
   // Cross-check with the tools the spec names.
   const losetup = spawnSync('losetup', ['-a'], { encoding: 'utf8' }).stdout;
   for (const line of losetup.split('\n').filter((l) => l.includes(dataDir))) {
-    assert.ok((except.files ?? []).some((f) => line.includes(f)), `losetup -a still lists ${line}`);
+    assert.ok(
+      (except.files ?? []).some((f) => line.includes(f)),
+      `losetup -a still lists ${line}`,
+    );
   }
   const procMounts = readFileSync('/proc/mounts', 'utf8');
   for (const line of procMounts.split('\n').filter((l) => l.includes(dataDir))) {
-    assert.ok((except.mounts ?? []).some((m) => line.split(' ')[1] === m), `/proc/mounts still lists ${line}`);
+    assert.ok(
+      (except.mounts ?? []).some((m) => line.split(' ')[1] === m),
+      `/proc/mounts still lists ${line}`,
+    );
   }
   const images = join(dataDir, 'images');
   if (existsSync(images)) {
@@ -131,27 +158,33 @@ describe('images (root, real)', { skip: !isRoot && 'needs root' }, () => {
     const status = spawnSync('chroot', [image.path, 'dpkg', '-s', 'conntrack'], { encoding: 'utf8' });
     assert.equal(status.status, 0, status.stderr);
     assert.match(status.stdout, /^Status: install ok installed$/m);
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own format: ${...} is for dpkg-query
     const all = spawnSync('chroot', [image.path, 'dpkg-query', '-W', '-f', '${Package} ${db:Status-Status}\\n', ...REQUIRED_PACKAGES], { encoding: 'utf8' });
     for (const p of REQUIRED_PACKAGES) assert.match(all.stdout, new RegExp(`^${p} installed$`, 'm'), `${p} not installed`);
-    const rootField = readFileSync(join(image.path, 'etc/shadow'), 'utf8').split('\n').find((l) => l.startsWith('root:'))!.split(':')[1];
+    const rootField = readFileSync(join(image.path, 'etc/shadow'), 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('root:'))!
+      .split(':')[1];
     assert.ok(['*', '!', '!*'].includes(rootField!), `root password field is ${rootField}`);
     assert.ok(!rootField!.startsWith('$'), 'no password hash');
     assert.equal(statSync(join(image.path, 'etc/machine-id')).size, 0, 'machine-id is empty');
     assert.ok(!existsSync(join(image.path, 'etc/hostname')), 'no hostname baked in');
     assert.throws(() => writeFileSync(join(image.path, 'etc/probe'), 'x'), /EROFS|read-only/i);
-    assert.deepEqual(readdirSync(join(image.path, 'var/cache/apt/archives')).filter((f) => f.endsWith('.deb')), [], 'package cache cleaned');
+    assert.deepEqual(
+      readdirSync(join(image.path, 'var/cache/apt/archives')).filter((f) => f.endsWith('.deb')),
+      [],
+      'package cache cleaned',
+    );
   });
 
-  it(
-    'in the fresh data dir of npm test, it was bootstrapped from the mirror and its base cached',
-    { skip: process.env.LABCTL_TEST_FRESH_DATA_DIR !== '1' && 'the data dir is reused ($LABCTL_TEST_DATA_DIR): the image may come from an earlier run' },
-    () => {
-      const meta = imageState(imagePaths(image.dataDir, image.name)).meta;
-      assert.equal(meta?.baseFromCache, false, 'a cold debootstrap, not a cached base');
-      // The base the warm build below restores.
-      assert.ok(existsSync(join(TEST_CACHE_DIR, 'base', `${meta.baseHash}.stream`)), 'the base was cached');
-    },
-  );
+  it('in the fresh data dir of npm test, it was bootstrapped from the mirror and its base cached', {
+    skip: process.env.LABCTL_TEST_FRESH_DATA_DIR !== '1' && 'the data dir is reused ($LABCTL_TEST_DATA_DIR): the image may come from an earlier run',
+  }, () => {
+    const meta = imageState(imagePaths(image.dataDir, image.name)).meta;
+    assert.equal(meta?.baseFromCache, false, 'a cold debootstrap, not a cached base');
+    // The base the warm build below restores.
+    assert.ok(existsSync(join(TEST_CACHE_DIR, 'base', `${meta.baseHash}.stream`)), 'the base was cached');
+  });
 
   it('systemd-nspawn --ephemeral starts from it in well under a second', () => {
     // Other test files may run machines on the shared image: count snapshots, do not expect none.
@@ -209,11 +242,20 @@ describe('images (root, real)', { skip: !isRoot && 'needs root' }, () => {
       process.stderr.write(`# rebuild with one package added: ${result.seconds.toFixed(1)} s\n`);
       const { path } = await ensureImageMounted('ext', dataDir);
       for (const pkg of ['file', ...REQUIRED_PACKAGES]) {
+        // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own format: ${...} is for dpkg-query
         const s = spawnSync('chroot', [path, 'dpkg-query', '-W', '-f', '${Status}', pkg], { encoding: 'utf8' });
         assert.equal(s.stdout, 'install ok installed', `${pkg}: ${s.stdout}${s.stderr}`);
       }
-      assert.deepEqual(readdirSync(join(path, 'var/cache/apt/archives')).filter((f) => f.endsWith('.deb')), [], 'package cache cleaned');
-      assert.deepEqual(readdirSync(join(path, 'var/lib/apt/lists')).filter((f) => !['partial', 'lock', 'auxfiles'].includes(f)), [], 'package lists cleaned');
+      assert.deepEqual(
+        readdirSync(join(path, 'var/cache/apt/archives')).filter((f) => f.endsWith('.deb')),
+        [],
+        'package cache cleaned',
+      );
+      assert.deepEqual(
+        readdirSync(join(path, 'var/lib/apt/lists')).filter((f) => !['partial', 'lock', 'auxfiles'].includes(f)),
+        [],
+        'package lists cleaned',
+      );
       nspawnTrue(path);
       // The extended base is now this recipe's own: the next build restores it as it is.
       assert.ok(existsSync(`${own}.stream`), 'the extended base was cached');
@@ -252,7 +294,10 @@ describe('images (root, real)', { skip: !isRoot && 'needs root' }, () => {
       assert.equal(readFileSync(join(path, 'etc/labctl-test/command'), 'utf8'), 'built-by-a-recipe-command\n', 'a command given as a string ran in the image');
       assert.equal(readFileSync(join(path, 'etc/labctl-test/as-user'), 'utf8'), 'root\n', 'an argv command ran in the image as root');
       // root's password is set, hashed, and is the file's: glibc's crypt() gives the same hash for it.
-      const hash = readFileSync(join(path, 'etc/shadow'), 'utf8').split('\n').find((l) => l.startsWith('root:'))!.split(':')[1]!;
+      const hash = readFileSync(join(path, 'etc/shadow'), 'utf8')
+        .split('\n')
+        .find((l) => l.startsWith('root:'))!
+        .split(':')[1]!;
       assert.match(hash, /^\$/, `root's password field is a crypt hash (${hash.slice(0, 4)}...)`);
       const again = spawnSync('perl', ['-e', 'print crypt($ARGV[0], $ARGV[1])', password, hash], { encoding: 'utf8' });
       assert.equal(again.stdout, hash, 'the hash is of the password in root-password-file');
@@ -344,7 +389,19 @@ describe('images (root, real)', { skip: !isRoot && 'needs root' }, () => {
     });
 
     it('a bad mirror fails cleanly and keeps the previous image', () => {
-      const r = cli(['image', 'build', 'bookworm', '--name', 'sig', '--data-dir', dataDir, '--cache-dir', TEST_CACHE_DIR, '--mirror', 'http://127.0.0.1:9/debian']);
+      const r = cli([
+        'image',
+        'build',
+        'bookworm',
+        '--name',
+        'sig',
+        '--data-dir',
+        dataDir,
+        '--cache-dir',
+        TEST_CACHE_DIR,
+        '--mirror',
+        'http://127.0.0.1:9/debian',
+      ]);
       assert.equal(r.status, 1);
       assert.match(r.stderr, /debootstrap bookworm from http:\/\/127\.0\.0\.1:9\/debian failed/);
       assert.equal(imageState(imagePaths(dataDir, 'sig')).state, 'ready');

@@ -36,7 +36,12 @@ function start(args: string[]): Proc {
   child.stdout!.on('data', (d) => (out += String(d)));
   child.stderr!.on('data', (d) => (out += String(d)));
   child.stdin!.on('error', () => {});
-  const done = new Promise<number | null>((r) => child.on('exit', (code) => (running.delete(child), r(code))));
+  const done = new Promise<number | null>((r) =>
+    child.on('exit', (code) => {
+      running.delete(child);
+      r(code);
+    }),
+  );
   return { out: () => out, done, write: (s) => child.stdin!.write(s), kill: (sig = 'SIGTERM') => child.kill(sig), pid: child.pid! };
 }
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -93,7 +98,11 @@ function snapshotsLeft(): string[] {
   return readdirSync(dirname(rootfs)).filter((e) => e.startsWith('.#'));
 }
 function assertClean(what: string): void {
-  assert.deepEqual(netnsList().filter((n) => ARTICLE_NS.includes(n)), [], `${what}: no namespace left`);
+  assert.deepEqual(
+    netnsList().filter((n) => ARTICLE_NS.includes(n)),
+    [],
+    `${what}: no namespace left`,
+  );
   assert.deepEqual(nspawnOf(MACHINES), [], `${what}: no nspawn left`);
   assert.deepEqual(snapshotsLeft(), [], `${what}: no ephemeral snapshot left`);
   assert.ok(!existsSync('/run/labctl/article.json'), `${what}: no state file left`);
@@ -166,11 +175,14 @@ test('up boots the four article machines, status shows them, a second up changes
   assert.match(again.stdout, /already up with 4 machines; nothing changed$/m);
   // Asked for another image and backend: still nothing changed, and it says what runs.
   const other = await labctlOk(['up', shortLab, '--backend', 'systemd', '--image', 'trixie', '--data-dir', dataDir]);
-  assert.match(other.stdout, /already up with 4 machines; nothing changed: it uses image bookworm \(not trixie\) and the direct backend \(not systemd\); `labctl down` first to change that/);
+  assert.match(
+    other.stdout,
+    /already up with 4 machines; nothing changed: it uses image bookworm \(not trixie\) and the direct backend \(not systemd\); `labctl down` first to change that/,
+  );
   assert.equal(nspawnOf(MACHINES).length, 4, 'the same four machines run');
 });
 
-test('exec passes stdout, stderr and the exit code through, in the machine\'s own namespaces', { skip }, async () => {
+test("exec passes stdout, stderr and the exit code through, in the machine's own namespaces", { skip }, async () => {
   const host = await labctl(['exec', 'c0', '--', 'hostname']);
   assert.equal(host.stdout.trim(), 'c0');
   const code = await labctl(['exec', 'c1-nat', '--', 'sh', '-c', 'echo out; echo err >&2; exit 3']);
@@ -206,7 +218,10 @@ test('experiment 1 typed into the machines: full cone delivers, c0-nat shows NEW
   await labctl(['exec', 'c1', '--', 'sh', '-c', 'echo abc | timeout 1 nc 100.64.1.100 54321 -u']); // timeout ends nc: exit 124
   assert.ok(await waitForText(c0, 'abc', 3000), `c0 prints abc (${JSON.stringify(c0.out())})`);
   assert.ok(await waitForText(events, '[NEW]', 3000));
-  assert.match(events.out(), /\[NEW\] udp\s+17 3 src=100\.64\.2\.100 dst=100\.64\.1\.100 sport=54321 dport=54321 \[UNREPLIED\] src=10\.0\.1\.1 dst=100\.64\.2\.100 sport=12345 dport=54321/);
+  assert.match(
+    events.out(),
+    /\[NEW\] udp\s+17 3 src=100\.64\.2\.100 dst=100\.64\.1\.100 sport=54321 dport=54321 \[UNREPLIED\] src=10\.0\.1\.1 dst=100\.64\.2\.100 sport=12345 dport=54321/,
+  );
   events.kill();
   c0.kill();
 });
@@ -259,19 +274,30 @@ test('experiments 2 and 3 typed into the machines: restricted cone, then the ful
 });
 
 test('net down, and a net up that would rebuild the network, refuse while the machines run (exit 2) and change nothing', { skip }, async () => {
-  const namespaces = netnsList().filter((n) => ARTICLE_NS.includes(n)).sort();
+  const namespaces = netnsList()
+    .filter((n) => ARTICLE_NS.includes(n))
+    .sort();
   const state = readFileSync('/run/labctl/article.json', 'utf8');
   for (const lab of [shortLab, 'article']) {
     const r = await labctl(['net', 'down', lab]);
     assert.equal(r.exitCode, 2, `net down ${lab}: ${r.stdout}${r.stderr}`);
-    assert.match(r.stderr, /cannot take down the network of lab "article": it has machines running \((c0|c0-nat|c1|c1-nat)(, (c0|c0-nat|c1|c1-nat)){3}\); use `labctl down`, which stops them too/);
+    assert.match(
+      r.stderr,
+      /cannot take down the network of lab "article": it has machines running \((c0|c0-nat|c1|c1-nat)(, (c0|c0-nat|c1|c1-nat)){3}\); use `labctl down`, which stops them too/,
+    );
   }
   // A lost NAT table makes `net up` rebuild the network: the machines' namespaces would go.
   execFileSync('ip', ['netns', 'exec', 'ns-c1-nat', 'nft', 'delete', 'table', 'ip', 'labctl']);
   const up = await labctl(['net', 'up', shortLab]);
   assert.equal(up.exitCode, 2, up.stdout + up.stderr);
   assert.match(up.stderr, /cannot rebuild the network of lab "article": it has machines running \(.+\); use `labctl down`/);
-  assert.deepEqual(netnsList().filter((n) => ARTICLE_NS.includes(n)).sort(), namespaces, 'every namespace is still there');
+  assert.deepEqual(
+    netnsList()
+      .filter((n) => ARTICLE_NS.includes(n))
+      .sort(),
+    namespaces,
+    'every namespace is still there',
+  );
   assert.equal(nspawnOf(MACHINES).length, 4, 'every machine still runs');
   assert.equal(readFileSync('/run/labctl/article.json', 'utf8'), state, 'the state file is as it was');
 });
@@ -299,8 +325,14 @@ test('net down of a lab whose recorded machines have stopped (not through labctl
 
 test('up of a lab without machines: a second up says it is already up and changes nothing', { skip }, async () => {
   const bare = join(dir, 'no-machines.yaml');
-  writeFileSync(bare, 'name: bare\nprefix: mdb-\nsites:\n  - name: a\n    nat: { type: full-cone, machine: false }\n    nodes: [{ name: a1, machine: false }]\n');
-  const own = () => netnsList().filter((n) => n.startsWith('ns-mdb-')).sort();
+  writeFileSync(
+    bare,
+    'name: bare\nprefix: mdb-\nsites:\n  - name: a\n    nat: { type: full-cone, machine: false }\n    nodes: [{ name: a1, machine: false }]\n',
+  );
+  const own = () =>
+    netnsList()
+      .filter((n) => n.startsWith('ns-mdb-'))
+      .sort();
   try {
     const first = await labctlOk(['up', bare, '--backend', 'direct', '--data-dir', dataDir]);
     assert.match(first.stdout, /lab "bare" is up: 0 machines/);
@@ -324,7 +356,9 @@ test('without a working socat, up asks each machine whether it has booted instea
   const stubs = join(dir, 'no-socat');
   mkdirSync(stubs, { recursive: true });
   writeFileSync(join(stubs, 'socat'), '#!/bin/sh\necho "socat stand-in: not available" >&2\nexit 1\n', { mode: 0o755 });
-  const r = await labctlOk(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir], { env: { LABCTL_TRACE: '1', PATH: `${stubs}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` } });
+  const r = await labctlOk(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir], {
+    env: { LABCTL_TRACE: '1', PATH: `${stubs}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` },
+  });
   assert.match(r.stdout, /lab "article" is up: 4 machines \(direct backend\)/);
   assert.match(r.stderr, /systemctl is-system-running --wait/, 'readiness came from asking the machines');
   const status = JSON.parse((await labctlOk(['status', '--json'])).stdout) as { lab: string; machines: { state: string }[] }[];
@@ -377,16 +411,24 @@ for (const point of KILL_POINTS) {
   });
 }
 
-test('a machine of the same name started by hand (the article\'s -M) makes up refuse before it changes anything', { skip }, async () => {
+test("a machine of the same name started by hand (the article's -M) makes up refuse before it changes anything", { skip }, async () => {
   // The article's way: systemd-nspawn ... -M c0 (here read-only, in a network namespace of its own, running sleep).
-  const byHand = spawn('systemd-nspawn', ['--quiet', '--register=no', '--keep-unit', '--read-only', '--private-network', '-D', rootfs, '-M', 'c0', '/bin/sleep', '300'], { stdio: 'ignore' });
+  const byHand = spawn(
+    'systemd-nspawn',
+    ['--quiet', '--register=no', '--keep-unit', '--read-only', '--private-network', '-D', rootfs, '-M', 'c0', '/bin/sleep', '300'],
+    { stdio: 'ignore' },
+  );
   try {
     const sleeping = () => byHand.pid !== undefined && descendants(byHand.pid).some((p) => cmdlineOf(p)[0] === '/bin/sleep');
     assert.ok(await until(sleeping, 10_000), 'the hand-started machine runs');
     const r = await labctl(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir]);
     assert.equal(r.exitCode, 1, r.stdout + r.stderr);
     assert.match(r.stderr, /a machine named c0 is already running \(not started by lab "article"\)/);
-    assert.deepEqual(netnsList().filter((n) => ARTICLE_NS.includes(n)), [], 'no namespace was created');
+    assert.deepEqual(
+      netnsList().filter((n) => ARTICLE_NS.includes(n)),
+      [],
+      'no namespace was created',
+    );
     assert.ok(!existsSync('/run/labctl/article.json'), 'no state file was written');
   } finally {
     byHand.kill('SIGTERM');
@@ -409,8 +451,12 @@ test('a second lab with a machine name the first holds (another prefix: c0- + na
     assert.deepEqual(netnsList().sort(), namespacesBefore, 'no namespace was created (nor ns-c0-inet) or removed');
     assert.ok(!existsSync('/run/labctl/clash.json'), 'no state file was written');
     assert.ok(!existsSync('/run/labctl/clash'), 'no console log directory was made');
-    assert.deepEqual(readdirSync('/run/labctl').filter((f) => f.startsWith('clash.lock')), [], 'its lock is released');
-    assert.equal(nspawnOf(MACHINES).length, 4, 'the article\'s machines still run');
+    assert.deepEqual(
+      readdirSync('/run/labctl').filter((f) => f.startsWith('clash.lock')),
+      [],
+      'its lock is released',
+    );
+    assert.equal(nspawnOf(MACHINES).length, 4, "the article's machines still run");
   } finally {
     await labctlOk(['down', shortLab]);
     rmSync(clashLab, { force: true });
@@ -418,7 +464,7 @@ test('a second lab with a machine name the first holds (another prefix: c0- + na
   assertClean('after the refused second lab and down');
 });
 
-test('after a host reboot (machines and namespaces gone, /run emptied), up sweeps the dead machines\' snapshots', { skip }, async () => {
+test("after a host reboot (machines and namespaces gone, /run emptied), up sweeps the dead machines' snapshots", { skip }, async () => {
   await labctlOk(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir]);
   // A reboot, as far as labctl can see: every process of the lab dies at once (no clean-up),
   // the namespaces and everything under /run go.

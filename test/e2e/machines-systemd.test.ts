@@ -13,7 +13,7 @@
 // Finally the host is stopped and the real host must be clean.
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { MachineState } from '../../src/host/state.js';
 import type { MachineInfo } from '../../src/machine/backend.js';
@@ -22,7 +22,6 @@ import { loadUnitTemplate, unitProperties } from '../../src/machine/unit-templat
 import {
   HOST_DATA_DIR,
   HOST_PROJECT,
-  PROJECT_ROOT,
   backendCall,
   execInHost,
   innerSnapshots,
@@ -44,7 +43,7 @@ const LAB_NETNS = ['ns-c0', 'ns-c0-nat', 'ns-c1', 'ns-c1-nat', 'ns-inet'];
 const SMOKE = 'sdsmoke';
 const SMOKE_NETNS = 'ns-sdsmoke';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const _sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function hostRun(argv: string[], options: HostRunOptions = {}) {
   return execInHost(argv, { allowFailure: true, cwd: HOST_PROJECT, timeoutMs: 180_000, ...options, env: { ...LABCTL_ENV, ...(options.env ?? {}) } });
@@ -119,7 +118,7 @@ describe('systemd backend inside a systemd host', { skip: !isRoot && 'needs root
     { timeout: 120_000 },
   );
 
-  it('boots systemd with the system bus and machined, the checkout at /project, node, and the machines\' image', async () => {
+  it("boots systemd with the system bus and machined, the checkout at /project, node, and the machines' image", async () => {
     assert.match(h.systemState, /^(running|degraded)$/);
     const r = await hostRun(['systemctl', 'is-active', 'dbus.service']);
     assert.equal(r.stdout.trim(), 'active');
@@ -127,7 +126,7 @@ describe('systemd backend inside a systemd host', { skip: !isRoot && 'needs root
     assert.equal(m.exitCode, 0, m.stderr);
     assert.equal((await hostRun(['node', '--version'])).stdout.trim(), process.version);
     assert.equal((await hostRun(['test', '-f', `${HOST_PROJECT}/src/machine/systemd.ts`])).exitCode, 0);
-    assert.equal((await hostRun(['test', '-d', h.image.path])).exitCode, 0, 'the machines\' image is mounted inside');
+    assert.equal((await hostRun(['test', '-d', h.image.path])).exitCode, 0, "the machines' image is mounted inside");
     assert.deepEqual(innerSnapshots(), [], 'no machine snapshot yet');
     // Its /run is its own tmpfs: namespaces made inside never reach the real host's /run/netns.
     assert.equal((await hostRun(['findmnt', '-n', '-o', 'FSTYPE', '/run'])).stdout.trim(), 'tmpfs');
@@ -140,7 +139,15 @@ describe('systemd backend inside a systemd host', { skip: !isRoot && 'needs root
     assert.equal(mk.exitCode, 0, mk.stderr);
     assert.ok(existsSync(`/proc/${h.leader}/root/run/netns/${SMOKE_NETNS}`), 'made inside the host');
     assert.ok(!existsSync(`/run/netns/${SMOKE_NETNS}`), 'not on the real host');
-    const spec = { name: SMOKE, lab: 'sdtest', netns: SMOKE_NETNS, image: h.image.name, directory: h.image.path, readyTimeoutMs: 60_000, consoleLog: '/dev/null' };
+    const spec = {
+      name: SMOKE,
+      lab: 'sdtest',
+      netns: SMOKE_NETNS,
+      image: h.image.name,
+      directory: h.image.path,
+      readyTimeoutMs: 60_000,
+      consoleLog: '/dev/null',
+    };
     try {
       const started = await backend<MachineState>('start', spec);
       assert.ok(started.ok, `${started.message}\n${started.consoleTail}`);
@@ -157,10 +164,18 @@ describe('systemd backend inside a systemd host', { skip: !isRoot && 'needs root
       // Every property labctl sent (by its D-Bus name) is one systemd has for the unit: a name
       // it does not know fails StartTransientUnit, one it knows under another name would be
       // missing here. And the values are the template's, as systemd reads them.
-      const sent = unitProperties(loadUnitTemplate(), { machine: SMOKE, lab: 'sdtest', netns: SMOKE_NETNS, directory: h.image.path, image: h.image.name, readyTimeoutMs: '60000' }, (name) => name).map((p) => p.name);
+      const sent = unitProperties(
+        loadUnitTemplate(),
+        { machine: SMOKE, lab: 'sdtest', netns: SMOKE_NETNS, directory: h.image.path, image: h.image.name, readyTimeoutMs: '60000' },
+        (name) => name,
+      ).map((p) => p.name);
       const show = await hostRun(['systemctl', 'show', state.unit!, '-p', 'ActiveState', ...sent.flatMap((name) => ['-p', name])]);
       const shown = show.stdout.split('\n');
-      for (const name of sent) assert.ok(shown.some((l) => l.startsWith(`${name}=`)), `${name} in:\n${show.stdout}`);
+      for (const name of sent)
+        assert.ok(
+          shown.some((l) => l.startsWith(`${name}=`)),
+          `${name} in:\n${show.stdout}`,
+        );
       for (const line of [
         'ActiveState=active',
         `Description=labctl machine ${SMOKE} (lab sdtest)`,
@@ -270,7 +285,15 @@ describe('systemd backend inside a systemd host', { skip: !isRoot && 'needs root
         assert.deepEqual(await labctlUnits(), []);
         assert.deepEqual(innerSnapshots(), [], 'no snapshot left');
       }
-      const missing = await backend<MachineState>('start', { name: SMOKE, lab: 'sdtest', netns: 'ns-sd-missing', image: h.image.name, directory: h.image.path, readyTimeoutMs: 60_000, consoleLog: '/dev/null' });
+      const missing = await backend<MachineState>('start', {
+        name: SMOKE,
+        lab: 'sdtest',
+        netns: 'ns-sd-missing',
+        image: h.image.name,
+        directory: h.image.path,
+        readyTimeoutMs: 60_000,
+        consoleLog: '/dev/null',
+      });
       assert.equal(missing.ok, false);
       assert.match(missing.message ?? '', /network namespace ns-sd-missing does not exist/);
     } finally {
@@ -281,7 +304,15 @@ describe('systemd backend inside a systemd host', { skip: !isRoot && 'needs root
 
   it('(a) a hung machine is still stopped within the bound, and its snapshot removed', { timeout: 5 * 60_000 }, async (t) => {
     await hostRun(['ip', 'netns', 'add', SMOKE_NETNS]);
-    const spec = { name: SMOKE, lab: 'sdtest', netns: SMOKE_NETNS, image: h.image.name, directory: h.image.path, readyTimeoutMs: 60_000, consoleLog: '/dev/null' };
+    const spec = {
+      name: SMOKE,
+      lab: 'sdtest',
+      netns: SMOKE_NETNS,
+      image: h.image.name,
+      directory: h.image.path,
+      readyTimeoutMs: 60_000,
+      consoleLog: '/dev/null',
+    };
     try {
       const started = await backend<MachineState>('start', spec);
       assert.ok(started.ok, started.message);
@@ -378,7 +409,9 @@ describe('systemd backend inside a systemd host', { skip: !isRoot && 'needs root
     assert.deepEqual(innerSnapshots(), [], 'no snapshot left');
   });
 
-  it('(b) SIGKILL of up while machines boot (machined knows one, the state file none): down stops them, and so does the next up before it starts afresh', { timeout: 10 * 60_000 }, async (t) => {
+  it('(b) SIGKILL of up while machines boot (machined knows one, the state file none): down stops them, and so does the next up before it starts afresh', {
+    timeout: 10 * 60_000,
+  }, async (t) => {
     // The kill comes from a shell in the host, once that point is reached (not after a
     // guessed delay): a machine of the lab registered, none recorded in the state file.
     const upKilledWhileBooting = async (): Promise<void> => {
@@ -431,7 +464,9 @@ describe('systemd backend inside a systemd host', { skip: !isRoot && 'needs root
     // data dir and at the sources (dist/ may be older than the checkout).
     await ok(['ln', '-sf', `${HOST_PROJECT}/bin/labctl.js`, '/usr/local/bin/labctl']);
     await ok(['mkdir', '-p', '/etc/systemd/system/labctl@.service.d']);
-    await ok(['tee', '/etc/systemd/system/labctl@.service.d/test.conf'], { input: `[Service]\nEnvironment=LABCTL_DATA_DIR=${HOST_DATA_DIR} LABCTL_FROM_SOURCE=1\n` });
+    await ok(['tee', '/etc/systemd/system/labctl@.service.d/test.conf'], {
+      input: `[Service]\nEnvironment=LABCTL_DATA_DIR=${HOST_DATA_DIR} LABCTL_FROM_SOURCE=1\n`,
+    });
     await ok(['systemctl', 'daemon-reload']);
     try {
       await ok(['systemctl', 'start', 'labctl@article.service'], { timeoutMs: 300_000 });

@@ -3,7 +3,7 @@
 import { after, afterEach, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { hostNetworkFingerprint, inNs, isRoot, labctl, labctlOk, netnsList, ROOT } from '../support/cli.js';
@@ -56,7 +56,11 @@ let hostBefore = '';
 
 before(async () => {
   if (!isRoot) return;
-  assert.deepEqual(netnsList().filter((n) => ARTICLE_NS.includes(n)), [], 'the article lab must not be up before this test');
+  assert.deepEqual(
+    netnsList().filter((n) => ARTICLE_NS.includes(n)),
+    [],
+    'the article lab must not be up before this test',
+  );
   hostBefore = hostNetworkFingerprint();
 });
 
@@ -70,11 +74,15 @@ after(async () => {
   await labctl(['net', 'down']);
   await labctl(['net', 'down', join(tmpdir(), 'labctl-short', 'article-short.yaml')]);
   // Nothing of the lab stays: no namespace, and the host's own interfaces, addresses and routes as before.
-  assert.deepEqual(netnsList().filter((n) => ARTICLE_NS.includes(n)), [], 'no namespace of the article lab is left');
+  assert.deepEqual(
+    netnsList().filter((n) => ARTICLE_NS.includes(n)),
+    [],
+    'no namespace of the article lab is left',
+  );
   assert.equal(hostNetworkFingerprint(), hostBefore, "the host's namespace is as it was");
 });
 
-test('the default lab comes up with the article\'s names, addresses and routes', { skip }, async () => {
+test("the default lab comes up with the article's names, addresses and routes", { skip }, async () => {
   const r = await labctlOk(['net', 'up']);
   assert.match(r.stdout, /lab "article" is up: 5 namespaces/);
   for (const ns of ARTICLE_NS) assert.ok(netnsList().includes(ns), `${ns} exists`);
@@ -123,7 +131,10 @@ test('experiment 1: an unsolicited packet through the full cone arrives', { skip
   assert.ok(await waitForText(events, '[NEW]', 2000));
   events.kill();
   c0.kill();
-  assert.match(events.out(), /\[NEW\] udp\s+17 30 src=100\.64\.2\.100 dst=100\.64\.1\.100 sport=54321 dport=54321 \[UNREPLIED\] src=10\.0\.1\.1 dst=100\.64\.2\.100 sport=12345 dport=54321/);
+  assert.match(
+    events.out(),
+    /\[NEW\] udp\s+17 30 src=100\.64\.2\.100 dst=100\.64\.1\.100 sport=54321 dport=54321 \[UNREPLIED\] src=10\.0\.1\.1 dst=100\.64\.2\.100 sport=12345 dport=54321/,
+  );
 });
 
 test('experiment 2: through the restricted cone nothing arrives before the inside has sent', { skip }, async () => {
@@ -138,12 +149,15 @@ test('experiment 2: through the restricted cone nothing arrives before the insid
   await sleep(700);
   for (const p of [events, sent, c1]) p.kill();
   await events.done;
-  assert.match(sent.out(), /\[NEW\] udp\s+17 30 src=10\.0\.1\.1 dst=100\.64\.2\.100 sport=\d+ dport=54321 \[UNREPLIED\] src=100\.64\.2\.100 dst=100\.64\.1\.100 sport=54321 dport=54321/);
+  assert.match(
+    sent.out(),
+    /\[NEW\] udp\s+17 30 src=10\.0\.1\.1 dst=100\.64\.2\.100 sport=\d+ dport=54321 \[UNREPLIED\] src=100\.64\.2\.100 dst=100\.64\.1\.100 sport=54321 dport=54321/,
+  );
   assert.equal(c1.out(), '', 'c1 receives nothing');
   assert.doesNotMatch(events.out(), /\[NEW\]/, 'c1-nat shows no conntrack event');
 });
 
-test('experiment 3: after c1 speaks first, c0\'s replies reach it, and conntrack shows NEW, UPDATE, UPDATE ASSURED', { skip }, async () => {
+test("experiment 3: after c1 speaks first, c0's replies reach it, and conntrack shows NEW, UPDATE, UPDATE ASSURED", { skip }, async () => {
   await labctlOk(['net', 'flush']);
   const events = startIn('ns-c1-nat', ['conntrack', '-E']);
   const c0 = startIn('ns-c0', ['nc', '-l', '12345', '-u']);
@@ -180,7 +194,10 @@ test('restricted cone is address-restricted: the peer gets in from another port 
   const p = startIn('ns-c0-nat', ['timeout', '1', 'nc', '-u', '-p', '4000', '-s', '100.64.1.100', '100.64.2.100', '54321']);
   p.write('other-port\n');
   await p.done;
-  assert.ok(await waitForText(c1listen, 'other-port', 2000), `c1 receives the packet from another port of the same address (got ${JSON.stringify(c1listen.out())})`);
+  assert.ok(
+    await waitForText(c1listen, 'other-port', 2000),
+    `c1 receives the packet from another port of the same address (got ${JSON.stringify(c1listen.out())})`,
+  );
   c1listen.kill();
   // From another address (inet's 100.64.2.254), nothing gets in.
   await labctlOk(['net', 'flush']);
@@ -198,7 +215,10 @@ test('restricted cone is address-restricted: the peer gets in from another port 
 test('`net down` removes everything and the host is as it was', { skip }, async () => {
   const r = await labctlOk(['net', 'down']);
   assert.match(r.stdout, /removed 5 namespaces/);
-  assert.deepEqual(netnsList().filter((n) => ARTICLE_NS.includes(n)), []);
+  assert.deepEqual(
+    netnsList().filter((n) => ARTICLE_NS.includes(n)),
+    [],
+  );
   assert.equal(hostNetworkFingerprint(), hostBefore);
   const again = await labctlOk(['net', 'down']);
   assert.match(again.stdout, /not up; nothing to do/);
@@ -245,5 +265,8 @@ test('experiment 3 with short timeouts: the mapping expires and a later reply do
   c0.kill();
   c1.kill();
   await labctlOk(['net', 'down', file]);
-  assert.deepEqual(netnsList().filter((n) => ARTICLE_NS.includes(n)), []);
+  assert.deepEqual(
+    netnsList().filter((n) => ARTICLE_NS.includes(n)),
+    [],
+  );
 });

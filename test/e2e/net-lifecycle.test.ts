@@ -64,7 +64,10 @@ function useLab(file: string): TestLab {
   return { file: lab.source, name: lab.name, prefix: lab.prefix, lab, namespaces, ifnames };
 }
 
-const ownNetns = (prefix: string) => netnsList().filter((n) => n.startsWith(`ns-${prefix}`)).sort();
+const ownNetns = (prefix: string) =>
+  netnsList()
+    .filter((n) => n.startsWith(`ns-${prefix}`))
+    .sort();
 
 /** What is on the host of a lab: its prefixed namespaces, its state and lock files, `net up`'s scratch directory. */
 function leftovers(name: string, prefix: string): string[] {
@@ -96,12 +99,19 @@ function assertLabUp(t: TestLab): void {
       .split('\n')
       .filter(Boolean)
       .map((l) => ({ name: /^\d+: ([^:@]+)/.exec(l)?.[1] ?? '', up: /[<,]UP[,>]/.test(l) }));
-    const names = links.map((l) => l.name).filter((n) => n !== 'lo').sort();
+    const names = links
+      .map((l) => l.name)
+      .filter((n) => n !== 'lo')
+      .sort();
     assert.deepEqual(names, [...(t.ifnames.get(ns) ?? [])].sort(), `lab "${t.name}": interfaces of ${ns}`);
     for (const l of links) assert.ok(l.up, `lab "${t.name}": ${l.name} in ${ns} is up`);
   }
   for (const nat of t.lab.nats) {
-    assert.match(execFileSync('ip', ['netns', 'exec', nat.netns, 'nft', 'list', 'table', 'ip', 'labctl'], { encoding: 'utf8' }), /table ip labctl/, `${nat.netns} holds its NAT table`);
+    assert.match(
+      execFileSync('ip', ['netns', 'exec', nat.netns, 'nft', 'list', 'table', 'ip', 'labctl'], { encoding: 'utf8' }),
+      /table ip labctl/,
+      `${nat.netns} holds its NAT table`,
+    );
   }
 }
 
@@ -175,7 +185,10 @@ function killGroupId(pgid: number): void {
 }
 
 async function groupGone(pgid: number): Promise<void> {
-  const members = () => spawnSync('pgrep', ['-g', String(pgid)], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean);
+  const members = () =>
+    spawnSync('pgrep', ['-g', String(pgid)], { encoding: 'utf8' })
+      .stdout.split('\n')
+      .filter(Boolean);
   const t0 = Date.now();
   while (members().length && Date.now() - t0 < 10_000) await sleep(10);
   assert.deepEqual(members(), [], `every process of group ${pgid} is gone after SIGKILL`);
@@ -238,7 +251,8 @@ afterEach(async () => {
     problems.push(`after net down, lab "${l.name}" left ${left.join(', ')}`);
     // Last resort: only this test's own prefixed namespaces and files.
     for (const ns of ownNetns(l.prefix)) execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
-    for (const p of [statePath(l.name), `${statePath(l.name)}.tmp`, lockPath(l.name), join(STATE_DIR, `.${l.name}.configure`)]) rmSync(p, { recursive: true, force: true });
+    for (const p of [statePath(l.name), `${statePath(l.name)}.tmp`, lockPath(l.name), join(STATE_DIR, `.${l.name}.configure`)])
+      rmSync(p, { recursive: true, force: true });
   }
   if (problems.length) throw new Error(`cleanup:\n  ${problems.join('\n  ')}`);
 });
@@ -255,7 +269,11 @@ test('bad input: net up and validate exit 2 naming file, field and reason, and c
   const bad = [
     { file: 'bad-field.yaml', name: 'lc1-badfield', expect: 'sites[0].nat.fixed-port: must be a number' },
     { file: 'bad-nat-type.yaml', name: 'lc1-badtype', expect: 'sites[0].nat.type: must be one of full-cone, restricted-cone, port-restricted-cone, symmetric' },
-    { file: 'bad-ifname-clash.yaml', name: 'lc1-ifclash', expect: 'sites[0].nodes[1].name: the interface of a-nat towards printer-246 would be named "ve-printer-1107" in namespace ns-lc1-a-nat' },
+    {
+      file: 'bad-ifname-clash.yaml',
+      name: 'lc1-ifclash',
+      expect: 'sites[0].nodes[1].name: the interface of a-nat towards printer-246 would be named "ve-printer-1107" in namespace ns-lc1-a-nat',
+    },
     { file: 'bad-overlap.yaml', name: 'lc1-overlap', expect: 'sites[1].lan.subnet: 10.0.1.0/24 overlaps 10.0.1.0/24' },
   ];
   for (const b of bad) track(b.name, 'lc1-', fixture(b.file));
@@ -268,7 +286,10 @@ test('bad input: net up and validate exit 2 naming file, field and reason, and c
         const r = await labctl([...cmd, path]);
         const what = `labctl ${cmd.join(' ')} ${b.file}`;
         assert.equal(r.exitCode, 2, `${what} exits 2 (bad input); stderr: ${r.stderr}`);
-        assert.ok(r.stderr.includes(`${path}: ${b.expect}`), `${what}: stderr names the file, the field path and the reason\n  want: ${path}: ${b.expect}\n  got:  ${r.stderr}`);
+        assert.ok(
+          r.stderr.includes(`${path}: ${b.expect}`),
+          `${what}: stderr names the file, the field path and the reason\n  want: ${path}: ${b.expect}\n  got:  ${r.stderr}`,
+        );
         assert.equal(r.stdout, '', `${what} prints nothing on stdout`);
       }),
     ),
@@ -529,7 +550,7 @@ test('crash recovery: `net up` right after a SIGKILLed `net up` (or `net down`) 
 
 // ---------------------------------------------------------------- 4. the lab lock
 
-test('lock: a live holder makes net up fail naming it; a dead holder\'s lock is taken over', { skip }, async () => {
+test("lock: a live holder makes net up fail naming it; a dead holder's lock is taken over", { skip }, async () => {
   const lab = useLab('lock.yaml');
   mkdirSync(STATE_DIR, { recursive: true, mode: 0o700 });
   const holder = start('sleep', ['30']);
@@ -541,7 +562,7 @@ test('lock: a live holder makes net up fail naming it; a dead holder\'s lock is 
   }
   assert.deepEqual(ownNetns(lab.prefix), [], 'nothing was created');
   assert.equal(existsSync(statePath(lab.name)), false, 'no state file');
-  assert.equal(readFileSync(lockPath(lab.name), 'utf8'), String(holder.child.pid), 'the holder\'s lock is left alone');
+  assert.equal(readFileSync(lockPath(lab.name), 'utf8'), String(holder.child.pid), "the holder's lock is left alone");
   // The holder dies (a crash): its lock is stale and the next labctl takes it over.
   await killAndWait(holder);
   const r = await upOk(lab);
@@ -599,7 +620,12 @@ async function scratchState(t: TestContext): Promise<StateModule> {
 }
 
 /** Runs fn with `hook` called once, just before the first of `calls` that touches `path`. */
-async function withFsHook<T>(calls: ('readFileSync' | 'openSync' | 'unlinkSync' | 'renameSync')[], path: string, hook: () => void, fn: () => Promise<T>): Promise<{ result: T; fired: boolean }> {
+async function withFsHook<T>(
+  calls: ('readFileSync' | 'openSync' | 'unlinkSync' | 'renameSync')[],
+  path: string,
+  hook: () => void,
+  fn: () => Promise<T>,
+): Promise<{ result: T; fired: boolean }> {
   const mutable = fs as unknown as Record<string, (...args: unknown[]) => unknown>;
   const originals = new Map(calls.map((c) => [c, mutable[c]!]));
   let fired = false;
@@ -634,23 +660,28 @@ test('lock (src bug): a stale lock that another labctl takes over first is not s
   let ran = false;
   // Both found the same stale lock; the other one removes it and takes the lock just
   // before this one removes "the stale lock" too.
-  const { result, fired } = await withFsHook(['unlinkSync', 'renameSync'], lock, () => {
-    unlinkSync(lock);
-    writeFileSync(lock, String(other.child.pid), { flag: 'wx' });
-  }, async () => {
-    try {
-      await state.withLabLock('lc4-race', async () => {
-        ran = true;
-      });
-      return 'acquired';
-    } catch (e) {
-      return String(e);
-    }
-  });
+  const { result, fired } = await withFsHook(
+    ['unlinkSync', 'renameSync'],
+    lock,
+    () => {
+      unlinkSync(lock);
+      writeFileSync(lock, String(other.child.pid), { flag: 'wx' });
+    },
+    async () => {
+      try {
+        await state.withLabLock('lc4-race', async () => {
+          ran = true;
+        });
+        return 'acquired';
+      } catch (e) {
+        return String(e);
+      }
+    },
+  );
   assert.ok(fired, 'test setup: withLabLock removed the stale lock');
   assert.equal(ran, false, `the lock was held by live pid ${other.child.pid}, yet withLabLock ran its work (${result})`);
   assert.match(result, new RegExp(`being changed by another labctl \\(pid ${other.child.pid}\\)`));
-  assert.equal(existsSync(lock) ? readFileSync(lock, 'utf8') : '(gone)', String(other.child.pid), 'the other labctl\'s lock is intact');
+  assert.equal(existsSync(lock) ? readFileSync(lock, 'utf8') : '(gone)', String(other.child.pid), "the other labctl's lock is intact");
   rmSync(lock, { force: true });
 });
 
@@ -660,13 +691,18 @@ test('lock (src bug): a lock released between a failed create and reading it is 
   const other = start('sleep', ['30']);
   writeFileSync(lock, String(other.child.pid));
   // The holder finishes (removes its lock) right after this one found the lock taken.
-  const { result, fired } = await withFsHook(['readFileSync', 'openSync'], lock, () => unlinkSync(lock), async () => {
-    try {
-      return await state.withLabLock('lc4-release', async () => 'ran');
-    } catch (e) {
-      return String(e);
-    }
-  });
+  const { result, fired } = await withFsHook(
+    ['readFileSync', 'openSync'],
+    lock,
+    () => unlinkSync(lock),
+    async () => {
+      try {
+        return await state.withLabLock('lc4-release', async () => 'ran');
+      } catch (e) {
+        return String(e);
+      }
+    },
+  );
   assert.ok(fired, 'test setup: withLabLock read the lock file');
   assert.equal(result, 'ran', 'the lock was free, so withLabLock takes it and runs');
   assert.equal(existsSync(lock), false, 'and releases it');
@@ -678,7 +714,7 @@ test('two labs at once: same site and node names under different prefixes; a nam
   const a = useLab('two-a.yaml');
   const b = useLab('two-b.yaml');
   const c = useLab('two-c.yaml');
-  assert.deepEqual(c.namespaces, a.namespaces, 'fixture: lab C would use lab A\'s namespaces');
+  assert.deepEqual(c.namespaces, a.namespaces, "fixture: lab C would use lab A's namespaces");
   const before = hostNetworkFingerprint();
   const [ra, rb] = await Promise.all([labctl(['net', 'up', a.file]), labctl(['net', 'up', b.file])]);
   assert.equal(ra.exitCode, 0, ra.stderr);
@@ -694,7 +730,7 @@ test('two labs at once: same site and node names under different prefixes; a nam
   assert.match(rc.stderr, /namespace ns-lc5a-[a-z-]+ belongs to lab "lc5-a"/, 'the message names lab A');
   assert.equal(existsSync(statePath(c.name)), false, 'lab C has no state file');
   assert.equal(existsSync(lockPath(c.name)), false, 'nor a lock');
-  assert.equal(readFileSync(statePath(a.name), 'utf8'), stateA, 'lab A\'s state is unchanged');
+  assert.equal(readFileSync(statePath(a.name), 'utf8'), stateA, "lab A's state is unchanged");
   assertLabUp(a);
   // Not even --force makes lab C's down touch lab A's namespaces.
   const dc = await labctl(['net', 'down', '--force', c.file]);
@@ -711,14 +747,17 @@ test('two labs at once: same site and node names under different prefixes; a nam
 
 // ---------------------------------------------------------------- 6. strays
 
-test('net down without a state file leaves namespaces with the lab\'s names alone unless --force', { skip }, async () => {
+test("net down without a state file leaves namespaces with the lab's names alone unless --force", { skip }, async () => {
   const lab = useLab('strays.yaml');
   const strays = ['ns-lc6-inet', 'ns-lc6-x'];
   for (const ns of strays) assert.ok(lab.namespaces.includes(ns), `fixture: the lab would use ${ns}`);
   for (const ns of strays) execFileSync('ip', ['netns', 'add', ns]);
   const r = await labctl(['net', 'down', lab.file]);
   assert.equal(r.exitCode, 0, r.stderr);
-  assert.match(r.stdout, /lab "lc6-strays" is not up \(no state file\); namespaces with its names exist but are not recorded as its own: ns-lc6-x, ns-lc6-inet\. Not touching them/);
+  assert.match(
+    r.stdout,
+    /lab "lc6-strays" is not up \(no state file\); namespaces with its names exist but are not recorded as its own: ns-lc6-x, ns-lc6-inet\. Not touching them/,
+  );
   assert.deepEqual(ownNetns(lab.prefix), strays, 'the strays are still there');
   // `net up` refuses to adopt them, and creates nothing.
   const up = await labctl(['net', 'up', lab.file]);
@@ -741,7 +780,20 @@ test('net down of a lab whose state file records machines that no longer run (a 
   const state = readStateFile(lab.name);
   writeFileSync(
     statePath(lab.name),
-    JSON.stringify({ ...state, machines: [{ name: `${lab.prefix}${node.name}`, netns: node.netns, image: 'bookworm', directory: '/nonexistent', backend: 'direct', nspawnPid: pid, leaderPid: pid }] }),
+    JSON.stringify({
+      ...state,
+      machines: [
+        {
+          name: `${lab.prefix}${node.name}`,
+          netns: node.netns,
+          image: 'bookworm',
+          directory: '/nonexistent',
+          backend: 'direct',
+          nspawnPid: pid,
+          leaderPid: pid,
+        },
+      ],
+    }),
   );
   const r = await downOk(lab);
   assert.match(r.stdout, new RegExp(`lab "${lab.name}" is down: removed ${lab.namespaces.length} namespaces`));
@@ -750,32 +802,43 @@ test('net down of a lab whose state file records machines that no longer run (a 
 
 // ---------------------------------------------------------------- 7. the host namespace
 
-test('the host\'s namespace never changes and never sees an interface of the lab', { skip }, async () => {
+test("the host's namespace never changes and never sees an interface of the lab", { skip }, async () => {
   const lab = useLab('host.yaml');
   const labIfnames = new Set([...lab.ifnames.values()].flat());
-  const hostIfnames = () => execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' }).split('\n').filter(Boolean).map((l) => /^\d+: ([^:@]+)/.exec(l)?.[1] ?? '');
+  const hostIfnames = () =>
+    execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' })
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => /^\d+: ([^:@]+)/.exec(l)?.[1] ?? '');
   const clash = hostIfnames().filter((n) => labIfnames.has(n));
-  assert.deepEqual(clash, [], 'test setup: the host has no interface named like the lab\'s');
+  assert.deepEqual(clash, [], "test setup: the host has no interface named like the lab's");
   // Every link, address and route event in the host's namespace while the lab comes and goes.
   const monitor = start('ip', ['-o', 'monitor', 'link', 'address', 'route']);
   await sleep(200);
   const before = hostNetworkFingerprint();
   await upOk(lab);
   assertLabUp(lab);
-  assert.deepEqual(hostIfnames().filter((n) => labIfnames.has(n)), [], 'while the lab is up, the host lists none of its interfaces');
+  assert.deepEqual(
+    hostIfnames().filter((n) => labIfnames.has(n)),
+    [],
+    'while the lab is up, the host lists none of its interfaces',
+  );
   assert.equal(hostNetworkFingerprint(), before);
   await downOk(lab);
   assertNothingOf(lab, 'after down');
   await sleep(200);
   await killAndWait(monitor);
-  const seen = monitor.out().split('\n').filter((l) => [...labIfnames].some((n) => new RegExp(`\\b${n}\\b`).test(l)));
+  const seen = monitor
+    .out()
+    .split('\n')
+    .filter((l) => [...labIfnames].some((n) => new RegExp(`\\b${n}\\b`).test(l)));
   assert.deepEqual(seen, [], 'ip monitor in the host saw no interface of the lab come or go');
   assert.equal(hostNetworkFingerprint(), before);
 });
 
 // ---------------------------------------------------------------- 8. bridged LAN and CGN
 
-test('bridged LAN and carrier-grade NAT: a home node reaches an internet node from the CGN\'s outside address', { skip }, async (t) => {
+test("bridged LAN and carrier-grade NAT: a home node reaches an internet node from the CGN's outside address", { skip }, async (t) => {
   const lab = useLab('cgn.yaml');
   await upOk(lab);
   assertLabUp(lab);
@@ -785,7 +848,11 @@ test('bridged LAN and carrier-grade NAT: a home node reaches an internet node fr
   const [server, laptop, desk] = [node('server'), node('laptop'), node('desk')];
   assert.equal(home.outside.upstream, 'cgn', 'fixture: the home NAT sits behind the CGN');
   assert.ok(home.lan.bridged && home.lan.ifname === 'br-lan', 'fixture: the home LAN is a bridge');
-  assert.match(execFileSync('ip', ['-n', home.netns, '-o', 'link', 'show', 'master', 'br-lan'], { encoding: 'utf8' }), /ve-laptop-lan[\s\S]*ve-desk-lan|ve-desk-lan[\s\S]*ve-laptop-lan/, 'both home nodes are ports of br-lan');
+  assert.match(
+    execFileSync('ip', ['-n', home.netns, '-o', 'link', 'show', 'master', 'br-lan'], { encoding: 'utf8' }),
+    /ve-laptop-lan[\s\S]*ve-desk-lan|ve-desk-lan[\s\S]*ve-laptop-lan/,
+    'both home nodes are ports of br-lan',
+  );
 
   let hasPing = true;
   try {
@@ -813,10 +880,10 @@ test('bridged LAN and carrier-grade NAT: a home node reaches an internet node fr
   assert.equal(reply.fromPort, 4000);
   // On the bridged LAN, node to node, no NAT in between.
   const lan = await sendUntilReceived(laptopAgent, 5000, deskAgent, desk.link.address, 6000, 'laptop-to-desk');
-  assert.ok(lan, 'desk receives the laptop\'s datagram over br-lan');
+  assert.ok(lan, "desk receives the laptop's datagram over br-lan");
   assert.equal(lan.from, laptop.link.address);
   deskAgent.send(6000, laptop.link.address, 5000, 'desk-to-laptop');
-  assert.ok(await laptopAgent.waitFor('desk-to-laptop', 2000), 'and the laptop the desk\'s');
+  assert.ok(await laptopAgent.waitFor('desk-to-laptop', 2000), "and the laptop the desk's");
   await Promise.all([serverAgent.stop(), laptopAgent.stop(), deskAgent.stop()]);
   await downOk(lab);
   assertNothingOf(lab, 'after down');

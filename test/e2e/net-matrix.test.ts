@@ -36,7 +36,9 @@ const CLASSIC: [string, Dep, Dep][] = [
 const variants: Variant[] = [
   ...CLASSIC.map(([type, mapping, filtering], i): Variant => ({ site: `k${i}`, nat: { type }, mapping, filtering, hairpinning: false })),
   ...DEPS.flatMap((mapping) =>
-    DEPS.map((filtering): Variant => ({ site: `${SHORT[mapping]}m-${SHORT[filtering]}f`, nat: { mapping, filtering }, mapping, filtering, hairpinning: false })),
+    DEPS.map(
+      (filtering): Variant => ({ site: `${SHORT[mapping]}m-${SHORT[filtering]}f`, nat: { mapping, filtering }, mapping, filtering, hairpinning: false }),
+    ),
   ),
   { site: 'hp', nat: { type: 'full-cone', hairpinning: true }, mapping: 'endpoint-independent', filtering: 'endpoint-independent', hairpinning: true },
 ];
@@ -106,7 +108,11 @@ after(async () => {
   if (!isRoot) return;
   await Promise.all([p?.stop(), q?.stop(), ...[...inside.values()].map((a) => a.stop())]);
   await labctl(['net', 'down', file]);
-  assert.deepEqual(netnsList().filter((n) => n.startsWith(`ns-${PREFIX}`)), [], 'no namespace of the matrix lab is left');
+  assert.deepEqual(
+    netnsList().filter((n) => n.startsWith(`ns-${PREFIX}`)),
+    [],
+    'no namespace of the matrix lab is left',
+  );
   assert.equal(hostNetworkFingerprint(), hostBefore, "the host's interfaces, addresses, routes and rules are as they were");
 });
 
@@ -172,7 +178,7 @@ for (const v of variants) {
     if (v.hairpinning) {
       assert.ok(h, 'hairpinned packet arrives');
       assert.equal(h.port, 5001);
-      assert.equal(h.from, out, 'a hairpinned packet shows the sender\'s outside address');
+      assert.equal(h.from, out, "a hairpinned packet shows the sender's outside address");
     } else {
       assert.equal(h, undefined, 'no hairpinning: the packet is dropped');
     }
@@ -192,10 +198,13 @@ for (const h of HASHED) {
       for (const from of HASHED_PORTS) {
         const d = await peer.waitFor(`${h.site}-${tag}-${from}`, ports.size ? 300 : 2000);
         if (!d) continue;
-        assert.equal(d.from, out, 'the packet shows the NAT\'s outside address');
+        assert.equal(d.from, out, "the packet shows the NAT's outside address");
         ports.set(from, d.fromPort);
       }
-      assert.ok(ports.size >= HASHED_PORTS.length - 6, `${HASHED_PORTS.length - ports.size} of ${HASHED_PORTS.length} flows towards ${address}:${port} were lost`);
+      assert.ok(
+        ports.size >= HASHED_PORTS.length - 6,
+        `${HASHED_PORTS.length - ports.size} of ${HASHED_PORTS.length} flows towards ${address}:${port} were lost`,
+      );
       return ports;
     };
     const first = await towards(p, P, 7000, 'a');
@@ -204,7 +213,11 @@ for (const h of HASHED) {
     // The same key again (p:7001 has the same address: for ADM the key is unchanged too).
     const again = await towards(p, P, 7001, 'b');
     const both = (m: Map<number, number>) => [...first.keys()].filter((k) => m.has(k));
-    assert.deepEqual(both(again).filter((k) => again.get(k) !== first.get(k)), [], 'the same inside endpoint keeps its outside port');
+    assert.deepEqual(
+      both(again).filter((k) => again.get(k) !== first.get(k)),
+      [],
+      'the same inside endpoint keeps its outside port',
+    );
     const other = await towards(q, Q, 7000, 'c');
     const same = both(other).filter((k) => other.get(k) === first.get(k)).length;
     if (h.mapping === 'endpoint-independent') assert.equal(same, both(other).length, 'EIM: the same outside port towards another address');
@@ -248,7 +261,7 @@ test('two nodes behind one endpoint-independent NAT using the same inside port e
   const out = outside.get('br')!;
   a.send(6002, P, 7000, 'ov-a-p');
   const ya = await mappedPort(p, 'ov-a-p', out);
-  assert.equal(ya, 6002, "br-a, first to use port 6002, keeps it (port preservation)");
+  assert.equal(ya, 6002, 'br-a, first to use port 6002, keeps it (port preservation)');
   b.send(6002, Q, 7000, 'ov-b-q');
   const yb = await mappedPort(q, 'ov-b-q', out);
   assert.notEqual(yb, ya, "br-b's 6002 does not share br-a's outside port, even towards another destination");
@@ -291,19 +304,19 @@ test('static forwards under address-and-port-dependent filtering: only public on
   p.send(7000, out, 5101, 'fw-public');
   const pub = await n.waitFor('fw-public', 1000);
   assert.ok(pub, 'a public forward admits an unsolicited packet');
-  assert.equal(pub.port, 5001, 'to the forward\'s to-port');
+  assert.equal(pub.port, 5001, "to the forward's to-port");
   assert.equal(pub.from, P, 'inbound packets keep their source address');
   assert.equal(await n.waitFor('fw-private', 300), undefined, 'a forward that obeys APDF filtering drops an unsolicited packet');
   // Once the node has sent to p:7000 from the forwarded port, p's answer is a reply and gets in.
   n.send(5100, P, 7000, 'fw-open');
   assert.equal(await mappedPort(p, 'fw-open', out), 5100);
   p.send(7000, out, 5100, 'fw-answer');
-  assert.ok(await n.waitFor('fw-answer', 1000), 'the answer to the node\'s own packet gets in');
+  assert.ok(await n.waitFor('fw-answer', 1000), "the answer to the node's own packet gets in");
 
   const inner = await tcpServer(`ns-${PREFIX}fw-n`, 80);
   const peer = await tcpServer(`ns-${PREFIX}p`, 9000);
   try {
-    assert.equal(tcpConnect(`ns-${PREFIX}p`, out, 8080), `ok ${P}`, 'TCP through the public forward reaches the node\'s port 80');
+    assert.equal(tcpConnect(`ns-${PREFIX}p`, out, 8080), `ok ${P}`, "TCP through the public forward reaches the node's port 80");
     assert.equal(tcpConnect(`ns-${PREFIX}fw-n`, P, 9000), `ok ${out}`, 'TCP from the node leaves with the outside address');
     assert.match(tcpConnect(`ns-${PREFIX}p`, out, 8081), /^(timeout|error)/, 'no TCP gets in where nothing is forwarded');
   } finally {

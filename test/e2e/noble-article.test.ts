@@ -31,7 +31,10 @@ if (skip) process.stdout.write(`# skipped: ${skip}\n`);
 
 const data = ['--data-dir', TEST_DATA_DIR];
 const nobleMounts = () => mountsUnder(join(TEST_DATA_DIR, 'mnt', 'noble')).map((m) => m.mountPoint);
-const nobleLoops = () => loopsUnder(TEST_DATA_DIR).filter((l) => l.backingFile.includes('noble')).map((l) => `${l.device} ${l.backingFile}`);
+const nobleLoops = () =>
+  loopsUnder(TEST_DATA_DIR)
+    .filter((l) => l.backingFile.includes('noble'))
+    .map((l) => `${l.device} ${l.backingFile}`);
 
 after(async () => {
   if (skip) return;
@@ -40,7 +43,10 @@ after(async () => {
   await labctl(['image', 'rm', 'noble', ...data]);
 });
 
-test('image build noble, up, exec conntrack -L in c1-nat, down: the article lab boots Ubuntu 24.04 and leaves nothing mounted', { skip, timeout: 15 * 60_000 }, async () => {
+test('image build noble, up, exec conntrack -L in c1-nat, down: the article lab boots Ubuntu 24.04 and leaves nothing mounted', {
+  skip,
+  timeout: 15 * 60_000,
+}, async () => {
   assert.match(readFileSync(join(import.meta.dirname, '../../machines/article.yaml'), 'utf8'), /^image: noble$/m, "the article's lab names noble");
   const build = await labctl(['image', 'build', 'noble', '--cache-dir', TEST_CACHE_DIR, ...data, '--json'], { timeoutMs: 12 * 60_000 });
   assert.equal(build.exitCode, 0, build.stderr);
@@ -49,19 +55,27 @@ test('image build noble, up, exec conntrack -L in c1-nat, down: the article lab 
   // `labctl up` with no arguments: the article's lab, its image: noble.
   const up = await labctlOk(['up', ...data]);
   assert.match(up.stdout, /lab "article" is up: 4 machines/);
-  assert.deepEqual(ARTICLE_NS.filter((n) => !netnsList().includes(n)), [], 'every namespace of the article');
+  assert.deepEqual(
+    ARTICLE_NS.filter((n) => !netnsList().includes(n)),
+    [],
+    'every namespace of the article',
+  );
   const release = await labctlOk(['exec', 'c0', '--', 'cat', '/etc/os-release']);
   assert.match(release.stdout, /Ubuntu 24\.04/, 'c0 runs Ubuntu 24.04');
 
   // The article's first experiment from inside the machines, then its conntrack -L.
   await labctlOk(['exec', 'c1', '--', 'sh', '-c', 'echo abc | nc -u -w1 100.64.1.100 54321']);
   const listing = await labctlOk(['exec', 'c1-nat', '--', 'conntrack', '-L']);
-  assert.match(listing.stdout + listing.stderr, /src=10\.0\.2\.1 dst=100\.64\.1\.100 .*dport=54321/, 'c1-nat tracks c1\'s flow to c0-nat');
+  assert.match(listing.stdout + listing.stderr, /src=10\.0\.2\.1 dst=100\.64\.1\.100 .*dport=54321/, "c1-nat tracks c1's flow to c0-nat");
   assert.ok(nobleMounts().length > 0, 'up mounted the image');
 
   // down of the last lab that uses noble unmounts it and frees its loop device.
   await labctlOk(['down']);
-  assert.deepEqual(ARTICLE_NS.filter((n) => netnsList().includes(n)), [], 'no namespace left');
+  assert.deepEqual(
+    ARTICLE_NS.filter((n) => netnsList().includes(n)),
+    [],
+    'no namespace left',
+  );
   assert.deepEqual(nobleMounts(), [], 'no mount of the image left');
   assert.deepEqual(nobleLoops(), [], 'no loop device of the image left');
   assert.ok(!existsSync('/run/labctl/article.json'), 'no state file left');

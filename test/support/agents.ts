@@ -32,7 +32,7 @@ export class UdpAgent {
         if (ev.event === 'ready') resolve();
         if (ev.event === 'recv') {
           agent.received.push({ port: ev.port, from: ev.from, fromPort: ev.fromPort, msg: ev.msg });
-          agent.waiters.splice(0).forEach((w) => w());
+          for (const w of agent.waiters.splice(0)) w();
         }
       });
       child.on('exit', (code) => reject(new Error(`udp agent in ${netns} exited ${code}: ${stderr}`)));

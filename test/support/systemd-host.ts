@@ -233,7 +233,7 @@ function findLeader(nspawnPid: number): number | undefined {
 }
 
 /** pid and all its descendants (by PPid), as the real host sees them. */
-function descendants(root: number): Set<number> {
+function _descendants(root: number): Set<number> {
   const children = new Map<number, number[]>();
   for (const pid of pids()) {
     const ppid = Number(status(pid).PPid);
@@ -341,7 +341,13 @@ async function startHolder(): Promise<ChildProcess> {
 async function dropForeignMounts(holderPid: number): Promise<void> {
   const foreign = () =>
     parseMountinfo(readFileSync(`/proc/${holderPid}/mountinfo`, 'utf8'))
-      .filter((m) => m.source.startsWith('/dev/loop') || m.mountPoint === TEST_DATA_DIR || m.mountPoint.startsWith(`${TEST_DATA_DIR}/`) || m.mountPoint.startsWith('/run/netns/'))
+      .filter(
+        (m) =>
+          m.source.startsWith('/dev/loop') ||
+          m.mountPoint === TEST_DATA_DIR ||
+          m.mountPoint.startsWith(`${TEST_DATA_DIR}/`) ||
+          m.mountPoint.startsWith('/run/netns/'),
+      )
       .map((m) => m.mountPoint)
       .sort((a, b) => b.split('/').length - a.split('/').length);
   // Several passes: a mount hidden under a later one on the same path (a self bind of a
@@ -443,7 +449,8 @@ export async function startHost(): Promise<SystemdHost> {
         const r = await execInHost(['systemctl', 'is-system-running'], { allowFailure: true, timeoutMs: 10_000 });
         hostInfo.systemState = r.stdout.trim();
         if (hostInfo.systemState === 'running' || hostInfo.systemState === 'degraded') break;
-        if (Date.now() > deadline) throw new Error(`systemd host: systemd still "${hostInfo.systemState}" after ${BOOT_TIMEOUT_MS / 1000} s:\n${tail(logFile)}`);
+        if (Date.now() > deadline)
+          throw new Error(`systemd host: systemd still "${hostInfo.systemState}" after ${BOOT_TIMEOUT_MS / 1000} s:\n${tail(logFile)}`);
         await sleep(100);
       }
       hostInfo.bootSeconds = (Date.now() - started) / 1000;
@@ -551,7 +558,10 @@ async function removeSnapshotsInHolder(holderPid: number): Promise<void> {
  * (var/lib/machines, var/lib/portables), which nspawn snapshots along with it.
  */
 async function deleteSubvolumeTree(holderPid: number, mountDir: string, rel: string): Promise<void> {
-  const list = await run(inHolder(holderPid, ['btrfs', 'subvolume', 'list', '-o', join(mountDir, rel)]), { step: 'systemd host: list subvolumes', allowFailure: true });
+  const list = await run(inHolder(holderPid, ['btrfs', 'subvolume', 'list', '-o', join(mountDir, rel)]), {
+    step: 'systemd host: list subvolumes',
+    allowFailure: true,
+  });
   for (const line of list.stdout.split('\n')) {
     const nested = / path (.+)$/.exec(line.trim())?.[1];
     if (nested && nested !== rel && nested.startsWith(`${rel}/`)) await deleteSubvolumeTree(holderPid, mountDir, nested);
@@ -644,7 +654,10 @@ export async function stopHost(): Promise<LeakReport> {
 }
 
 const imageFiles = () => [imagePaths(TEST_DATA_DIR, HOST_IMAGE), imagePaths(HOST_DATA_DIR, INNER_IMAGE)].flatMap((p) => [p.imageFile, p.newImageFile]);
-const ourLoops = (before: Set<string>) => imageFiles().flatMap((f) => loopsFor(f)).filter((l) => !before.has(l.device));
+const ourLoops = (before: Set<string>) =>
+  imageFiles()
+    .flatMap((f) => loopsFor(f))
+    .filter((l) => !before.has(l.device));
 
 /**
  * What of the harness is on the real host now (empty lists: clean). Other tests may
@@ -685,7 +698,16 @@ export function leaks(innerNetns: Map<string, number>, snapshotsLeft: string[], 
 
 /** The argv (for execInHost) that runs one backend driver call inside the host. */
 export function backendCall(method: string, arg?: unknown, extra: string[] = []): string[] {
-  return ['node', '--import', 'tsx', `${HOST_PROJECT}/test/support/systemd-host.ts`, 'backend', method, ...(arg === undefined ? [] : [JSON.stringify(arg)]), ...extra];
+  return [
+    'node',
+    '--import',
+    'tsx',
+    `${HOST_PROJECT}/test/support/systemd-host.ts`,
+    'backend',
+    method,
+    ...(arg === undefined ? [] : [JSON.stringify(arg)]),
+    ...extra,
+  ];
 }
 
 async function backendDriver(args: string[]): Promise<void> {
@@ -723,10 +745,12 @@ async function backendDriver(args: string[]): Promise<void> {
       default:
         throw new Error(`unknown backend method ${method ?? ''}`);
     }
-    process.stdout.write(JSON.stringify({ ok: true, ms: Date.now() - started, result }, (_, v: unknown) => (typeof v === 'bigint' ? String(v) : v)) + '\n');
+    process.stdout.write(`${JSON.stringify({ ok: true, ms: Date.now() - started, result }, (_, v: unknown) => (typeof v === 'bigint' ? String(v) : v))}\n`);
   } catch (e) {
     const err = e as Error & { consoleTail?: string };
-    process.stdout.write(JSON.stringify({ ok: false, ms: Date.now() - started, name: err.name, message: err.message, consoleTail: err.consoleTail ?? '' }) + '\n');
+    process.stdout.write(
+      `${JSON.stringify({ ok: false, ms: Date.now() - started, name: err.name, message: err.message, consoleTail: err.consoleTail ?? '' })}\n`,
+    );
     process.exitCode = 1;
   } finally {
     if (!noClose) closeSystemBus();

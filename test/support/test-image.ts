@@ -61,7 +61,10 @@ interface BuiltFrom {
 export function imageCodeHash(recipeFile: string): string {
   const hash = createHash('sha256');
   for (const file of [...filesUnder(IMAGE_CODE_DIR).filter((f) => f.endsWith('.ts')), recipeFile]) {
-    hash.update(`${relative(IMAGE_CODE_DIR, file)}\0`).update(readFileSync(file)).update('\0');
+    hash
+      .update(`${relative(IMAGE_CODE_DIR, file)}\0`)
+      .update(readFileSync(file))
+      .update('\0');
   }
   return hash.digest('hex').slice(0, 32);
 }
@@ -107,10 +110,13 @@ async function getTestImageOnce(): Promise<TestImage> {
     const st = imageState(paths);
     const from = readBuiltFrom();
     const why =
-      st.state !== 'ready' ? 'none is built'
-      : st.meta?.recipeHash !== hash ? 'the recipe changed'
-      : from.fsid !== st.meta.fsid || from.codeHash !== codeHash ? 'the image build code changed (or its record is missing)'
-      : undefined;
+      st.state !== 'ready'
+        ? 'none is built'
+        : st.meta?.recipeHash !== hash
+          ? 'the recipe changed'
+          : from.fsid !== st.meta.fsid || from.codeHash !== codeHash
+            ? 'the image build code changed (or its record is missing)'
+            : undefined;
     let built = false;
     if (why) {
       const started = Date.now();
@@ -119,7 +125,7 @@ async function getTestImageOnce(): Promise<TestImage> {
       rmSync(BUILT_FROM, { force: true });
       const result = await buildImage(recipe, { dataDir: TEST_DATA_DIR, renderer: 'silent', handleSignals: false });
       const record: BuiltFrom = { fsid: result.meta.fsid, recipeHash: hash, codeHash };
-      writeFileSync(BUILT_FROM, JSON.stringify(record, null, 2) + '\n');
+      writeFileSync(BUILT_FROM, `${JSON.stringify(record, null, 2)}\n`);
       process.stderr.write(`# built the shared test image in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
       built = true;
     }
@@ -236,8 +242,12 @@ export async function cleanupTestImage(options: { remove?: boolean; force?: bool
       if (options.remove && !mountsUnder(TEST_DATA_DIR).length) rmSync(TEST_DATA_DIR, { recursive: true, force: true });
     }
     return {
-      mounts: mountsUnder(TEST_DATA_DIR).map((m) => m.mountPoint).filter((m) => !kept(m)),
-      loops: loopsUnder(TEST_DATA_DIR).filter((l) => !kept(l.backingFile)).map((l) => `${l.device} (${l.backingFile})`),
+      mounts: mountsUnder(TEST_DATA_DIR)
+        .map((m) => m.mountPoint)
+        .filter((m) => !kept(m)),
+      loops: loopsUnder(TEST_DATA_DIR)
+        .filter((l) => !kept(l.backingFile))
+        .map((l) => `${l.device} (${l.backingFile})`),
       skipped,
     };
   };

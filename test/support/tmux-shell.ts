@@ -37,7 +37,22 @@ export async function driveShellInTmux(
   // A small sh runs labctl and then prints its exit status on the screen. (tmux's own
   // #{pane_dead_status} was not reliable here: tmux 3.3a sometimes left the exited labctl
   // unreaped after a Ctrl-C in the pane, with no status, until it got another SIGCHLD.)
-  const made = await tmux('new-session', '-d', '-s', 'sh', '-x', '200', '-y', '50', '--', 'sh', '-c', '"$@"; echo "labctl-exit=$?"; exec sleep 600', 'sh', ...shellArgv);
+  const made = await tmux(
+    'new-session',
+    '-d',
+    '-s',
+    'sh',
+    '-x',
+    '200',
+    '-y',
+    '50',
+    '--',
+    'sh',
+    '-c',
+    '"$@"; echo "labctl-exit=$?"; exec sleep 600',
+    'sh',
+    ...shellArgv,
+  );
   assert.equal(made.exitCode, 0, made.stderr);
   try {
     if (options.connected) await waitFor(options.connected, 'the shell connecting');

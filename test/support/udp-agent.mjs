@@ -14,13 +14,13 @@ let bound = 0;
 for (const port of ports) {
   const s = dgram.createSocket('udp4');
   s.on('message', (msg, rinfo) => {
-    process.stdout.write(JSON.stringify({ event: 'recv', port, from: rinfo.address, fromPort: rinfo.port, msg: msg.toString() }) + '\n');
+    process.stdout.write(`${JSON.stringify({ event: 'recv', port, from: rinfo.address, fromPort: rinfo.port, msg: msg.toString() })}\n`);
   });
   s.on('error', (e) => {
-    process.stdout.write(JSON.stringify({ event: 'error', port, message: String(e) }) + '\n');
+    process.stdout.write(`${JSON.stringify({ event: 'error', port, message: String(e) })}\n`);
   });
   s.bind(port, () => {
-    if (++bound === ports.length) process.stdout.write(JSON.stringify({ event: 'ready' }) + '\n');
+    if (++bound === ports.length) process.stdout.write(`${JSON.stringify({ event: 'ready' })}\n`);
   });
   sockets.set(port, s);
 }
@@ -30,7 +30,9 @@ rl.on('line', (line) => {
   if (cmd !== 'send') return;
   const s = sockets.get(Number(local));
   s?.send(rest.join(' '), Number(port), host, (err) => {
-    process.stdout.write(JSON.stringify({ event: err ? 'error' : 'sent', port: Number(local), to: host, toPort: Number(port), message: err ? String(err) : undefined }) + '\n');
+    process.stdout.write(
+      `${JSON.stringify({ event: err ? 'error' : 'sent', port: Number(local), to: host, toPort: Number(port), message: err ? String(err) : undefined })}\n`,
+    );
   });
 });
 rl.on('close', () => {

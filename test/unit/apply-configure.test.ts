@@ -9,7 +9,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { after, describe, test } from 'node:test';
-import { IN_NAMESPACE_SCRIPT, chunkJobs, configureNamespaces, jobArgs, jobDisplay, jobStep, sysctlWords, type NamespaceJob } from '../../src/apply/configure.js';
+import {
+  IN_NAMESPACE_SCRIPT,
+  chunkJobs,
+  configureNamespaces,
+  jobArgs,
+  jobDisplay,
+  jobStep,
+  sysctlWords,
+  type NamespaceJob,
+} from '../../src/apply/configure.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'labctl-configure-'));
 const bin = join(dir, 'bin');
@@ -27,9 +36,15 @@ function stub(name: string, body: string): void {
   chmodSync(join(bin, name), 0o755);
 }
 const modes = (file: string) => `"$(stat -c %a "$(dirname "${file}")")/$(stat -c %a "${file}")"`;
-stub('ip', `if [ "$1" = -n ]; then ns=$2; shift 2; else ns=$LABCTL_TEST_NS; fi\n[ "$1" = -batch ] || { echo "ip stand-in: want -batch FILE, got $*" >&2; exit 2; }\nprintf 'ip %s %s %s\\n' "$ns" ${modes('$2')} "$(tr '\\n' ';' <"$2")" >"${log}/$$"`);
+stub(
+  'ip',
+  `if [ "$1" = -n ]; then ns=$2; shift 2; else ns=$LABCTL_TEST_NS; fi\n[ "$1" = -batch ] || { echo "ip stand-in: want -batch FILE, got $*" >&2; exit 2; }\nprintf 'ip %s %s %s\\n' "$ns" ${modes('$2')} "$(tr '\\n' ';' <"$2")" >"${log}/$$"`,
+);
 stub('nsenter', `ns=\${1#--net=/run/netns/}; shift; [ "$1" = -- ] && shift\nLABCTL_TEST_NS=$ns exec "$@"`);
-stub('nft', `[ "$1" = -f ] || { echo "nft stand-in: want -f FILE, got $*" >&2; exit 2; }\ncase "$(cat "$2")" in *BAD*) echo "nft: syntax error in $LABCTL_TEST_NS" >&2; exit 1;; esac\nprintf 'nft %s %s %s\\n' "$LABCTL_TEST_NS" ${modes('$2')} "$(tr '\\n' ';' <"$2")" >"${log}/$$"`);
+stub(
+  'nft',
+  `[ "$1" = -f ] || { echo "nft stand-in: want -f FILE, got $*" >&2; exit 2; }\ncase "$(cat "$2")" in *BAD*) echo "nft: syntax error in $LABCTL_TEST_NS" >&2; exit 1;; esac\nprintf 'nft %s %s %s\\n' "$LABCTL_TEST_NS" ${modes('$2')} "$(tr '\\n' ';' <"$2")" >"${log}/$$"`,
+);
 const env = { ...process.env, PATH: `${bin}:${process.env.PATH ?? '/usr/bin:/bin'}` };
 
 /** Runs fn with the stand-ins first on PATH (run() spawns with this process's environment) and no records yet. */
@@ -47,7 +62,9 @@ async function withStandIns<T>(fn: () => Promise<T>): Promise<T> {
 
 function logLines(): string[] {
   try {
-    return readdirSync(log).map((f) => readFileSync(join(log, f), 'utf8').replace(/\n$/, '')).sort();
+    return readdirSync(log)
+      .map((f) => readFileSync(join(log, f), 'utf8').replace(/\n$/, ''))
+      .sort();
   } catch {
     return [];
   }
@@ -79,11 +96,15 @@ describe('configureNamespaces (with stand-in commands)', () => {
   test('a ruleset and a batch over 128 KiB (the limit of one argument) arrive intact', async () => {
     // Many forwards make a large ruleset; 200 KiB of it, and of addresses for the internet's batch.
     const ruleset = Array.from({ length: 3200 }, (_, i) => `\t\tudp dport ${10000 + i} dnat to 10.0.1.1:${20000 + i} comment "forward ${i}"`).join('\n');
-    const ipBatch = Array.from({ length: 4800 }, (_, i) => `addr add 100.64.${i >> 8}.${i & 255}/32 dev ve-inet-${i}`).join('\n') + '\n';
+    const ipBatch = `${Array.from({ length: 4800 }, (_, i) => `addr add 100.64.${i >> 8}.${i & 255}/32 dev ve-inet-${i}`).join('\n')}\n`;
     assert.ok(ruleset.length > 200_000 && ipBatch.length > 200_000);
     const jobs = [nat(1, ruleset), { netns: 'ns-inet', ipBatch, sysctls: [] }];
     await withStandIns(() => configureNamespaces(jobs, join(dir, 'work-large'), 2));
-    assert.deepEqual(logLines(), [`ip ns-inet 700/600 ${ipBatch.replaceAll('\n', ';')}`, 'ip ns-s1-nat 700/600 link set lo up;', `nft ns-s1-nat 700/600 ${ruleset.replaceAll('\n', ';')}`]);
+    assert.deepEqual(logLines(), [
+      `ip ns-inet 700/600 ${ipBatch.replaceAll('\n', ';')}`,
+      'ip ns-s1-nat 700/600 link set lo up;',
+      `nft ns-s1-nat 700/600 ${ruleset.replaceAll('\n', ';')}`,
+    ]);
     assert.throws(() => readFileSync(join(dir, 'work-large')), /ENOENT/, 'the files are gone with the scratch directory');
   });
 
@@ -91,7 +112,10 @@ describe('configureNamespaces (with stand-in commands)', () => {
     const jobs = [node(1), nat(1, 'BAD ruleset one'), node(2), nat(2, 'BAD ruleset two'), node(3)];
     await withStandIns(() =>
       assert.rejects(configureNamespaces(jobs, join(dir, 'work2'), 3), (e: Error) => {
-        assert.match(e.message, /^addresses, routes, NAT rules in ns-s1-nat: `nsenter --net=\/run\/netns\/ns-s1-nat -- sh \(ip -batch <batch of 1 lines>; nft -f <ruleset of 1 lines>\)` exited 1:/);
+        assert.match(
+          e.message,
+          /^addresses, routes, NAT rules in ns-s1-nat: `nsenter --net=\/run\/netns\/ns-s1-nat -- sh \(ip -batch <batch of 1 lines>; nft -f <ruleset of 1 lines>\)` exited 1:/,
+        );
         assert.match(e.message, /nft: syntax error in ns-s1-nat\nlabctl: nft \(the NAT ruleset\) failed/);
         return true;
       }),
@@ -119,7 +143,14 @@ describe('the in-namespace script', () => {
 
 describe('job descriptions', () => {
   test('sysctls become /proc/sys paths; anything but numbers and plain keys is refused', () => {
-    const job: NamespaceJob = { netns: 'ns-x', ipBatch: '', sysctls: [['net.ipv4.ip_forward', '1'], ['net.netfilter.nf_conntrack_udp_timeout', '30']] };
+    const job: NamespaceJob = {
+      netns: 'ns-x',
+      ipBatch: '',
+      sysctls: [
+        ['net.ipv4.ip_forward', '1'],
+        ['net.netfilter.nf_conntrack_udp_timeout', '30'],
+      ],
+    };
     assert.equal(sysctlWords(job), '/proc/sys/net/ipv4/ip_forward=1 /proc/sys/net/netfilter/nf_conntrack_udp_timeout=30');
     assert.throws(() => sysctlWords({ ...job, sysctls: [['net.ipv4.ip_forward', '1 2']] }), /only numeric values/);
     assert.throws(() => sysctlWords({ ...job, sysctls: [['../../etc/x', '1']] }), /only numeric values of plain keys/);
@@ -128,18 +159,26 @@ describe('job descriptions', () => {
   test('steps and displays name the namespace and what runs there', () => {
     assert.equal(jobStep(node(1)), 'addresses, routes in ns-n1');
     assert.equal(jobStep({ ...nat(1), sysctls: [['net.ipv4.ip_forward', '1']] }), 'addresses, routes, NAT rules, sysctls in ns-s1-nat');
-    assert.deepEqual(jobDisplay({ netns: 'ns-inet', ipBatch: 'link set lo up\naddr add 100.64.1.254/24 dev ve-inet-c0\n', sysctls: [['net.ipv4.ip_forward', '1']] }), [
+    assert.deepEqual(
+      jobDisplay({ netns: 'ns-inet', ipBatch: 'link set lo up\naddr add 100.64.1.254/24 dev ve-inet-c0\n', sysctls: [['net.ipv4.ip_forward', '1']] }),
+      ['nsenter', '--net=/run/netns/ns-inet', '--', 'sh (ip -batch <batch of 2 lines>; sysctl net.ipv4.ip_forward=1)'],
+    );
+    assert.deepEqual(jobDisplay(nat(1, 'table ip labctl\ndelete table ip labctl\n')), [
       'nsenter',
-      '--net=/run/netns/ns-inet',
+      '--net=/run/netns/ns-s1-nat',
       '--',
-      'sh (ip -batch <batch of 2 lines>; sysctl net.ipv4.ip_forward=1)',
+      'sh (ip -batch <batch of 1 lines>; nft -f <ruleset of 2 lines>)',
     ]);
-    assert.deepEqual(jobDisplay(nat(1, 'table ip labctl\ndelete table ip labctl\n')), ['nsenter', '--net=/run/netns/ns-s1-nat', '--', 'sh (ip -batch <batch of 1 lines>; nft -f <ruleset of 2 lines>)']);
   });
 
-  test('a job\'s launcher arguments: its namespace, the paths of its batch and ruleset files, its sysctls', () => {
+  test("a job's launcher arguments: its namespace, the paths of its batch and ruleset files, its sysctls", () => {
     assert.deepEqual(jobArgs(node(1), 7, '/w'), ['ns-n1', '/w/7.ip', '', '']);
-    assert.deepEqual(jobArgs({ ...nat(1), sysctls: [['net.ipv4.ip_forward', '1']] }, 8, '/w'), ['ns-s1-nat', '/w/8.ip', '/w/8.nft', '/proc/sys/net/ipv4/ip_forward=1']);
+    assert.deepEqual(jobArgs({ ...nat(1), sysctls: [['net.ipv4.ip_forward', '1']] }, 8, '/w'), [
+      'ns-s1-nat',
+      '/w/8.ip',
+      '/w/8.nft',
+      '/proc/sys/net/ipv4/ip_forward=1',
+    ]);
   });
 
   test('chunks keep each launcher under its argument budget, in order; batches and rulesets count only as paths', () => {
@@ -149,7 +188,10 @@ describe('job descriptions', () => {
     // Each argument costs its bytes, a NUL and a pointer.
     const cost = args[0]!.reduce((sum, a) => sum + a.length + 9, 0);
     const chunks = chunkJobs(args, Math.floor(cost * 3.5));
-    assert.deepEqual(chunks.map((c) => c.length), [3, 3, 3, 1]);
+    assert.deepEqual(
+      chunks.map((c) => c.length),
+      [3, 3, 3, 1],
+    );
     assert.deepEqual(chunks.flat(), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
     assert.deepEqual(chunkJobs([args[0]!], 1), [[0]], 'a job larger than the budget still gets a launcher of its own');
   });

@@ -30,7 +30,10 @@ interface Gate {
 function gate(): Gate {
   let open!: () => void;
   let fail!: (e: Error) => void;
-  const promise = new Promise<void>((resolve, reject) => ((open = resolve), (fail = reject)));
+  const promise = new Promise<void>((resolve, reject) => {
+    open = resolve;
+    fail = reject;
+  });
   promise.catch(() => {});
   return { promise, open, fail };
 }
@@ -78,7 +81,14 @@ class StandInBackend implements MachineBackend {
     // As both real backends: a start asked for once `up` rolls back does not start.
     if (spec.signal?.aborted) throw new MachineStartError(spec.name, 'not started: up is being rolled back');
     await w.gates.get(spec.name)?.promise;
-    const state: MachineState = { name: spec.name, netns: spec.netns, image: spec.image, directory: spec.directory, backend: this.name, startedAt: new Date().toISOString() };
+    const state: MachineState = {
+      name: spec.name,
+      netns: spec.netns,
+      image: spec.image,
+      directory: spec.directory,
+      backend: this.name,
+      startedAt: new Date().toISOString(),
+    };
     w.running.set(spec.name, state);
     w.events.push(`started ${spec.name}`);
     return state;
@@ -230,24 +240,32 @@ describe('labUp', () => {
     const rollback = from(world.events, 'stop');
     assert.deepEqual(rollback.slice(0, 2).sort(), [`stop ${A}`, `stop ${C}`], 'first the machines that started');
     assert.deepEqual(rollback.slice(2, 3), [`sweep ${IMAGE_DIR}`]);
-    assert.deepEqual(rollback.slice(3, 6).sort(), [A, B, C].map((n) => `stop ${n}`), 'then every machine by name (one whose start was cut short too)');
+    assert.deepEqual(
+      rollback.slice(3, 6).sort(),
+      [A, B, C].map((n) => `stop ${n}`),
+      'then every machine by name (one whose start was cut short too)',
+    );
     assert.deepEqual(rollback.slice(6), [`sweep ${IMAGE_DIR}`, 'net down', 'release bookworm'], 'the network, then the image it no longer uses');
     assert.equal(readState(LAB.name), undefined, 'no state file left');
     assert.ok(!existsSync(labRunDir(LAB.name)), 'no run dir left');
     assert.equal(world.running.size, 0);
   });
 
-  test('the network fails: no machine starts, the error is the network\'s, and nothing is left', async () => {
+  test("the network fails: no machine starts, the error is the network's, and nothing is left", async () => {
     const world = new World();
     const host = standInHost(world);
-    const up = labUp(LAB, { renderer: 'silent' }, {
-      ...host,
-      netUp: async (lab) => {
-        world.events.push('net up');
-        writeState(stateOf(lab, 'creating'));
-        throw new Error('ip: RTNETLINK answers: File exists');
+    const up = labUp(
+      LAB,
+      { renderer: 'silent' },
+      {
+        ...host,
+        netUp: async (lab) => {
+          world.events.push('net up');
+          writeState(stateOf(lab, 'creating'));
+          throw new Error('ip: RTNETLINK answers: File exists');
+        },
       },
-    });
+    );
     await assert.rejects(up, (e: unknown) => {
       assert.ok(e instanceof LabctlError);
       // Not "only 0 of 3 machines started": the machines did not start because of it.
@@ -266,7 +284,10 @@ describe('labUp', () => {
     a!.open();
     await until(() => recordedNames().includes(A), `${A} recorded`);
     world.interrupt!('SIGINT');
-    assert.ok(world.starts.every((s) => s.spec.signal?.aborted), 'every start in flight is told');
+    assert.ok(
+      world.starts.every((s) => s.spec.signal?.aborted),
+      'every start in flight is told',
+    );
     // Starts in flight end as they do: b boots after all, c gives up.
     b!.open();
     c!.fail(new MachineStartError(C, 'not started: up is being rolled back'));
@@ -275,7 +296,10 @@ describe('labUp', () => {
     const rollback = from(world.events, 'stop');
     assert.ok(world.events.indexOf(`started ${B}`) < world.events.indexOf(`stop ${A}`), 'the rollback waits for the starts in flight');
     assert.deepEqual(rollback.slice(0, 2).sort(), [`stop ${A}`, `stop ${B}`]);
-    assert.deepEqual(rollback.slice(3, 6).sort(), [A, B, C].map((n) => `stop ${n}`));
+    assert.deepEqual(
+      rollback.slice(3, 6).sort(),
+      [A, B, C].map((n) => `stop ${n}`),
+    );
     assert.deepEqual(rollback.slice(-2), ['net down', 'release bookworm']);
     assert.equal(readState(LAB.name), undefined, 'no state file left');
     assert.equal(world.running.size, 0);
@@ -289,7 +313,10 @@ describe('labUp', () => {
     world.interrupt!('SIGTERM');
     network.open();
     await world.exited.promise;
-    assert.ok(world.starts.every((s) => s.abortedAtCall), 'no start asked for before the abort');
+    assert.ok(
+      world.starts.every((s) => s.abortedAtCall),
+      'no start asked for before the abort',
+    );
     assert.ok(!world.events.some((e) => e.startsWith('started')), world.events.join(', '));
     assert.deepEqual(world.events.slice(-2), ['net down', 'release bookworm']);
     assert.equal(readState(LAB.name), undefined);
@@ -320,10 +347,7 @@ describe('labUp', () => {
     assert.equal(result.changed, true);
     const firstStart = world.events.findIndex((e) => e.startsWith('start '));
     const cleared = world.events.slice(0, firstStart);
-    assert.deepEqual(
-      cleared.filter((e) => e.startsWith('stop')).sort(),
-      [`stop ${A}`, `stop ${B}`],
-    );
+    assert.deepEqual(cleared.filter((e) => e.startsWith('stop')).sort(), [`stop ${A}`, `stop ${B}`]);
     assert.ok(cleared.indexOf('net down') > cleared.indexOf(`stop ${B}`) && cleared.indexOf('net down') < cleared.indexOf('net up'), cleared.join(', '));
     assert.deepEqual(recordedNames().sort(), [A, B, C]);
     assert.deepEqual([...world.running.keys()].sort(), [A, B, C], 'one of each');
@@ -331,7 +355,7 @@ describe('labUp', () => {
 });
 
 describe('labDown', () => {
-  test('stops the recorded machines and the lab\'s unrecorded ones (never another lab\'s), then the network', async () => {
+  test("stops the recorded machines and the lab's unrecorded ones (never another lab's), then the network", async () => {
     const world = new World();
     writeState(stateOf(LAB, 'up', [machineState(A)]));
     // Lab "other" took the name ut-c first (a prefix clash that `up` refuses).
@@ -341,7 +365,7 @@ describe('labDown', () => {
     assert.deepEqual(result.stopped, [A, B]);
     assert.deepEqual(world.events.filter((e) => e.startsWith('stop')).sort(), [`stop ${A}`, `stop ${B}`]);
     assert.equal(world.events.at(-1), 'net down');
-    assert.deepEqual([...world.running.keys()], [C], 'the other lab\'s machine runs on');
+    assert.deepEqual([...world.running.keys()], [C], "the other lab's machine runs on");
     assert.equal(readState(LAB.name), undefined);
   });
 

@@ -5,7 +5,14 @@ import { describe, test } from 'node:test';
 import { alreadyUpMessage } from '../../src/apply/lab.js';
 import type { MachineState } from '../../src/host/state.js';
 
-const machine = (name: string, over: Partial<MachineState> = {}): MachineState => ({ name, netns: `ns-${name}`, image: 'bookworm', directory: '/var/lib/labctl/images/bookworm', backend: 'direct', ...over });
+const machine = (name: string, over: Partial<MachineState> = {}): MachineState => ({
+  name,
+  netns: `ns-${name}`,
+  image: 'bookworm',
+  directory: '/var/lib/labctl/images/bookworm',
+  backend: 'direct',
+  ...over,
+});
 const four = ['c0', 'c0-nat', 'c1', 'c1-nat'].map((n) => machine(n));
 
 describe('alreadyUpMessage', () => {

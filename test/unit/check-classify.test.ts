@@ -50,7 +50,10 @@ test('filtering runs: EIF, ADF, APDF from which changed answers got in (RFC 5780
   assert.equal(classifyFilteringRun(filtering(1, false, true, false)).value, 'inconsistent');
   // The evidence names the server endpoint whose answer got in.
   assert.equal(classifyFilteringRun(filtering(1, true, false, false)).detail, ':1 same yes, other port 203.0.113.1:3479 yes, other address no, both no');
-  assert.equal(classifyFilteringRun(filtering(1, true, true, true)).detail, ':1 same yes, other port 203.0.113.1:3479 yes, other address 203.0.113.2:3478 yes, both 203.0.113.2:3479 yes');
+  assert.equal(
+    classifyFilteringRun(filtering(1, true, true, true)).detail,
+    ':1 same yes, other port 203.0.113.1:3479 yes, other address 203.0.113.2:3478 yes, both 203.0.113.2:3479 yes',
+  );
   const noAnswer = { ...filtering(1, false, false, false), same: obs([A1, 3478]) };
   assert.equal(classifyFilteringRun(noAnswer).value, 'unknown');
   // A server that ignores CHANGE-REQUEST answers from where it was asked: the test says nothing.
@@ -70,25 +73,66 @@ test('hairpinning: delivered or not, and the source a hairpinned packet shows', 
 });
 
 test('port allocation: preserved, fixed, randomised, sequential', () => {
-  assert.deepEqual(classifyPorts([{ local: 5000, mapped: 5000 }, { local: 6000, mapped: 6000 }]).value, { kind: 'preserved' });
-  assert.deepEqual(classifyPorts([{ local: 5000, mapped: 54321 }, { local: 6000, mapped: 54321 }]).value, { kind: 'fixed', port: 54321 });
-  const random = classifyPorts([{ local: 5000, mapped: 31000 }, { local: 6000, mapped: 1200 }, { local: 7000, mapped: 60200 }]);
+  assert.deepEqual(
+    classifyPorts([
+      { local: 5000, mapped: 5000 },
+      { local: 6000, mapped: 6000 },
+    ]).value,
+    { kind: 'preserved' },
+  );
+  assert.deepEqual(
+    classifyPorts([
+      { local: 5000, mapped: 54321 },
+      { local: 6000, mapped: 54321 },
+    ]).value,
+    { kind: 'fixed', port: 54321 },
+  );
+  const random = classifyPorts([
+    { local: 5000, mapped: 31000 },
+    { local: 6000, mapped: 1200 },
+    { local: 7000, mapped: 60200 },
+  ]);
   assert.deepEqual(random.value, { kind: 'not-preserved' });
   assert.match(random.detail, /^randomised/);
-  assert.match(classifyPorts([{ local: 5000, mapped: 1024 }, { local: 6000, mapped: 1025 }, { local: 7000, mapped: 1026 }]).detail, /^sequential/);
+  assert.match(
+    classifyPorts([
+      { local: 5000, mapped: 1024 },
+      { local: 6000, mapped: 1025 },
+      { local: 7000, mapped: 1026 },
+    ]).detail,
+    /^sequential/,
+  );
   assert.equal(classifyPorts([]).value, 'unknown');
 });
 
 test('runs that disagree are reported as inconsistent, not averaged', () => {
-  assert.equal(aggregate([{ value: 'a', detail: '' }, { value: 'a', detail: '' }]), 'a');
-  assert.equal(aggregate([{ value: 'a', detail: '' }, { value: 'b', detail: '' }]), 'inconsistent');
-  assert.equal(aggregate([{ value: 'a', detail: '' }, { value: 'unknown', detail: '' }]), 'inconsistent');
+  assert.equal(
+    aggregate([
+      { value: 'a', detail: '' },
+      { value: 'a', detail: '' },
+    ]),
+    'a',
+  );
+  assert.equal(
+    aggregate([
+      { value: 'a', detail: '' },
+      { value: 'b', detail: '' },
+    ]),
+    'inconsistent',
+  );
+  assert.equal(
+    aggregate([
+      { value: 'a', detail: '' },
+      { value: 'unknown', detail: '' },
+    ]),
+    'inconsistent',
+  );
   assert.equal(aggregate([{ value: 'unknown', detail: '' }]), 'unknown');
   assert.equal(describeType('endpoint-independent', 'address-dependent'), 'restricted-cone (EIM+ADF)');
   assert.equal(describeType('address-dependent', 'endpoint-independent'), 'no classic name (ADM+EIF)');
 });
 
-test('analyse: rows with declared, measured, match and evidence; the article\'s restricted cone note', () => {
+test("analyse: rows with declared, measured, match and evidence; the article's restricted cone note", () => {
   const runs = {
     mapping: [mapping(40001, [54321, 54321, 54321, 54321]), mapping(40002, [54321, 54321, 54321, 54321])],
     filtering: [filtering(12345, false, false, false, 54321), filtering(12345, false, false, false, 54321)],
@@ -97,7 +141,12 @@ test('analyse: rows with declared, measured, match and evidence; the article\'s 
       { a: { local: 12345, mapped: to(OUT, 54321) }, b: { local: 40004, mapped: to(OUT, 54321) }, delivered: false },
     ],
   };
-  const declared = { mapping: 'endpoint-independent' as const, filtering: 'address-dependent' as const, hairpinning: false, port: { kind: 'fixed' as const, port: 54321 } };
+  const declared = {
+    mapping: 'endpoint-independent' as const,
+    filtering: 'address-dependent' as const,
+    hairpinning: false,
+    port: { kind: 'fixed' as const, port: 54321 },
+  };
   const r = analyse(runs, declared);
   assert.equal(r.match, false);
   const row = (t: string) => r.rows.find((x) => x.test === t)!;
@@ -137,7 +186,10 @@ test('a NAT chain, seen from the internet: mapping and filtering the most depend
   const lab = parseLab(LAB, 'test.yaml');
   const targets = labTargets(lab);
   const home = targets.find((t) => t.name === 'home-nat')!;
-  assert.deepEqual(home.path.map((h) => h.name), ['home-nat', 'cgn-nat']);
+  assert.deepEqual(
+    home.path.map((h) => h.name),
+    ['home-nat', 'cgn-nat'],
+  );
   assert.equal(home.group, 'cgn-nat');
   assert.deepEqual(home.declared, {
     mapping: 'endpoint-independent',
@@ -156,7 +208,10 @@ test('a NAT chain, seen from the internet: mapping and filtering the most depend
   const art = targets.find((t) => t.name === 'art-nat')!;
   assert.equal(art.localPort, 12345, 'probes use the port the fixed-port NAT forwards to');
   assert.deepEqual(art.declared!.port, { kind: 'fixed', port: 54321 });
-  const fixedOuter = composeDeclared([lab.nats.find((n) => n.name === 'sym-nat')!, { ...lab.nats.find((n) => n.name === 'art-nat')!, outside: { ...lab.nats[0]!.outside } }]);
+  const fixedOuter = composeDeclared([
+    lab.nats.find((n) => n.name === 'sym-nat')!,
+    { ...lab.nats.find((n) => n.name === 'art-nat')!, outside: { ...lab.nats[0]!.outside } },
+  ]);
   assert.equal(fixedOuter.mapping, 'endpoint-independent', 'a fixed-port NAT outside hides the mapping inside it');
   // Targets behind one outer NAT never share server port pairs.
   const slots = assignSlots(targets, 6);
@@ -173,13 +228,20 @@ test('lifetimes: bracketed by the last check that found the mapping and the firs
   assert.equal(estimateLifetime([p(1.25, true), p(2.25, false), p(3.25, true)], 10).verdict, 'inconsistent');
   assert.equal(estimateLifetime([p(1.25, true), p(9.25, true)], 10).verdict, 'longer');
   assert.equal(estimateLifetime([{ idle: 1, local: 1, error: 'x' }], 10).verdict, 'unknown');
-  assert.equal(keepaliveFor(30), 25, 'WireGuard\'s 25 s under a 30 s timeout');
+  assert.equal(keepaliveFor(30), 25, "WireGuard's 25 s under a 30 s timeout");
   assert.equal(keepaliveFor(3), 2);
   assert.equal(keepaliveFor(1), 1);
   assert.deepEqual(idleGrid(3), [0.03, 1.03, 2.03]);
 });
 
-const nat = (name: string, address: string, m: ModelNat['mapping'], f: ModelNat['filtering'], extra: Partial<ModelNat> = {}): ModelNat => ({ name, address, mapping: m, filtering: f, hairpinning: false, ...extra });
+const nat = (name: string, address: string, m: ModelNat['mapping'], f: ModelNat['filtering'], extra: Partial<ModelNat> = {}): ModelNat => ({
+  name,
+  address,
+  mapping: m,
+  filtering: f,
+  hairpinning: false,
+  ...extra,
+});
 const EI = 'endpoint-independent' as const;
 const AD = 'address-dependent' as const;
 const APD = 'address-and-port-dependent' as const;
@@ -195,7 +257,7 @@ test('hole punching model: cones meet, symmetric meets only the permissive, who 
   const p = predictPunching(nodes);
   const ok = (a: string, b: string) => p.find((x) => x.from === a && x.to === b)!.verdict.delivered;
   assert.equal(ok('full', 'prc') && ok('prc', 'full'), true, 'two cones punch through');
-  assert.equal(ok('sym', 'full'), true, 'a full cone lets the symmetric NAT\'s new port in');
+  assert.equal(ok('sym', 'full'), true, "a full cone lets the symmetric NAT's new port in");
   assert.equal(ok('full', 'sym'), false, 'but the symmetric NAT only knows the server on the learned port');
   assert.equal(ok('sym', 'prc'), false);
   assert.equal(ok('sym', 'sym2') || ok('sym2', 'sym'), false, 'two symmetric NATs never meet');
@@ -208,7 +270,7 @@ test('hole punching model: cones meet, symmetric meets only the permissive, who 
   assert.match(explainDrop(back, nodes), /the port sym learned from the STUN server is open to the server only: sym \(APDM\)/);
 });
 
-test('hole punching model: hairpinning behind one NAT, a CGN chain, the article\'s fixed-port NATs', () => {
+test("hole punching model: hairpinning behind one NAT, a CGN chain, the article's fixed-port NATs", () => {
   const cgn = nat('cgn', '100.64.1.100', EI, AD, { hairpinning: true });
   const nodes: ModelNode[] = [
     { name: 'a', address: '10.0.2.1', chain: [nat('home-a', '10.0.1.2', EI, EI), cgn] },
@@ -218,7 +280,7 @@ test('hole punching model: hairpinning behind one NAT, a CGN chain, the article\
   const p = predictPunching(nodes);
   const ok = (x: string, y: string) => p.find((q) => q.from === x && q.to === y)!.verdict.delivered;
   assert.equal(ok('a', 'b') && ok('b', 'a'), true, 'hairpinned by the carrier NAT, let in by EIF homes');
-  assert.equal(ok('a', 'c'), true, 'c has sent to a\'s hairpinned endpoint... exactly, so its APDF lets the reply in');
+  assert.equal(ok('a', 'c'), true, "c has sent to a's hairpinned endpoint... exactly, so its APDF lets the reply in");
   const noHairpin = predictPunching([
     { name: 'a', address: '10.0.2.1', chain: [nat('lan', '100.64.1.100', EI, EI)] },
     { name: 'b', address: '10.0.2.2', chain: [nat('lan', '100.64.1.100', EI, EI)] },
@@ -229,7 +291,10 @@ test('hole punching model: hairpinning behind one NAT, a CGN chain, the article\
     { name: 'c0', address: '10.0.1.1', chain: [nat('c0-nat', '100.64.1.100', EI, EI, { fixedPort: 54321, forwardTo: 'c0' })] },
     { name: 'c1', address: '10.0.2.1', chain: [nat('c1-nat', '100.64.2.100', EI, AD, { fixedPort: 54321, forwardTo: 'c1' })] },
   ]);
-  assert.ok(article.every((x) => x.verdict.delivered), 'the article\'s two NATs talk both ways on 54321');
+  assert.ok(
+    article.every((x) => x.verdict.delivered),
+    "the article's two NATs talk both ways on 54321",
+  );
 });
 
 test('hole punching model: when who sends first decides, the prediction says so', () => {
@@ -243,11 +308,11 @@ test('hole punching model: when who sends first decides, the prediction says so'
   assert.equal(v.timing, true);
   assert.match(v.reason!, /depends on whose packet the NATs see first: it arrives when prc sends first, otherwise prc-nat \(APDF\) drops it/);
   const back = p.find((x) => x.from === 'prc' && x.to === 'adm')!.verdict;
-  assert.equal(back.timing, true, 'if adm sends first, prc\'s packet collides with adm\'s own flow to prc in conntrack');
+  assert.equal(back.timing, true, "if adm sends first, prc's packet collides with adm's own flow to prc in conntrack");
   assert.match(back.reason!, /a conntrack clash/);
 });
 
-test('options: --expect, --server, the server address pair avoids the lab\'s subnets', () => {
+test("options: --expect, --server, the server address pair avoids the lab's subnets", () => {
   assert.deepEqual(parseExpect('restricted-cone'), { mapping: EI, filtering: AD });
   assert.deepEqual(parseExpect('apdm+apdf'), { mapping: APD, filtering: APD });
   assert.throws(() => parseExpect('cone'), /--expect wants/);
@@ -262,9 +327,15 @@ test('options: --expect, --server, the server address pair avoids the lab\'s sub
 
 test('mapping evidence shows the outside address with the ports, or every endpoint when addresses differ', () => {
   const obs = (address: string, port: number) => ({ mapped: { address, port } });
-  const one = classifyMappingRun({ local: 5000, observations: [obs('100.64.1.100', 1024), obs('100.64.1.100', 1024), obs('100.64.1.100', 1024), obs('100.64.1.100', 1024)] } as never);
+  const one = classifyMappingRun({
+    local: 5000,
+    observations: [obs('100.64.1.100', 1024), obs('100.64.1.100', 1024), obs('100.64.1.100', 1024), obs('100.64.1.100', 1024)],
+  } as never);
   assert.equal(one.detail, ':5000 -> 100.64.1.100: 1024 1024 1024 1024');
-  const pool = classifyMappingRun({ local: 5000, observations: [obs('100.64.1.100', 1024), obs('100.64.1.100', 1024), obs('100.64.1.101', 1024), obs('100.64.1.101', 1024)] } as never);
+  const pool = classifyMappingRun({
+    local: 5000,
+    observations: [obs('100.64.1.100', 1024), obs('100.64.1.100', 1024), obs('100.64.1.101', 1024), obs('100.64.1.101', 1024)],
+  } as never);
   assert.equal(pool.value, 'address-dependent');
   assert.equal(pool.detail, ':5000 -> 100.64.1.100:1024 100.64.1.100:1024 100.64.1.101:1024 100.64.1.101:1024');
 });

@@ -2,7 +2,18 @@
 // keepalive advice of --lifetime, and the --pairs grid with what is predicted and what seen.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { explainLifetimes, governingLifetime, governingOver, keepaliveFor, kindReport, unconfirmedLifetimes, unmeasuredLifetimes, type KindReport, type LifetimeEstimate, type LifetimeTargetReport } from '../../src/check/lifetime.js';
+import {
+  explainLifetimes,
+  governingLifetime,
+  governingOver,
+  keepaliveFor,
+  kindReport,
+  unconfirmedLifetimes,
+  unmeasuredLifetimes,
+  type KindReport,
+  type LifetimeEstimate,
+  type LifetimeTargetReport,
+} from '../../src/check/lifetime.js';
 import { formatPairs, pairCell, type PairNode, type PairsReport } from '../../src/check/pairs.js';
 import { predictPunching, type ModelNode } from '../../src/check/punch-model.js';
 import { checkExitCode } from '../../src/check/report.js';
@@ -12,7 +23,11 @@ test('exit code: 2 when anything could not be measured, else 1 when anything dif
   assert.equal(checkExitCode([]), 0);
   assert.equal(checkExitCode([{ match: true, unmeasured: [] }, { match: undefined }]), 0, 'nothing declared is no difference');
   assert.equal(checkExitCode([{ match: true, unmeasured: [] }, { match: false }]), 1);
-  assert.equal(checkExitCode([{ match: false, unmeasured: [] }, { unmeasured: ["fc-nat's unreplied lifetime"] }]), 2, 'a missing verdict wins over a difference');
+  assert.equal(
+    checkExitCode([{ match: false, unmeasured: [] }, { unmeasured: ["fc-nat's unreplied lifetime"] }]),
+    2,
+    'a missing verdict wins over a difference',
+  );
   // --lifetime alone, --namespace mode (nothing declared): a lifetime no probe could check is an error.
   assert.equal(checkExitCode([{ unmeasured: ["ns-a-nat's stream lifetime"] }]), 2);
 });
@@ -75,20 +90,34 @@ test('keepalive: under the shortest lifetime; a lifetime longer than the checks 
   const b = target('b-nat', kinds(measured(20), measured(40)), ['b-nat', 'cgn-nat']);
   assert.equal(governingOver([a, b])!.target, b);
   const text = explainLifetimes([a, b]).join('\n');
-  assert.match(text, /The shortest lifetime measured is 20 s \(unreplied, b-nat through b-nat and cgn-nat\): a keepalive every 16 s keeps every mapping \(e\.g\. WireGuard PersistentKeepalive = 16\)\./);
+  assert.match(
+    text,
+    /The shortest lifetime measured is 20 s \(unreplied, b-nat through b-nat and cgn-nat\): a keepalive every 16 s keeps every mapping \(e\.g\. WireGuard PersistentKeepalive = 16\)\./,
+  );
   assert.match(text, /Lifetimes only known to be longer than the checks went are longer than that one too: they do not change it\./);
   const capped = explainLifetimes([target('a-nat', kinds(measured(30), longer(19.03)))]).join('\n');
-  assert.match(capped, /The shortest lifetime is only known to be longer than 19 s \(stream, a-nat: the mapping outlived every check; see --lifetime-max\), and none measured is shorter: a keepalive every 15 s keeps every mapping, if perhaps more often than needed \(e\.g\. WireGuard PersistentKeepalive = 15\)\./);
+  assert.match(
+    capped,
+    /The shortest lifetime is only known to be longer than 19 s \(stream, a-nat: the mapping outlived every check; see --lifetime-max\), and none measured is shorter: a keepalive every 15 s keeps every mapping, if perhaps more often than needed \(e\.g\. WireGuard PersistentKeepalive = 15\)\./,
+  );
   assert.match(explainLifetimes([a, target('c-nat', kinds(est('unknown'), measured(40)))]).at(-1)!, /^No keepalive can be recommended/);
 });
 
 const SERVER = { netns: 'ns-inet', addresses: ['203.0.113.1', '203.0.113.2'], ports: [3478, 3479] as [number, number], portPairs: 3, external: false };
 const ep = (address: string, port: number) => ({ address, port });
 
-test('--pairs cells: a node that learned no endpoint keeps that reason; the model\'s reasons are marked predicted', () => {
+test("--pairs cells: a node that learned no endpoint keeps that reason; the model's reasons are marked predicted", () => {
   const model: ModelNode[] = [
-    { name: 'full', address: '10.0.1.1', chain: [{ name: 'fc', address: '100.64.1.100', mapping: 'endpoint-independent', filtering: 'endpoint-independent', hairpinning: false }] },
-    { name: 'sym', address: '10.0.3.1', chain: [{ name: 'sym-nat', address: '100.64.3.100', mapping: 'address-and-port-dependent', filtering: 'address-and-port-dependent', hairpinning: false }] },
+    {
+      name: 'full',
+      address: '10.0.1.1',
+      chain: [{ name: 'fc', address: '100.64.1.100', mapping: 'endpoint-independent', filtering: 'endpoint-independent', hairpinning: false }],
+    },
+    {
+      name: 'sym',
+      address: '10.0.3.1',
+      chain: [{ name: 'sym-nat', address: '100.64.3.100', mapping: 'address-and-port-dependent', filtering: 'address-and-port-dependent', hairpinning: false }],
+    },
   ];
   const p = predictPunching(model);
   const pred = (from: string, to: string) => ({ p: p.find((x) => x.from === from && x.to === to)!, model, kind: 'declared' as const });
@@ -96,7 +125,11 @@ test('--pairs cells: a node that learned no endpoint keeps that reason; the mode
   const sym: PairNode = { name: 'sym', netns: 'ns-sym', learned: ep('100.64.3.100', 50000) };
   const lost: PairNode = { name: 'sym', netns: 'ns-sym' };
   const notTried = pairCell(full, lost, undefined, 40001, pred('full', 'sym'));
-  assert.deepEqual(notTried, { from: 'full', to: 'sym', delivered: false, why: 'sym learned no endpoint from the STUN server', basis: 'observed' }, 'not overwritten by the model, nothing compared');
+  assert.deepEqual(
+    notTried,
+    { from: 'full', to: 'sym', delivered: false, why: 'sym learned no endpoint from the STUN server', basis: 'observed' },
+    'not overwritten by the model, nothing compared',
+  );
   const dropped = pairCell(full, sym, undefined, 40001, pred('full', 'sym'));
   assert.deepEqual([dropped.delivered, dropped.predicted, dropped.match, dropped.basis], [false, false, true, 'predicted']);
   assert.match(dropped.why!, /sym-nat \(APDF\) drops it/);
@@ -119,7 +152,15 @@ test('--pairs text: the grid, timing-dependent directions, predicted reasons lab
     cells: [
       { from: 'b', to: 'a', delivered: true, predicted: true, match: true },
       { from: 'c', to: 'a', delivered: false, why: 'c learned no endpoint from the STUN server', basis: 'observed' },
-      { from: 'a', to: 'b', delivered: false, predicted: 'either', match: true, why: 'depends on whose packet the NATs see first: it arrives when b sends first, otherwise b-nat (APDF) drops it', basis: 'predicted' },
+      {
+        from: 'a',
+        to: 'b',
+        delivered: false,
+        predicted: 'either',
+        match: true,
+        why: 'depends on whose packet the NATs see first: it arrives when b sends first, otherwise b-nat (APDF) drops it',
+        basis: 'predicted',
+      },
       { from: 'c', to: 'b', delivered: false, why: 'c learned no endpoint from the STUN server', basis: 'observed' },
       { from: 'a', to: 'c', delivered: false, why: 'c learned no endpoint from the STUN server', basis: 'observed' },
       { from: 'b', to: 'c', delivered: false, why: 'c learned no endpoint from the STUN server', basis: 'observed' },
@@ -159,14 +200,25 @@ test('--pairs text: the grid, timing-dependent directions, predicted reasons lab
     nodes: r.nodes.slice(0, 2),
     cells: [
       { from: 'a', to: 'b', delivered: true, predicted: true, match: true },
-      { from: 'b', to: 'a', delivered: false, predicted: true, match: false, why: "the NATs' declared behaviour says it should arrive, but it did not", basis: 'observed' },
+      {
+        from: 'b',
+        to: 'a',
+        delivered: false,
+        predicted: true,
+        match: false,
+        why: "the NATs' declared behaviour says it should arrive, but it did not",
+        basis: 'observed',
+      },
     ],
     direct: [{ a: 'a', b: 'b', both: false }],
     unmeasured: [],
     match: false,
   });
   assert.match(wrong, /^ {2}b {10}no! {2}-$/m);
-  assert.match(wrong, /^why:\n {2}b -> a: the NATs' declared behaviour says it should arrive, but it did not\n1 direction\(s\) behaved otherwise than predicted\n$/m);
+  assert.match(
+    wrong,
+    /^why:\n {2}b -> a: the NATs' declared behaviour says it should arrive, but it did not\n1 direction\(s\) behaved otherwise than predicted\n$/m,
+  );
 });
 
 test('--nat with --namespace is an error, not silently ignored', async () => {

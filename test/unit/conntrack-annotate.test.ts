@@ -15,18 +15,25 @@ const article = loadLab('article');
 const names = addressNames(article);
 
 // c1-nat, experiment 3 (`conntrack -E -o timestamp,extended,id`).
-const NEW_C1 = '[1795929329.908333]\t    [NEW] ipv4     2 udp      17 3 src=10.0.2.1 dst=100.64.1.100 sport=47619 dport=54321 [UNREPLIED] src=100.64.1.100 dst=100.64.2.100 sport=54321 dport=54321 id=1294440207';
-const ASSURED_C1 = '[1795929332.853485]\t [UPDATE] ipv4     2 udp      17 5 src=10.0.2.1 dst=100.64.1.100 sport=47619 dport=54321 src=100.64.1.100 dst=100.64.2.100 sport=54321 dport=54321 [ASSURED] id=1294440207';
-const DESTROY_C1 = '[1795929352.024835]\t[DESTROY] ipv4     2 udp      17 src=10.0.2.1 dst=100.64.1.100 sport=47619 dport=54321 src=100.64.1.100 dst=100.64.2.100 sport=54321 dport=54321 [ASSURED] id=1294440207';
+const NEW_C1 =
+  '[1795929329.908333]\t    [NEW] ipv4     2 udp      17 3 src=10.0.2.1 dst=100.64.1.100 sport=47619 dport=54321 [UNREPLIED] src=100.64.1.100 dst=100.64.2.100 sport=54321 dport=54321 id=1294440207';
+const ASSURED_C1 =
+  '[1795929332.853485]\t [UPDATE] ipv4     2 udp      17 5 src=10.0.2.1 dst=100.64.1.100 sport=47619 dport=54321 src=100.64.1.100 dst=100.64.2.100 sport=54321 dport=54321 [ASSURED] id=1294440207';
+const DESTROY_C1 =
+  '[1795929352.024835]\t[DESTROY] ipv4     2 udp      17 src=10.0.2.1 dst=100.64.1.100 sport=47619 dport=54321 src=100.64.1.100 dst=100.64.2.100 sport=54321 dport=54321 [ASSURED] id=1294440207';
 // c0-nat, experiment 1: c1's packet to c0-nat's port forward (DNAT to c0:12345).
-const INBOUND_C0 = '    [NEW] udp      17 30 src=100.64.2.100 dst=100.64.1.100 sport=54321 dport=54321 [UNREPLIED] src=10.0.1.1 dst=100.64.2.100 sport=12345 dport=54321';
+const INBOUND_C0 =
+  '    [NEW] udp      17 30 src=100.64.2.100 dst=100.64.1.100 sport=54321 dport=54321 [UNREPLIED] src=10.0.1.1 dst=100.64.2.100 sport=12345 dport=54321';
 // c1-nat: ICMP echo from c1 to inet (SNAT, no ports) and an entry without translation.
-const ICMP_C1 = 'ipv4     2 icmp     1 29 src=10.0.2.1 dst=100.64.2.254 type=8 code=0 id=4660 src=100.64.2.254 dst=100.64.2.100 type=0 code=0 id=4660 mark=0 use=1 id=2168540686';
-const TCP_C1 = 'ipv4     2 tcp      6 431999 ESTABLISHED src=10.0.2.1 dst=100.64.1.100 sport=39488 dport=54321 src=100.64.1.100 dst=100.64.2.100 sport=54321 dport=54321 [ASSURED] mark=0 use=1 id=2385375923';
-const ZONED_C1 = 'ipv4     2 udp      17 59 src=10.0.2.1 dst=100.64.1.254 sport=7000 dport=7001 src=100.64.1.254 dst=10.0.2.1 sport=7001 dport=7000 mark=42 zone=7 use=1 id=2845337091';
+const ICMP_C1 =
+  'ipv4     2 icmp     1 29 src=10.0.2.1 dst=100.64.2.254 type=8 code=0 id=4660 src=100.64.2.254 dst=100.64.2.100 type=0 code=0 id=4660 mark=0 use=1 id=2168540686';
+const TCP_C1 =
+  'ipv4     2 tcp      6 431999 ESTABLISHED src=10.0.2.1 dst=100.64.1.100 sport=39488 dport=54321 src=100.64.1.100 dst=100.64.2.100 sport=54321 dport=54321 [ASSURED] mark=0 use=1 id=2385375923';
+const ZONED_C1 =
+  'ipv4     2 udp      17 59 src=10.0.2.1 dst=100.64.1.254 sport=7000 dport=7001 src=100.64.1.254 dst=10.0.2.1 sport=7001 dport=7000 mark=42 zone=7 use=1 id=2845337091';
 
 describe('address names from the resolved lab', () => {
-  test('nodes, both addresses of each NAT, the internet\'s link addresses', () => {
+  test("nodes, both addresses of each NAT, the internet's link addresses", () => {
     assert.deepEqual(Object.fromEntries(names), {
       '10.0.1.1': 'c0',
       '10.0.2.1': 'c1',
@@ -41,7 +48,7 @@ describe('address names from the resolved lab', () => {
 });
 
 describe('the translation', () => {
-  test('outbound (SNAT): inside endpoint -> the NAT\'s outside endpoint -> the remote', () => {
+  test("outbound (SNAT): inside endpoint -> the NAT's outside endpoint -> the remote", () => {
     const t = translation(parse(NEW_C1), names);
     assert.equal(t.kind, 'snat');
     assert.equal(t.text, 'c1 10.0.2.1:47619 -> 100.64.2.100:54321 -> 100.64.1.100:54321 c0-nat');
@@ -54,7 +61,7 @@ describe('the translation', () => {
     assert.equal(translation(parse(DESTROY_C1), names).text, t.text);
   });
 
-  test('inbound through a port forward (DNAT): the remote -> the NAT\'s outside endpoint -> the inside node', () => {
+  test("inbound through a port forward (DNAT): the remote -> the NAT's outside endpoint -> the inside node", () => {
     const t = translation(parse(INBOUND_C0), names);
     assert.equal(t.kind, 'dnat');
     assert.equal(t.text, 'c1-nat 100.64.2.100:54321 -> 100.64.1.100:54321 -> 10.0.1.1:12345 c0');
@@ -67,7 +74,8 @@ describe('the translation', () => {
       `name: office\nsites:\n  - name: office\n    nat: { type: full-cone, hairpinning: true, forwards: [{ protocol: udp, port: 5000, to: desk1, to-port: 6000 }] }\n    nodes: [{ name: desk1 }, { name: desk2 }]\n`,
       'office.yaml',
     );
-    const line = 'ipv4     2 udp      17 28 src=10.0.1.2 dst=100.64.1.100 sport=7777 dport=5000 [UNREPLIED] src=10.0.1.1 dst=100.64.1.100 sport=6000 dport=7777 mark=0 use=1 id=3947364899';
+    const line =
+      'ipv4     2 udp      17 28 src=10.0.1.2 dst=100.64.1.100 sport=7777 dport=5000 [UNREPLIED] src=10.0.1.1 dst=100.64.1.100 sport=6000 dport=7777 mark=0 use=1 id=3947364899';
     const t = translation(parse(line), addressNames(office));
     assert.equal(t.kind, 'snat+dnat');
     assert.equal(t.text, 'desk2 10.0.1.2:7777 -> 100.64.1.100:7777 -> 100.64.1.100:5000 -> 10.0.1.1:6000 desk1');
@@ -79,7 +87,9 @@ describe('the translation', () => {
 
   test('no translation; addresses outside the lab have no name', () => {
     assert.equal(translation(parse(ZONED_C1), names).text, 'c1 10.0.2.1:7000 -> 100.64.1.254:7001 inet');
-    const foreign = parse('ipv4     2 udp      17 5 src=192.0.2.7 dst=198.51.100.1 sport=1 dport=2 src=198.51.100.1 dst=192.0.2.7 sport=2 dport=1 mark=0 use=1');
+    const foreign = parse(
+      'ipv4     2 udp      17 5 src=192.0.2.7 dst=198.51.100.1 sport=1 dport=2 src=198.51.100.1 dst=192.0.2.7 sport=2 dport=1 mark=0 use=1',
+    );
     const t = translation(foreign, names);
     assert.equal(t.kind, 'none');
     assert.equal(t.text, '192.0.2.7:1 -> 198.51.100.1:2');

@@ -61,15 +61,19 @@ describe('conntrack -E events', () => {
     assert.ok(new Set([created, update, assured, destroyed].map((e) => e!.id)).size === 1, 'one flow, one id');
   });
 
-  test('plain `conntrack -E` (the article\'s command): no family, no timestamp, no id', () => {
-    const e = parse('    [NEW] udp      17 30 src=100.64.2.100 dst=100.64.1.100 sport=54321 dport=54321 [UNREPLIED] src=10.0.1.1 dst=100.64.2.100 sport=12345 dport=54321');
+  test("plain `conntrack -E` (the article's command): no family, no timestamp, no id", () => {
+    const e = parse(
+      '    [NEW] udp      17 30 src=100.64.2.100 dst=100.64.1.100 sport=54321 dport=54321 [UNREPLIED] src=10.0.1.1 dst=100.64.2.100 sport=12345 dport=54321',
+    );
     assert.equal(e.event, 'NEW');
     assert.equal(e.family, undefined);
     assert.equal(e.timestamp, undefined);
     assert.equal(e.id, undefined);
     assert.equal(e.timeout, 30);
     assert.deepEqual(e.reply, { src: '10.0.1.1', dst: '100.64.2.100', sport: 12345, dport: 54321 });
-    const d = parse('[DESTROY] udp      17 src=10.0.2.1 dst=100.64.1.100 sport=36332 dport=54321 [UNREPLIED] src=100.64.1.100 dst=100.64.2.100 sport=54321 dport=54321');
+    const d = parse(
+      '[DESTROY] udp      17 src=10.0.2.1 dst=100.64.1.100 sport=36332 dport=54321 [UNREPLIED] src=100.64.1.100 dst=100.64.2.100 sport=54321 dport=54321',
+    );
     assert.equal(d.event, 'DESTROY');
     assert.equal(d.protocol, 'udp');
     assert.deepEqual(d.flags, ['UNREPLIED']);
@@ -94,7 +98,9 @@ describe('conntrack -E events', () => {
   });
 
   test('ICMP: type, code and the ICMP id in the tuples, the entry id after them', () => {
-    const e = parse('[1795929321.920210]\t [UPDATE] ipv4     2 icmp     1 30 src=10.0.2.1 dst=100.64.2.254 type=8 code=0 id=4660 src=100.64.2.254 dst=100.64.2.100 type=0 code=0 id=4660 id=2168540686');
+    const e = parse(
+      '[1795929321.920210]\t [UPDATE] ipv4     2 icmp     1 30 src=10.0.2.1 dst=100.64.2.254 type=8 code=0 id=4660 src=100.64.2.254 dst=100.64.2.100 type=0 code=0 id=4660 id=2168540686',
+    );
     assert.equal(e.protocol, 'icmp');
     assert.equal(e.protonum, 1);
     assert.deepEqual(e.original, { src: '10.0.2.1', dst: '100.64.2.254', type: 8, code: 0, icmpId: 4660 });
@@ -123,7 +129,9 @@ describe('conntrack -E events', () => {
   });
 
   test('a hairpinned flow (DNAT and SNAT at once) and an unknown protocol (IGMP)', () => {
-    const hp = parse('ipv4     2 udp      17 28 src=10.0.1.2 dst=100.64.1.100 sport=7777 dport=5000 [UNREPLIED] src=10.0.1.1 dst=100.64.1.100 sport=6000 dport=7777 mark=0 use=1 id=3947364899');
+    const hp = parse(
+      'ipv4     2 udp      17 28 src=10.0.1.2 dst=100.64.1.100 sport=7777 dport=5000 [UNREPLIED] src=10.0.1.1 dst=100.64.1.100 sport=6000 dport=7777 mark=0 use=1 id=3947364899',
+    );
     assert.deepEqual(hp.reply, { src: '10.0.1.1', dst: '100.64.1.100', sport: 6000, dport: 7777 });
     const igmp = parse('ipv4     2 unknown  2 596 src=10.0.1.100 dst=224.0.0.22 [UNREPLIED] src=224.0.0.22 dst=10.0.1.100 mark=0 use=1 id=539639875');
     assert.equal(igmp.protocol, 'unknown');
@@ -154,19 +162,23 @@ describe('conntrack -L listings', () => {
   });
 
   test('the plain format (no -o) parses too', () => {
-    const e = parse('tcp      6 115 TIME_WAIT src=10.0.2.1 dst=100.64.1.100 sport=39488 dport=54321 src=100.64.1.100 dst=100.64.2.100 sport=54321 dport=54321 [ASSURED] mark=0 use=1');
+    const e = parse(
+      'tcp      6 115 TIME_WAIT src=10.0.2.1 dst=100.64.1.100 sport=39488 dport=54321 src=100.64.1.100 dst=100.64.2.100 sport=54321 dport=54321 [ASSURED] mark=0 use=1',
+    );
     assert.equal(e.state, 'TIME_WAIT');
     assert.equal(e.use, 1);
   });
 
   test('unknown keys are kept in extra', () => {
-    const e = parse('ipv4     2 tcp      6 10 ESTABLISHED src=1.1.1.1 dst=2.2.2.2 sport=1 dport=2 src=2.2.2.2 dst=1.1.1.1 sport=2 dport=1 [ASSURED] mark=0 secctx=system_u:object_r:unlabeled_t:s0 helper=ftp use=1');
+    const e = parse(
+      'ipv4     2 tcp      6 10 ESTABLISHED src=1.1.1.1 dst=2.2.2.2 sport=1 dport=2 src=2.2.2.2 dst=1.1.1.1 sport=2 dport=1 [ASSURED] mark=0 secctx=system_u:object_r:unlabeled_t:s0 helper=ftp use=1',
+    );
     assert.deepEqual(e.extra, { secctx: 'system_u:object_r:unlabeled_t:s0', helper: 'ftp' });
   });
 });
 
 describe('what is not an entry', () => {
-  test('blank lines and conntrack\'s summaries give nothing', () => {
+  test("blank lines and conntrack's summaries give nothing", () => {
     assert.equal(parseConntrackLine(''), undefined);
     assert.equal(parseConntrackLine('conntrack v1.4.7 (conntrack-tools): 3 flow events have been shown.'), undefined);
   });
@@ -179,7 +191,11 @@ describe('what is not an entry', () => {
       'ipv4     2 udp      17 3 src=a dst=b sport=x dport=2 src=c dst=d',
       'conntrack: Operation not permitted',
     ]) {
-      assert.throws(() => parseConntrackLine(line), (e: unknown) => e instanceof ConntrackParseError && e.message.includes(line), line);
+      assert.throws(
+        () => parseConntrackLine(line),
+        (e: unknown) => e instanceof ConntrackParseError && e.message.includes(line),
+        line,
+      );
     }
   });
 });

@@ -69,6 +69,7 @@ describe('run', () => {
     assert.equal((await run(['cat'], { input: 'line 1\nline 2' })).stdout, 'line 1\nline 2');
     // A command that does not read its input still succeeds.
     assert.equal((await run(['true'], { input: 'x'.repeat(1 << 20) })).exitCode, 0);
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell script: ${...} is for sh
     const env = await run(['sh', '-c', 'echo "$ONLY:${HOME-unset}"'], { env: { ONLY: 'this', PATH: process.env.PATH ?? '/usr/bin:/bin' } });
     assert.equal(env.stdout, 'this:unset\n');
   });

@@ -39,7 +39,10 @@ describe('withLock', () => {
     const holder = spawn('sleep', ['30']);
     try {
       writeFileSync(lock, String(holder.pid));
-      await assert.rejects(withLock(lock, options, async () => 'ran'), new RegExp(`busy: held by ${holder.pid}`));
+      await assert.rejects(
+        withLock(lock, options, async () => 'ran'),
+        new RegExp(`busy: held by ${holder.pid}`),
+      );
       assert.deepEqual(readdirSync(dir), ['lab.lock']);
     } finally {
       holder.kill('SIGKILL');
@@ -52,19 +55,15 @@ describe('withLock', () => {
     const pidlock = fileURLToPath(new URL('../../src/host/lock.ts', import.meta.url));
     const waiter = `import { withLock } from ${JSON.stringify(pidlock)};
       await withLock(${JSON.stringify(lock)}, { busy: () => new Error('busy'), contended: () => new Error('contended'), waitMs: 60000, pollMs: 50 }, async () => {});`;
-    await withLock(
-      lock,
-      options,
-      async () => {
-        const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', waiter], { stdio: 'ignore' });
-        const leftover = join(dir, `lab.lock.${child.pid}`);
-        for (let i = 0; i < 200 && !existsSync(leftover); i++) await new Promise((r) => setTimeout(r, 50));
-        assert.ok(existsSync(leftover), 'the waiting labctl wrote its pid file');
-        child.kill('SIGKILL');
-        await new Promise((r) => child.once('exit', r));
-        assert.ok(existsSync(leftover), 'SIGKILL left it behind');
-      },
-    );
+    await withLock(lock, options, async () => {
+      const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', waiter], { stdio: 'ignore' });
+      const leftover = join(dir, `lab.lock.${child.pid}`);
+      for (let i = 0; i < 200 && !existsSync(leftover); i++) await new Promise((r) => setTimeout(r, 50));
+      assert.ok(existsSync(leftover), 'the waiting labctl wrote its pid file');
+      child.kill('SIGKILL');
+      await new Promise((r) => child.once('exit', r));
+      assert.ok(existsSync(leftover), 'SIGKILL left it behind');
+    });
     writeFileSync(join(dir, `lab.lock.stale.${deadPid()}`), '1');
     await withLock(lock, options, async () => undefined);
     assert.deepEqual(readdirSync(dir), [], 'swept');

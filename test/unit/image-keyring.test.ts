@@ -18,7 +18,9 @@ const UBUNTU_KEYRING = '/usr/share/keyrings/ubuntu-archive-keyring.gpg';
 const host = (osRelease: string): HostOs => parseOsRelease(osRelease);
 const UBUNTU_2404 = host('PRETTY_NAME="Ubuntu 24.04.1 LTS"\nNAME="Ubuntu"\nVERSION_ID="24.04"\nVERSION_CODENAME=noble\nID=ubuntu\nID_LIKE=debian\n');
 const MINT = host('PRETTY_NAME="Linux Mint 22"\nID=linuxmint\nID_LIKE="ubuntu debian"\nVERSION_ID="22"\n');
-const DEBIAN_12 = host('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\nVERSION="12 (bookworm)"\nVERSION_CODENAME=bookworm\nID=debian\n');
+const DEBIAN_12 = host(
+  'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\nVERSION="12 (bookworm)"\nVERSION_CODENAME=bookworm\nID=debian\n',
+);
 const DEBIAN_13 = host('PRETTY_NAME="Debian GNU/Linux 13 (trixie)"\nVERSION_ID="13"\nVERSION_CODENAME=trixie\nID=debian\n');
 const DEBIAN_SID = host('PRETTY_NAME="Debian GNU/Linux forky/sid"\nNAME="Debian GNU/Linux"\nVERSION_CODENAME=forky\nID=debian\n');
 const DEBIAN_11 = host('PRETTY_NAME="Debian GNU/Linux 11 (bullseye)"\nVERSION_ID="11"\nID=debian\n');
@@ -29,7 +31,7 @@ describe('os-release', () => {
     assert.deepEqual(UBUNTU_2404, { id: 'ubuntu', idLike: ['debian'], versionId: '24.04', codename: 'noble', prettyName: 'Ubuntu 24.04.1 LTS' });
     assert.deepEqual(MINT.idLike, ['ubuntu', 'debian']);
     assert.equal(DEBIAN_SID.versionId, undefined);
-    assert.equal(host("ID='debian'\nPRETTY_NAME=\"A \\\"quoted\\\" name\"\n").prettyName, 'A "quoted" name');
+    assert.equal(host('ID=\'debian\'\nPRETTY_NAME="A \\"quoted\\" name"\n').prettyName, 'A "quoted" name');
     assert.deepEqual(host(''), { id: '', idLike: [] });
   });
 });
@@ -39,7 +41,11 @@ describe('where the Ubuntu archive keyring comes from, per host', () => {
 
   it('Ubuntu and its derivatives, Debian 13 and later, testing and unstable: the package ubuntu-keyring', () => {
     for (const h of [UBUNTU_2404, MINT, DEBIAN_13, DEBIAN_SID]) {
-      assert.match(says(h), /the package ubuntu-keyring provides \/usr\/share\/keyrings\/ubuntu-archive-keyring\.gpg \(apt-get install ubuntu-keyring\)/, JSON.stringify(h));
+      assert.match(
+        says(h),
+        /the package ubuntu-keyring provides \/usr\/share\/keyrings\/ubuntu-archive-keyring\.gpg \(apt-get install ubuntu-keyring\)/,
+        JSON.stringify(h),
+      );
     }
     assert.match(says(UBUNTU_2404), /^This host is Ubuntu 24\.04\.1 LTS: /);
   });
@@ -60,7 +66,10 @@ describe('where the Ubuntu archive keyring comes from, per host', () => {
   });
 
   it('a keyring file of another name: no package is named', () => {
-    assert.match(says(UBUNTU_2404, '/etc/labctl/mirror-key.gpg'), /^No package labctl knows installs a file of that name; put the Ubuntu archive keyring there: copy /);
+    assert.match(
+      says(UBUNTU_2404, '/etc/labctl/mirror-key.gpg'),
+      /^No package labctl knows installs a file of that name; put the Ubuntu archive keyring there: copy /,
+    );
   });
 });
 
@@ -72,10 +81,7 @@ describe('labctl image build with a missing keyring (bin/labctl.js)', () => {
     const dataDir = join(dir, 'data');
     const keyring = join(dir, 'keys', 'ubuntu-archive-keyring.gpg');
     const recipe = join(dir, 'noble-local.yaml');
-    writeFileSync(
-      recipe,
-      `distribution: ubuntu\nsuite: noble\nmirror: http://archive.ubuntu.com/ubuntu\nkeyring: ${keyring}\narchitecture: amd64\nsize: 2G\n`,
-    );
+    writeFileSync(recipe, `distribution: ubuntu\nsuite: noble\nmirror: http://archive.ubuntu.com/ubuntu\nkeyring: ${keyring}\narchitecture: amd64\nsize: 2G\n`);
     // The sources, through the shipped entry point: a unit run has no fresh bundle to rely on.
     const r = spawnSync(process.execPath, [BIN, 'image', 'build', recipe], {
       encoding: 'utf8',

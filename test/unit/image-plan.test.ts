@@ -4,7 +4,16 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync }
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { DebootstrapProgress, createContext, debootstrapCommand, loadRecipe, parseRecipe, planBuild, resolveDataDir, type BuildOptions } from '../../src/image/index.js';
+import {
+  DebootstrapProgress,
+  createContext,
+  debootstrapCommand,
+  loadRecipe,
+  parseRecipe,
+  planBuild,
+  resolveDataDir,
+  type BuildOptions,
+} from '../../src/image/index.js';
 import { debian, ubuntu } from '../../src/image/distro/index.js';
 import { chooseBaseToExtend } from '../../src/image/plan.js';
 import { baseHash, bootstrapHash, imageKeyringPath, withMirror } from '../../src/image/recipe.js';
@@ -145,7 +154,12 @@ describe('debootstrap command', () => {
 
   it('a suite labctl does not list: the generic script, and for Ubuntu merged /usr like the newer suites', () => {
     const duke = { ...loadRecipe('bookworm'), suite: 'duke' };
-    assert.deepEqual(debootstrapCommand(createContext({ recipe: duke, options: opts(), dataDir: '/d' }), '/t').slice(-4), ['duke', '/t', 'http://deb.debian.org/debian', '/usr/share/debootstrap/scripts/sid']);
+    assert.deepEqual(debootstrapCommand(createContext({ recipe: duke, options: opts(), dataDir: '/d' }), '/t').slice(-4), [
+      'duke',
+      '/t',
+      'http://deb.debian.org/debian',
+      '/usr/share/debootstrap/scripts/sid',
+    ]);
     const resolute = { ...loadRecipe('noble'), suite: 'resolute' };
     const cmd = debootstrapCommand(createContext({ recipe: resolute, options: opts(), dataDir: '/d' }), '/t');
     assert.deepEqual(cmd.slice(-4), ['resolute', '/t', 'http://archive.ubuntu.com/ubuntu', '/usr/share/debootstrap/scripts/gutsy']);
@@ -161,7 +175,10 @@ describe('debootstrap command', () => {
 
 describe('distributions', () => {
   it('write sources.list with the recipe mirror and components', () => {
-    assert.equal(debian.sourcesList(loadRecipe('bookworm')), 'deb http://deb.debian.org/debian bookworm main\ndeb http://deb.debian.org/debian bookworm-updates main\n');
+    assert.equal(
+      debian.sourcesList(loadRecipe('bookworm')),
+      'deb http://deb.debian.org/debian bookworm main\ndeb http://deb.debian.org/debian bookworm-updates main\n',
+    );
     assert.match(ubuntu.sourcesList(loadRecipe('noble')), /^deb http:\/\/archive\.ubuntu\.com\/ubuntu noble main universe\n/);
   });
 
@@ -171,7 +188,10 @@ describe('distributions', () => {
       debian.sourcesList(loadRecipe('bookworm'), debianKeyring),
       `deb [signed-by=${debianKeyring}] http://deb.debian.org/debian bookworm main\ndeb [signed-by=${debianKeyring}] http://deb.debian.org/debian bookworm-updates main\n`,
     );
-    assert.equal(debian.sourcesList({ ...loadRecipe('bookworm'), suite: 'sid' }, debianKeyring), `deb [signed-by=${debianKeyring}] http://deb.debian.org/debian sid main\n`);
+    assert.equal(
+      debian.sourcesList({ ...loadRecipe('bookworm'), suite: 'sid' }, debianKeyring),
+      `deb [signed-by=${debianKeyring}] http://deb.debian.org/debian sid main\n`,
+    );
     const mirror = { ...loadRecipe('noble'), mirror: 'http://mirror.lan/ubuntu', keyring: '/srv/keys/lan-mirror.gpg' };
     assert.equal(
       ubuntu.sourcesList(mirror, '/etc/apt/keyrings/labctl-lan-mirror.gpg'),
@@ -188,7 +208,10 @@ describe('distributions', () => {
     assert.equal(imageKeyringPath({ ...bookworm, keyring: '/srv/keys/mirror.asc' }), '/etc/apt/keyrings/labctl-mirror.asc', 'armored stays .asc');
     assert.equal(imageKeyringPath({ ...bookworm, keyring: '/srv/keys/my key' }), '/etc/apt/keyrings/labctl-my_key.gpg');
     // Another distribution's keyring at its standard path is not this image's package's file.
-    assert.equal(imageKeyringPath({ ...bookworm, keyring: '/usr/share/keyrings/ubuntu-archive-keyring.gpg' }), '/etc/apt/keyrings/labctl-ubuntu-archive-keyring.gpg');
+    assert.equal(
+      imageKeyringPath({ ...bookworm, keyring: '/usr/share/keyrings/ubuntu-archive-keyring.gpg' }),
+      '/etc/apt/keyrings/labctl-ubuntu-archive-keyring.gpg',
+    );
   });
 
   it('name the package that provides a missing keyring (per host: test/unit/image-keyring.test.ts)', () => {
@@ -236,7 +259,10 @@ describe('configure-apt: the recipe keyring in the image, sources.list signed by
     writeFileSync(packaged, 'FROM THE PACKAGE');
     await configureApt.run(ctx, io);
     assert.equal(readFileSync(packaged, 'utf8'), 'FROM THE PACKAGE');
-    assert.match(readFileSync(join(ctx.paths.newRootfs, 'etc/apt/sources.list'), 'utf8'), /^deb \[signed-by=\/usr\/share\/keyrings\/debian-archive-keyring\.gpg\] http:\/\/deb\.debian\.org\/debian bookworm main\n/);
+    assert.match(
+      readFileSync(join(ctx.paths.newRootfs, 'etc/apt/sources.list'), 'utf8'),
+      /^deb \[signed-by=\/usr\/share\/keyrings\/debian-archive-keyring\.gpg\] http:\/\/deb\.debian\.org\/debian bookworm main\n/,
+    );
   });
 
   it('--insecure-no-verify without the keyring on the host: no signed-by (apt keeps its own trust)', async () => {

@@ -142,22 +142,29 @@ describe('parseRecipe', () => {
       "/srv/duke.yaml: suite duke is not among the Debian suites labctl knows (buster, bullseye, bookworm, trixie, forky, sid, oldoldstable, oldstable, stable, testing, unstable); building it as a newer Debian release, with debootstrap's script /usr/share/debootstrap/scripts/sid",
     );
     const ubuntu = parseRecipe(GOOD.replace('distribution: debian', 'distribution: ubuntu').replace('suite: bookworm', 'suite: resolute'), { name: 'u' });
-    assert.match(unknownSuiteWarning(ubuntu)!, /^recipe u: suite resolute is not among the Ubuntu suites labctl knows \(focal, .*\); building it as a newer Ubuntu release, with debootstrap's script \/usr\/share\/debootstrap\/scripts\/gutsy$/);
+    assert.match(
+      unknownSuiteWarning(ubuntu)!,
+      /^recipe u: suite resolute is not among the Ubuntu suites labctl knows \(focal, .*\); building it as a newer Ubuntu release, with debootstrap's script \/usr\/share\/debootstrap\/scripts\/gutsy$/,
+    );
     for (const name of ['noble', 'jammy', 'bookworm', 'trixie']) assert.equal(unknownSuiteWarning(loadRecipe(name)), undefined, name);
   });
 
   it('rejects duplicate packages and files', () => {
-    const p = problemsOf(
-      GOOD.replace('[systemd, less]', '[systemd, less, less]') + 'files:\n  - {path: /etc/a, content: x}\n  - {path: /etc/a, content: y}\n',
-    );
+    const p = problemsOf(`${GOOD.replace('[systemd, less]', '[systemd, less, less]')}files:\n  - {path: /etc/a, content: x}\n  - {path: /etc/a, content: y}\n`);
     assert.ok(p.includes('packages[2]: less is listed twice'));
     assert.ok(p.includes('files[1].path: /etc/a is listed twice'));
   });
 
   it('checks mask entries: unit names only, each once', () => {
     const p = problemsOf(`${GOOD}mask: [apt-daily.timer, ../../etc/passwd, getty, apt-daily.timer]\n`);
-    assert.ok(p.some((x) => /^mask\[1\]: must be a systemd unit name/.test(x)), p.join('\n'));
-    assert.ok(p.some((x) => /^mask\[2\]: must be a systemd unit name/.test(x)), p.join('\n'));
+    assert.ok(
+      p.some((x) => /^mask\[1\]: must be a systemd unit name/.test(x)),
+      p.join('\n'),
+    );
+    assert.ok(
+      p.some((x) => /^mask\[2\]: must be a systemd unit name/.test(x)),
+      p.join('\n'),
+    );
     const dup = problemsOf(`${GOOD}mask: [apt-daily.timer, apt-daily.timer]\n`);
     assert.deepEqual(dup, ['mask[1]: apt-daily.timer is listed twice']);
     const gens = problemsOf(`${GOOD}mask-generators: [systemd-fstab-generator, ../systemd-fstab-generator, fstab, systemd-fstab-generator]\n`);
@@ -165,7 +172,9 @@ describe('parseRecipe', () => {
       'mask-generators[1]: must be a generator name like systemd-fstab-generator',
       'mask-generators[2]: must be a generator name like systemd-fstab-generator',
     ]);
-    assert.deepEqual(problemsOf(`${GOOD}mask-generators: [systemd-fstab-generator, systemd-fstab-generator]\n`), ['mask-generators[1]: systemd-fstab-generator is listed twice']);
+    assert.deepEqual(problemsOf(`${GOOD}mask-generators: [systemd-fstab-generator, systemd-fstab-generator]\n`), [
+      'mask-generators[1]: systemd-fstab-generator is listed twice',
+    ]);
   });
 
   it('a mask changes the recipe hash but not the base (no new debootstrap)', () => {
@@ -186,7 +195,10 @@ describe('parseRecipe', () => {
 
   it('normalises commands: strings run with /bin/sh -c, lists as they are', () => {
     const r = parseRecipe(`${GOOD}commands:\n  - echo hi > /etc/x\n  - [systemctl, enable, foo]\n`, { name: 'x' });
-    assert.deepEqual(r.commands, [['/bin/sh', '-c', 'echo hi > /etc/x'], ['systemctl', 'enable', 'foo']]);
+    assert.deepEqual(r.commands, [
+      ['/bin/sh', '-c', 'echo hi > /etc/x'],
+      ['systemctl', 'enable', 'foo'],
+    ]);
     const p = problemsOf(`${GOOD}commands:\n  - []\n  - 3\n`);
     assert.ok(p.some((x) => x.startsWith('commands[0]:')));
     assert.ok(p.some((x) => x.startsWith('commands[1]: must be a shell command string')));
@@ -224,11 +236,17 @@ describe('loadRecipe', () => {
     const dir = mkdtempSync(join(tmpdir(), 'labctl-recipe-'));
     const file = join(dir, 'bad.yaml');
     writeFileSync(file, `${GOOD}colour: blue\n`);
-    assert.throws(() => loadRecipe(file), (e: Error) => e instanceof UsageError && e.message.includes(`${file}: invalid recipe`) && e.message.includes('colour: unknown key'));
+    assert.throws(
+      () => loadRecipe(file),
+      (e: Error) => e instanceof UsageError && e.message.includes(`${file}: invalid recipe`) && e.message.includes('colour: unknown key'),
+    );
   });
 
   it('rejects an unknown name listing the known ones', () => {
-    assert.throws(() => loadRecipe('nosuch'), (e: Error) => e instanceof UsageError && /no recipe named nosuch.*bookworm/.test(e.message));
+    assert.throws(
+      () => loadRecipe('nosuch'),
+      (e: Error) => e instanceof UsageError && /no recipe named nosuch.*bookworm/.test(e.message),
+    );
     assert.throws(() => loadRecipe('./missing.yaml'), /does not exist/);
   });
 });
@@ -248,7 +266,10 @@ describe('sizes, mirrors and hashes', () => {
     const r = parseRecipe(GOOD, { name: 'x' });
     assert.equal(withMirror(r, 'http://mirror.local/debian/').mirror, 'http://mirror.local/debian');
     assert.equal(withMirror(r, undefined), r);
-    assert.throws(() => withMirror(r, 'not a url'), (e: Error) => e instanceof UsageError && /--mirror/.test(e.message));
+    assert.throws(
+      () => withMirror(r, 'not a url'),
+      (e: Error) => e instanceof UsageError && /--mirror/.test(e.message),
+    );
   });
 
   it('always includes the lab packages', () => {

@@ -29,10 +29,17 @@ describe('imageInUseBy', () => {
     const runDir = tmp('run');
     const dataDir = tmp('data');
     const machine = (name: string, image: string, directory: string) => ({ name, netns: `ns-${name}`, image, directory, backend: 'direct' });
-    const state = (lab: string, machines: object[]) => JSON.stringify({ lab, source: 'x', planHash: 'h', status: 'up', createdAt: '', namespaces: [], nats: [], machines });
-    writeFileSync(join(runDir, 'demo.json'), state('demo', [machine('r1', 'bookworm', join(dataDir, 'mnt/bookworm/rootfs')), machine('r2', 'noble', join(dataDir, 'mnt/noble/rootfs'))]));
+    const state = (lab: string, machines: object[]) =>
+      JSON.stringify({ lab, source: 'x', planHash: 'h', status: 'up', createdAt: '', namespaces: [], nats: [], machines });
+    writeFileSync(
+      join(runDir, 'demo.json'),
+      state('demo', [machine('r1', 'bookworm', join(dataDir, 'mnt/bookworm/rootfs')), machine('r2', 'noble', join(dataDir, 'mnt/noble/rootfs'))]),
+    );
     // The same image name in another data dir is another image.
-    writeFileSync(join(runDir, 'lab2.json'), state('lab2', [machine('y', 'bookworm', '/var/lib/labctl/mnt/bookworm/rootfs'), machine('z', 'bookworm', join(dataDir, 'mnt/bookworm/rootfs'))]));
+    writeFileSync(
+      join(runDir, 'lab2.json'),
+      state('lab2', [machine('y', 'bookworm', '/var/lib/labctl/mnt/bookworm/rootfs'), machine('z', 'bookworm', join(dataDir, 'mnt/bookworm/rootfs'))]),
+    );
     writeFileSync(join(runDir, 'net-only.json'), state('net-only', []).replace(',"machines":[]', ''));
     writeFileSync(join(runDir, 'broken.json'), '{not json');
     writeFileSync(join(runDir, 'notes.txt'), 'ignored');
@@ -54,11 +61,12 @@ describe('locks', () => {
   it('serialises holders in one process', async () => {
     const file = join(tmp('lock'), 'a.lock');
     const order: string[] = [];
-    const slow = (tag: string) => withLock(file, { waitMs: 5000 }, async () => {
-      order.push(`${tag}+`);
-      await new Promise((r) => setTimeout(r, 30));
-      order.push(`${tag}-`);
-    });
+    const slow = (tag: string) =>
+      withLock(file, { waitMs: 5000 }, async () => {
+        order.push(`${tag}+`);
+        await new Promise((r) => setTimeout(r, 30));
+        order.push(`${tag}-`);
+      });
     await Promise.all([slow('a'), slow('b'), slow('c')]);
     assert.deepEqual(order, ['a+', 'a-', 'b+', 'b-', 'c+', 'c-']);
     assert.ok(!existsSync(file), 'released');
@@ -71,7 +79,10 @@ describe('locks', () => {
     assert.equal(await withLock(stale, {}, async () => 'ok'), 'ok');
     const live = join(dir, 'live.lock');
     writeFileSync(live, '1\n'); // pid 1 is always alive
-    await assert.rejects(withLock(live, { waitMs: 0, what: 'image x is busy' }, async () => 'no'), (e: Error) => e instanceof LockBusyError && /image x is busy \(process 1 holds /.test(e.message));
+    await assert.rejects(
+      withLock(live, { waitMs: 0, what: 'image x is busy' }, async () => 'no'),
+      (e: Error) => e instanceof LockBusyError && /image x is busy \(process 1 holds /.test(e.message),
+    );
   });
 });
 
@@ -106,7 +117,16 @@ describe('mountinfo', () => {
       '37 36 0:5 / /var/lib/labctl/mnt/my\\040image/rootfs/proc rw - proc proc rw\n';
     const m = parseMountinfo(text);
     assert.equal(m.length, 2);
-    assert.deepEqual(m[0], { root: '/', mountPoint: '/var/lib/labctl/mnt/my image', fsType: 'btrfs', source: '/dev/loop3', shared: true, dev: '98:0', id: 36, parentId: 35 });
+    assert.deepEqual(m[0], {
+      root: '/',
+      mountPoint: '/var/lib/labctl/mnt/my image',
+      fsType: 'btrfs',
+      source: '/dev/loop3',
+      shared: true,
+      dev: '98:0',
+      id: 36,
+      parentId: 35,
+    });
     assert.equal(m[1]!.fsType, 'proc');
     assert.equal(m[1]!.shared, false);
   });
@@ -132,7 +152,10 @@ describe('CLI', () => {
     const dir = tmp('cli');
     const dataDir = join(dir, 'data');
     const bad = join(dir, 'bad.yaml');
-    writeFileSync(bad, 'distribution: debian\nsuite: bookworm\nmirror: http://deb.debian.org/debian\narchitecture: amd64\nsize: 2G\npackages: [systemd]\nflavour: spicy\n');
+    writeFileSync(
+      bad,
+      'distribution: debian\nsuite: bookworm\nmirror: http://deb.debian.org/debian\narchitecture: amd64\nsize: 2G\npackages: [systemd]\nflavour: spicy\n',
+    );
     const r = labctl('image', 'build', bad, '--data-dir', dataDir);
     assert.equal(r.status, 2, r.stderr);
     assert.match(r.stderr, new RegExp(`${bad.replace(/[.]/g, '\\.')}: invalid recipe:\\n\\s+flavour: unknown key`));

@@ -28,7 +28,12 @@ describe('the article lab', () => {
   const article = loadLab('article');
 
   test('namespaces: ns-c0, ns-c0-nat, ns-c1, ns-c1-nat, ns-inet', () => {
-    assert.deepEqual(members(article).map((m) => m.netns).sort(), ['ns-c0', 'ns-c0-nat', 'ns-c1', 'ns-c1-nat', 'ns-inet']);
+    assert.deepEqual(
+      members(article)
+        .map((m) => m.netns)
+        .sort(),
+      ['ns-c0', 'ns-c0-nat', 'ns-c1', 'ns-c1-nat', 'ns-inet'],
+    );
     assert.equal(article.name, 'article');
     assert.equal(article.prefix, '');
     assert.equal(article.image, 'noble');
@@ -57,9 +62,23 @@ describe('the article lab', () => {
     assert.equal(c0.router, 'c0-nat');
     assert.equal(c0.site, 'c0');
     assert.deepEqual(n0.lan, { ifname: 've-c0-nat-node', address: '10.0.1.100', prefix: 24, subnet: '10.0.1.0/24', members: ['c0'], bridged: false });
-    assert.deepEqual(n0.outside, { ifname: 've-c0-nat-inet', address: '100.64.1.100', prefix: 24, subnet: '100.64.1.0/24', gateway: '100.64.1.254', upstream: 'inet' });
+    assert.deepEqual(n0.outside, {
+      ifname: 've-c0-nat-inet',
+      address: '100.64.1.100',
+      prefix: 24,
+      subnet: '100.64.1.0/24',
+      gateway: '100.64.1.254',
+      upstream: 'inet',
+    });
     assert.deepEqual(n1.lan, { ifname: 've-c1-nat-node', address: '10.0.2.100', prefix: 24, subnet: '10.0.2.0/24', members: ['c1'], bridged: false });
-    assert.deepEqual(n1.outside, { ifname: 've-c1-nat-inet', address: '100.64.2.100', prefix: 24, subnet: '100.64.2.0/24', gateway: '100.64.2.254', upstream: 'inet' });
+    assert.deepEqual(n1.outside, {
+      ifname: 've-c1-nat-inet',
+      address: '100.64.2.100',
+      prefix: 24,
+      subnet: '100.64.2.0/24',
+      gateway: '100.64.2.254',
+      upstream: 'inet',
+    });
     assert.deepEqual(article.internet.links, [
       { ifname: 've-c0-inet', address: '100.64.1.254', prefix: 24, subnet: '100.64.1.0/24', peer: 'c0-nat' },
       { ifname: 've-c1-inet', address: '100.64.2.254', prefix: 24, subnet: '100.64.2.0/24', peer: 'c1-nat' },
@@ -75,7 +94,10 @@ describe('the article lab', () => {
     assert.equal(b1.declaredAs, 'restricted-cone');
     assert.equal(b1.mapping, 'endpoint-independent');
     assert.equal(b1.filtering, 'address-dependent');
-    for (const [b, to, addr] of [[b0, 'c0', '10.0.1.1'], [b1, 'c1', '10.0.2.1']] as const) {
+    for (const [b, to, addr] of [
+      [b0, 'c0', '10.0.1.1'],
+      [b1, 'c1', '10.0.2.1'],
+    ] as const) {
       assert.equal(b.fixedPort, 54321);
       assert.equal(b.portPreservation, false, 'a fixed port replaces port preservation');
       assert.equal(b.hairpinning, false);
@@ -173,7 +195,10 @@ sites:
 `);
     const a = nat(l, 'a-nat');
     assert.equal(a.lan.address, '10.9.0.1');
-    assert.deepEqual(l.nodes.map((n) => n.link.address), ['10.9.0.2', '10.9.0.3']);
+    assert.deepEqual(
+      l.nodes.map((n) => n.link.address),
+      ['10.9.0.2', '10.9.0.3'],
+    );
     assert.equal(a.outside.address, '100.64.9.1');
     assert.equal(a.outside.gateway, '100.64.9.2');
   });
@@ -198,7 +223,10 @@ sites:
     assert.equal(node(l, 'other').link.address, '10.0.1.2');
     assert.equal(home.lan.subnet, '10.0.2.0/24');
     // Only the parent is on the internet; the child has no uplink subnet of its own.
-    assert.deepEqual(l.internet.links.map((x) => x.peer), ['isp-nat']);
+    assert.deepEqual(
+      l.internet.links.map((x) => x.peer),
+      ['isp-nat'],
+    );
   });
 
   test('a child site with only a child site behind it needs no nodes of its own', () => {
@@ -236,7 +264,12 @@ sites:
   - { name: c0, nat: { name: c0-nat, type: full-cone }, nodes: [{ name: c0 }] }
 `;
     const l = lab(yaml);
-    assert.deepEqual(members(l).map((m) => m.netns).sort(), ['ns-lab2-c0', 'ns-lab2-c0-nat', 'ns-lab2-inet']);
+    assert.deepEqual(
+      members(l)
+        .map((m) => m.netns)
+        .sort(),
+      ['ns-lab2-c0', 'ns-lab2-c0-nat', 'ns-lab2-inet'],
+    );
     for (const link of l.links) for (const end of [link.a, link.b]) assert.ok(end.netns.startsWith('ns-lab2-'), end.netns);
     const plain = lab(yaml.replace('prefix: lab2-\n', ''));
     assert.deepEqual(
@@ -265,7 +298,8 @@ sites:
   test('only the first stage with problems reports, all of its problems', () => {
     // Problems of three stages at once: names (two sites "a", a node "a1" twice), addresses
     // (outside the LAN, its network address) and NAT behaviour (mapping without filtering).
-    const site = (name: string, nodes: string) => `  - { name: ${name}, nat: { mapping: endpoint-independent }, lan: { subnet: 10.0.1.0/24 }, nodes: [${nodes}] }\n`;
+    const site = (name: string, nodes: string) =>
+      `  - { name: ${name}, nat: { mapping: endpoint-independent }, lan: { subnet: 10.0.1.0/24 }, nodes: [${nodes}] }\n`;
     const other = (name: string) => `  - { name: ${name}, nat: { type: full-cone }, nodes: [{ name: b1 }] }\n`;
     const paths = (sites: string) => rejects(`name: t\nsites:\n${sites}`).issues.map((i) => i.path);
     const badAddresses = '{ name: a1, address: 10.0.2.1 }, { name: a2, address: 10.0.1.0 }';
@@ -371,14 +405,19 @@ describe('NAT behaviour names', () => {
 
   test('a type with the matching mapping and filtering spelled out is accepted', () => {
     const b = nat(
-      lab(`name: t\nsites:\n  - { name: a, nat: { type: symmetric, mapping: address-and-port-dependent, filtering: address-and-port-dependent }, nodes: [{ name: a1 }] }\n`),
+      lab(
+        `name: t\nsites:\n  - { name: a, nat: { type: symmetric, mapping: address-and-port-dependent, filtering: address-and-port-dependent }, nodes: [{ name: a1 }] }\n`,
+      ),
       'a-nat',
     ).behaviour;
     assert.equal(b.declaredAs, 'symmetric');
   });
 
   test('forwards default to-port to port', () => {
-    const b = nat(lab(`name: t\nsites:\n  - { name: a, nat: { type: full-cone, forwards: [{ protocol: udp, port: 5000, to: a1 }] }, nodes: [{ name: a1 }] }\n`), 'a-nat').behaviour;
+    const b = nat(
+      lab(`name: t\nsites:\n  - { name: a, nat: { type: full-cone, forwards: [{ protocol: udp, port: 5000, to: a1 }] }, nodes: [{ name: a1 }] }\n`),
+      'a-nat',
+    ).behaviour;
     assert.deepEqual(b.forwards, [{ protocol: 'udp', port: 5000, to: 'a1', toAddress: '10.0.1.1', toPort: 5000, public: false }]);
   });
 });

@@ -36,7 +36,7 @@ const option = (argv: string[], name: string) =>
     .pop();
 
 describe('the nspawn command lines of the two backends', () => {
-  it('agree, apart from registration: the unit\'s nspawn registers with machined (under its unit), the direct one cannot (--register=no)', () => {
+  it("agree, apart from registration: the unit's nspawn registers with machined (under its unit), the direct one cannot (--register=no)", () => {
     const direct = nspawnArgs(SPEC);
     assert.deepEqual(
       direct.filter((a) => a !== '--register=no'),
@@ -50,7 +50,10 @@ describe('the nspawn command lines of the two backends', () => {
     describe(`${backend} backend`, () => {
       it('runs systemd-nspawn, with options only (no command: the machine boots its own init)', () => {
         assert.equal(argv[0], 'systemd-nspawn');
-        assert.ok(argv.slice(1).every((a) => a.startsWith('--')), argv.join(' '));
+        assert.ok(
+          argv.slice(1).every((a) => a.startsWith('--')),
+          argv.join(' '),
+        );
       });
 
       it('boots (--boot) a throw-away snapshot of the image (--ephemeral) and says when it is up (--notify-ready=yes)', () => {
@@ -60,7 +63,7 @@ describe('the nspawn command lines of the two backends', () => {
         assert.equal(option(argv, '--directory'), SPEC.directory, 'the image directory, spaces and all, as one argument');
       });
 
-      it('runs in the lab\'s namespace, under NETNS_DIR, with the capability to configure it, and in the caller\'s cgroup', () => {
+      it("runs in the lab's namespace, under NETNS_DIR, with the capability to configure it, and in the caller's cgroup", () => {
         assert.equal(option(argv, '--network-namespace-path'), `${NETNS_DIR}/${SPEC.netns}`);
         assert.ok(!argv.some((a) => /^--(private-network|network-veth|network-bridge|network-zone)/.test(a)), 'no network of its own');
         assert.equal(option(argv, '--capability'), 'CAP_NET_ADMIN');

@@ -84,7 +84,7 @@ describe('nspawnMachineName: a name from the directory, cleaned up as systemd-ns
   });
 });
 
-describe('hostnameCleanup: systemd\'s own test cases (test-hostname-util.c)', () => {
+describe("hostnameCleanup: systemd's own test cases (test-hostname-util.c)", () => {
   const cases: [string, string][] = [
     ['foobar', 'foobar'],
     ['foobar.com', 'foobar.com'],

@@ -65,11 +65,16 @@ describe('SystemBus (a private dbus-daemon)', { skip: !hasDaemon && 'dbus-daemon
       if (msg.member === 'NameOwnerChanged') seen.push(String(msg.body[0]));
     });
     // Another client connecting makes the daemon announce its unique name.
-    const other = spawnSync('busctl', [`--address=${address}`, 'call', 'org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'GetId'], { encoding: 'utf8' });
+    const other = spawnSync('busctl', [`--address=${address}`, 'call', 'org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'GetId'], {
+      encoding: 'utf8',
+    });
     assert.equal(other.status, 0, other.stderr);
     for (let i = 0; i < 100 && !seen.length; i++) await new Promise((r) => setTimeout(r, 20));
     off();
-    assert.ok(seen.some((n) => n.startsWith(':')), `NameOwnerChanged seen: ${seen.join(' ')}`);
+    assert.ok(
+      seen.some((n) => n.startsWith(':')),
+      `NameOwnerChanged seen: ${seen.join(' ')}`,
+    );
   });
 
   it('times a call out instead of waiting forever', async () => {
@@ -79,7 +84,9 @@ describe('SystemBus (a private dbus-daemon)', { skip: !hasDaemon && 'dbus-daemon
       silent.addMethodHandler(() => true);
       await silent.requestName('org.labctl.Silent', 4);
       const started = Date.now();
-      await assert.rejects(bus.systemBus().call('org.labctl.Silent', '/', 'org.labctl.Silent', 'Nothing', '', [], 300), (e: unknown) => bus.isBusError(e, 'Timeout'));
+      await assert.rejects(bus.systemBus().call('org.labctl.Silent', '/', 'org.labctl.Silent', 'Nothing', '', [], 300), (e: unknown) =>
+        bus.isBusError(e, 'Timeout'),
+      );
       const took = Date.now() - started;
       assert.ok(took >= 250 && took < 5_000, `timed out after ${took} ms`);
     } finally {
@@ -95,7 +102,11 @@ describe('SystemBus (a private dbus-daemon)', { skip: !hasDaemon && 'dbus-daemon
       console.log('called');
       ${'' /* no closeSystemBus(): the process must still exit */}
     `;
-    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { encoding: 'utf8', timeout: 20_000, env: { ...process.env, DBUS_SYSTEM_BUS_ADDRESS: address } });
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
+      encoding: 'utf8',
+      timeout: 20_000,
+      env: { ...process.env, DBUS_SYSTEM_BUS_ADDRESS: address },
+    });
     assert.equal(r.signal, null, 'exited by itself (not killed by the timeout)');
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /called/);

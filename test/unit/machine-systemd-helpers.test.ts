@@ -39,7 +39,7 @@ describe('snapshotFromMountinfo', () => {
 
 describe('tailOfJournal', () => {
   const entry = (message: string | number[], pid = '86') => JSON.stringify({ MESSAGE: message, _PID: pid });
-  it('keeps the last lines, and systemd\'s own lines about the unit that scrolled out', () => {
+  it("keeps the last lines, and systemd's own lines about the unit that scrolled out", () => {
     const json = [
       entry('Starting labctl-x.service...', '1'),
       entry('Welcome'),
@@ -48,7 +48,15 @@ describe('tailOfJournal', () => {
       entry([104, 105]), // a message journald stored as bytes
     ].join('\n');
     const lines = tailOfJournal(json, 5).split('\n');
-    assert.deepEqual(lines, ['console 26', 'console 27', 'console 28', 'console 29', 'hi', '(systemd) Starting labctl-x.service...', '(systemd) labctl-x.service: start operation timed out. Terminating.']);
+    assert.deepEqual(lines, [
+      'console 26',
+      'console 27',
+      'console 28',
+      'console 29',
+      'hi',
+      '(systemd) Starting labctl-x.service...',
+      '(systemd) labctl-x.service: start operation timed out. Terminating.',
+    ]);
   });
   it('ignores what is not JSON and is empty for no entries', () => {
     assert.equal(tailOfJournal('-- No entries --\n'), '');

@@ -123,7 +123,6 @@ describe('the shipped unit template', () => {
       .map((l) => l.trim());
     for (const line of real) assert.ok(ours.includes(line), `${line} (from ${file}) is missing`);
   });
-
 });
 
 /**
@@ -132,15 +131,18 @@ describe('the shipped unit template', () => {
  * in PATH), each argument quoted as unit files quote them.
  */
 function unitFileText(entries: TemplateEntry[], vars: UnitVars): string {
-  const escape = (v: string) => v.replace(/%/g, '%%');
+  const escapePercent = (v: string) => v.replace(/%/g, '%%');
   const fill = (v: string) => v.replace(/\{([A-Za-z]+)\}/g, (_, name: string) => vars[name as keyof UnitVars]);
   const [exec] = unitProperties(
     entries.filter((e) => e.key === 'ExecStart'),
     vars,
   );
   const [[path, argv]] = exec!.value as [[string, string[], boolean]];
-  const quoted = [path, ...argv.slice(1)].map((a) => `"${escape(a).replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\$/g, '$$$$')}"`);
-  const lines = (section: string) => entries.filter((e) => e.section === section).map((e) => (e.key === 'ExecStart' ? `ExecStart=${quoted.join(' ')}` : `${e.key}=${escape(fill(e.value))}`));
+  const quoted = [path, ...argv.slice(1)].map((a) => `"${escapePercent(a).replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\$/g, '$$$$')}"`);
+  const lines = (section: string) =>
+    entries
+      .filter((e) => e.section === section)
+      .map((e) => (e.key === 'ExecStart' ? `ExecStart=${quoted.join(' ')}` : `${e.key}=${escapePercent(fill(e.value))}`));
   return ['[Unit]', ...lines('Unit'), '', '[Service]', ...lines('Service'), ''].join('\n');
 }
 
@@ -164,7 +166,11 @@ describe('systemd itself (systemd-analyze verify) on the unit the template makes
   it('knows every key in its section and takes every value', () => {
     const entries = loadUnitTemplate();
     // Every key labctl knows how to send is in the shipped template, so all of them are checked here.
-    assert.deepEqual(new Set(entries.map((e) => e.key)), new Set(Object.keys(KNOWN_PROPERTIES)), 'a key labctl can send that the template does not use goes unchecked: use it in the template');
+    assert.deepEqual(
+      new Set(entries.map((e) => e.key)),
+      new Set(Object.keys(KNOWN_PROPERTIES)),
+      'a key labctl can send that the template does not use goes unchecked: use it in the template',
+    );
     assert.deepEqual(verify(entries), []);
   });
 
@@ -245,7 +251,7 @@ describe('unitNameFor', () => {
   });
 });
 
-describe('images/systemd-host.yaml (the test harness\'s systemd host)', () => {
+describe("images/systemd-host.yaml (the test harness's systemd host)", () => {
   it('is a valid recipe with what a host for the systemd backend needs', async () => {
     const { loadRecipe, REQUIRED_PACKAGES } = await import('../../src/image/index.js');
     const r = loadRecipe('systemd-host');

@@ -88,11 +88,18 @@ describe('mapping: the srcnat target', () => {
     const rules = srcnat(text);
     for (const st of statements) assert.ok(rules.includes(`oifname ${OUTIF} ip saddr ${LAN} meta l4proto { tcp, udp } ${st}`), st);
     // The owner of each outside port is learned with the mapping, from its first packet on.
-    assert.ok(chain(text, 'learn_sent_original').some((r) => r.includes('update @owners { meta l4proto . th sport . ct original ip saddr . ct original proto-src ')));
+    assert.ok(
+      chain(text, 'learn_sent_original').some((r) => r.includes('update @owners { meta l4proto . th sport . ct original ip saddr . ct original proto-src ')),
+    );
   });
 
   test('only NATs that keep inside ports learn owners', () => {
-    for (const yaml of ['{ type: symmetric }', '{ type: full-cone, port-preservation: false }', '{ mapping: address-dependent, filtering: endpoint-independent }', '{ type: full-cone, fixed-port: 54321 }']) {
+    for (const yaml of [
+      '{ type: symmetric }',
+      '{ type: full-cone, port-preservation: false }',
+      '{ mapping: address-dependent, filtering: endpoint-independent }',
+      '{ type: full-cone, fixed-port: 54321 }',
+    ]) {
       const text = compileNatRuleset(natOf(yaml));
       assert.ok(!text.includes('update @owners'), yaml);
       assert.ok(!srcnat(text).some((r) => r.includes('@owners')), yaml);
@@ -120,7 +127,8 @@ describe('mapping: the srcnat target', () => {
     const n = natOf('{ mapping: address-dependent, filtering: address-dependent }');
     assert.equal(snatTarget(n), `${OUT}:jhash ip saddr . th sport . ip daddr mod 64512 seed 0x6c6162 offset 1024`);
     assert.equal(snatStatements(n).length, 4);
-    for (const st of snatStatements(n).slice(0, 3)) assert.match(st, /^jhash ip saddr \. th sport \. ip daddr mod 64512 seed 0x[0-9a-f]+ offset 1024 & 0xff >= 4 snat ip to /);
+    for (const st of snatStatements(n).slice(0, 3))
+      assert.match(st, /^jhash ip saddr \. th sport \. ip daddr mod 64512 seed 0x[0-9a-f]+ offset 1024 & 0xff >= 4 snat ip to /);
   });
 
   test('APDM: a fresh random port per flow', () => {
@@ -205,7 +213,11 @@ describe('static forwards', () => {
       `meta l4proto tcp th dport 54321 ${PEERS} dnat ip to 10.0.2.1:12345`,
       `meta l4proto { tcp, udp } ${PEERS} ${MAPPED}`,
     ]);
-    assert.ok(srcnat(compileNatRuleset(article.nats[1]!)).includes('oifname "ve-c1-nat-inet" ip saddr 10.0.2.0/24 meta l4proto { tcp, udp } snat ip to 100.64.2.100:54321'));
+    assert.ok(
+      srcnat(compileNatRuleset(article.nats[1]!)).includes(
+        'oifname "ve-c1-nat-inet" ip saddr 10.0.2.0/24 meta l4proto { tcp, udp } snat ip to 100.64.2.100:54321',
+      ),
+    );
   });
 });
 
@@ -216,7 +228,11 @@ describe('hairpinning', () => {
       const on = nat.behaviour.hairpinning;
       assert.equal(text.includes('\tchain hairpin {'), on, label);
       assert.equal(chain(text, 'dstnat').includes(`iifname ${LANIF} ip saddr ${LAN} ip daddr ${OUT} jump hairpin`), on, label);
-      assert.equal(srcnat(text).some((r) => r.startsWith(`oifname ${LANIF} ip saddr ${LAN} ct status dnat`)), on, label);
+      assert.equal(
+        srcnat(text).some((r) => r.startsWith(`oifname ${LANIF} ip saddr ${LAN} ct status dnat`)),
+        on,
+        label,
+      );
       assert.equal(text.includes('jump hairpin'), on, label);
     }
   });
@@ -246,7 +262,8 @@ describe('timeouts', () => {
       assert.equal(rules.length, 9, c);
       const port = c.startsWith('learn_sent') ? 'th sport' : 'th dport';
       for (const set of ['@mappings', '@owners', '@peers']) {
-        const upd = (match: string, t: string) => rules.find((r) => r.startsWith(`${match} update ${set} { meta l4proto . ${port}`) && r.includes(` timeout ${t}`));
+        const upd = (match: string, t: string) =>
+          rules.find((r) => r.startsWith(`${match} update ${set} { meta l4proto . ${port}`) && r.includes(` timeout ${t}`));
         assert.ok(upd('meta l4proto udp ct status assured', '171s'), `${c} ${set}: assured UDP uses the stream timeout\n${rules.join('\n')}`);
         assert.ok(upd('meta l4proto udp ct status & assured == 0', '17s'), `${c} ${set}: unreplied UDP uses the unreplied timeout`);
         assert.ok(upd('meta l4proto tcp', '1717s'), `${c} ${set}: TCP uses the mapping timeout`);
@@ -311,7 +328,10 @@ describe('ruleset structure', () => {
     const bridged = compileNatRuleset(natOf('{ type: full-cone, hairpinning: true }', '[{ name: a1 }, { name: a2 }]'));
     assert.ok(chain(bridged, 'forward_filter').includes(`iifname "br-lan" oifname ${OUTIF} accept`));
     assert.ok(chain(bridged, 'dstnat').includes(`iifname "br-lan" ip saddr ${LAN} ip daddr ${OUT} jump hairpin`));
-    const lab = parseLab('name: t\nsites:\n  - { name: isp, nat: { type: symmetric } }\n  - { name: home, upstream: isp, nat: { type: full-cone }, nodes: [{ name: pc }] }\n', 't.yaml');
+    const lab = parseLab(
+      'name: t\nsites:\n  - { name: isp, nat: { type: symmetric } }\n  - { name: home, upstream: isp, nat: { type: full-cone }, nodes: [{ name: pc }] }\n',
+      't.yaml',
+    );
     const home = compileNatRuleset(lab.nats[1]!);
     assert.ok(srcnat(home).includes('oifname "ve-home-nat-up" ip saddr 10.0.2.0/24 meta l4proto { tcp, udp } snat ip to 10.0.1.1'), srcnat(home).join('\n'));
   });

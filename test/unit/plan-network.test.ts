@@ -16,16 +16,13 @@ describe('planNetwork of the article lab', () => {
 
   test('one namespace plan per member, with its role', () => {
     assert.equal(plan.lab, 'article');
-    assert.deepEqual(
-      plan.namespaces.map((n) => [n.netns, n.owner, n.role]).sort(),
-      [
-        ['ns-c0', 'c0', 'node'],
-        ['ns-c0-nat', 'c0-nat', 'nat'],
-        ['ns-c1', 'c1', 'node'],
-        ['ns-c1-nat', 'c1-nat', 'nat'],
-        ['ns-inet', 'inet', 'internet'],
-      ],
-    );
+    assert.deepEqual(plan.namespaces.map((n) => [n.netns, n.owner, n.role]).sort(), [
+      ['ns-c0', 'c0', 'node'],
+      ['ns-c0-nat', 'c0-nat', 'nat'],
+      ['ns-c1', 'c1', 'node'],
+      ['ns-c1-nat', 'c1-nat', 'nat'],
+      ['ns-inet', 'inet', 'internet'],
+    ]);
   });
 
   test('linkBatch creates each veth with both ends in their namespaces', () => {

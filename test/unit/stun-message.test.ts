@@ -74,7 +74,10 @@ test('RFC 5769 2.1 sample request: decodes, FINGERPRINT and MESSAGE-INTEGRITY ve
   assert.equal(m.cls, 'request');
   assert.equal(m.cookie, MAGIC_COOKIE);
   assert.deepEqual(m.transactionId, TID);
-  assert.deepEqual(m.attributes.map((a) => a.type), [ATTR.SOFTWARE, ATTR.PRIORITY, ATTR.ICE_CONTROLLED, ATTR.USERNAME, ATTR.MESSAGE_INTEGRITY, ATTR.FINGERPRINT]);
+  assert.deepEqual(
+    m.attributes.map((a) => a.type),
+    [ATTR.SOFTWARE, ATTR.PRIORITY, ATTR.ICE_CONTROLLED, ATTR.USERNAME, ATTR.MESSAGE_INTEGRITY, ATTR.FINGERPRINT],
+  );
   assert.equal(getAttribute(m, ATTR.SOFTWARE)!.toString(), 'STUN test client');
   assert.equal(getAttribute(m, ATTR.USERNAME)!.toString(), 'evtj:h6vY');
   assert.equal(checkFingerprint(SAMPLE_REQUEST), true);

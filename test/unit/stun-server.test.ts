@@ -26,7 +26,13 @@ before(async () => {
   for (let attempt = 0; ; attempt++) {
     const base = 20000 + Math.floor(Math.random() * 20000) * 2;
     try {
-      server = await StunServer.start({ addresses: [A1, A2], portPairs: [[base, base + 1], [base + 2, base + 3]] });
+      server = await StunServer.start({
+        addresses: [A1, A2],
+        portPairs: [
+          [base, base + 1],
+          [base + 2, base + 3],
+        ],
+      });
       [P1, P2, P3, P4] = [base, base + 1, base + 2, base + 3];
       break;
     } catch (e) {
@@ -86,7 +92,7 @@ test('RESPONSE-PORT: the response goes to that port of the source address, and t
   const r = await client.binding({ address: A1, port: P1 }, { responsePort: other.port });
   assert.ok(r?.ok);
   assert.equal(r.receivedOn, other.port, 'the response arrived at the other socket');
-  assert.deepEqual(r.reflexive, { address: A1, port: client.port }, 'XOR-MAPPED-ADDRESS is still the request\'s source');
+  assert.deepEqual(r.reflexive, { address: A1, port: client.port }, "XOR-MAPPED-ADDRESS is still the request's source");
   const both = await client.binding({ address: A1, port: P1 }, { responsePort: other.port, changePort: true });
   assert.equal(both?.receivedOn, other.port);
   assert.deepEqual(both?.from, { address: A1, port: P2 });
@@ -107,7 +113,9 @@ test('PADDING is understood (RFC 5780); an unknown comprehension-required attrib
 test('unknown comprehension-optional attributes are ignored; an unknown method gets 400', async () => {
   const ok = decodeMessage(await rawExchange(encodeMessage(bindingRequest(randomBytes(12), [{ type: 0x8fff, value: Buffer.alloc(4) }]))));
   assert.equal(ok.cls, 'success');
-  const bad = decodeMessage(await rawExchange(encodeMessage({ method: 0x00a, cls: 'request', cookie: MAGIC_COOKIE, transactionId: randomBytes(12), attributes: [] })));
+  const bad = decodeMessage(
+    await rawExchange(encodeMessage({ method: 0x00a, cls: 'request', cookie: MAGIC_COOKIE, transactionId: randomBytes(12), attributes: [] })),
+  );
   assert.equal(bad.cls, 'error');
   assert.equal(bindingInfo(bad).error?.code, 400);
 });
@@ -144,7 +152,10 @@ test('the client retransmits until answered, and gives up on time when nobody an
   lossy.on('message', (buf, rinfo) => {
     if (++seen < 3) return;
     const req = decodeMessage(buf);
-    const res = encodeMessage({ method: METHOD_BINDING, cls: 'success', cookie: MAGIC_COOKIE, transactionId: req.transactionId, attributes: [] }, { fingerprint: true });
+    const res = encodeMessage(
+      { method: METHOD_BINDING, cls: 'success', cookie: MAGIC_COOKIE, transactionId: req.transactionId, attributes: [] },
+      { fingerprint: true },
+    );
     lossy.send(res, rinfo.port, rinfo.address);
   });
   const t0 = Date.now();

@@ -25,6 +25,6 @@ export const debian: Distribution = {
     const deb = `deb${signedBy ? ` [signed-by=${signedBy}]` : ''} ${recipe.mirror}`;
     const lines = [`${deb} ${recipe.suite} ${comps}`];
     if (!['sid', 'unstable', 'testing'].includes(recipe.suite)) lines.push(`${deb} ${recipe.suite}-updates ${comps}`);
-    return lines.join('\n') + '\n';
+    return `${lines.join('\n')}\n`;
   },
 };

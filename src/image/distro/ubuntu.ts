@@ -48,6 +48,6 @@ export const ubuntu: Distribution = {
   sourcesList(recipe, signedBy) {
     const comps = recipe.components.join(' ');
     const deb = `deb${signedBy ? ` [signed-by=${signedBy}]` : ''} ${recipe.mirror}`;
-    return [`${deb} ${recipe.suite} ${comps}`, `${deb} ${recipe.suite}-updates ${comps}`].join('\n') + '\n';
+    return `${[`${deb} ${recipe.suite} ${comps}`, `${deb} ${recipe.suite}-updates ${comps}`].join('\n')}\n`;
   },
 };
