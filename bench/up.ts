@@ -172,7 +172,23 @@ async function oneByOne(): Promise<number[]> {
   return out;
 }
 
+/**
+ * What `down` unmounting the image costs the next `up`: `labctl image mount` of the image
+ * when nothing has it mounted (loop device, btrfs mount, the data dir's shared mount), the
+ * step every `up` above repeats because each `down` before it unmounted the image.
+ */
+async function mountCost(): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    await labctl(['image', 'umount', image, '--data-dir', dataDir]);
+    out.push((await labctl(['image', 'mount', image, '--data-dir', dataDir])).ms);
+  }
+  await labctl(['image', 'umount', image, '--data-dir', dataDir]);
+  return out;
+}
+
 const rows: Row[] = [];
+const mounts = await mountCost();
 rows.push(await measure('default lab (4 machines)', join(ROOT, 'machines', 'article.yaml'), 'article', 4));
 const byHand = await oneByOne();
 rows.push(await measure('8 sites (16 machines)', sitesLab(8), 'bench8', 16));
@@ -192,6 +208,7 @@ Measured ${new Date().toISOString().slice(0, 10)} on ${machineLine()}, by \`benc
 | --- | --- | --- | --- | --- | --- | --- |
 ${table}
 
+- Each \`up\` above starts with the image unmounted (\`down\` of the last lab that uses an image unmounts it and frees its loop device), so each includes mounting it again. \`labctl image mount\` of an unmounted image alone, a whole labctl process: ${ms(stats(mounts).median)} median (${ms(stats(mounts).min)}–${ms(stats(mounts).max)}).
 - The article's way, the same 4 machines booted one after another by hand (its script, then one \`systemd-nspawn --ephemeral -b\` at a time, each waited for): ${ms(stats(byHand).median)} median (${ms(stats(byHand).min)}–${ms(stats(byHand).max)}).
 - Targets: the default lab up in under 2 s; 32 sites (64 machines) in under 30 s. The article measured 79 MB of free memory per booted machine on btrfs.
 - \`fs.inotify.max_user_instances\` was ${readFileSync('/proc/sys/fs/inotify/max_user_instances', 'utf8').trim()} during the run: with Debian's default of 128, \`labctl up\` refuses the 32-site lab before starting anything and says to raise it (each machine's systemd takes about 3 inotify instances); labctl itself never changes host sysctls.

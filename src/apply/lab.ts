@@ -16,7 +16,18 @@ import { unitNameFor } from '../machine/unit-name.js';
 import { inotifyShortfall } from '../machine/limits.js';
 import { netDownLocked, netUpLocked } from './net.js';
 import { planNetwork } from '../plan/network.js';
-import { allStates, type ImageUse, imageUseOf, type MachineState, labRunDir, readState, recordImageUse, withLabLock, writeState } from '../host/state.js';
+import {
+  allStates,
+  type ImageUse,
+  imageUseOf,
+  isImagePinned,
+  type MachineState,
+  labRunDir,
+  readState,
+  recordImageUse,
+  withLabLock,
+  writeState,
+} from '../host/state.js';
 import { resolveDataDir } from '../host/dirs.js';
 
 export const DEFAULT_IMAGE = 'bookworm';
@@ -79,7 +90,8 @@ export const realHost: LabHost = {
   },
   releaseImage: async (use) => {
     const { ImageInUseError, imageInUseBy, umountImage } = await import('../image/index.js');
-    if ((await imageInUseBy(use.image, { dataDir: use.dataDir })).length) return;
+    // Mounted by hand (`labctl image mount`), or booted by another lab: it stays.
+    if (isImagePinned(use) || (await imageInUseBy(use.image, { dataDir: use.dataDir })).length) return;
     // Another lab's `up` may have started using it since: then it stays.
     await umountImage(use.image, { dataDir: use.dataDir }).catch((e: unknown) => {
       if (!(e instanceof ImageInUseError)) throw e;

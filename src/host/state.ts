@@ -1,7 +1,8 @@
 // The state file records what a lab owns, so that `down` removes exactly that (and what
 // a crashed `up` left), and never another lab's or the host's objects. One JSON file per
 // lab in the run dir (host/dirs.ts: /run/labctl, root-only), written before anything is created.
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { withLock } from './lock.js';
 import { runDir } from './dirs.js';
@@ -74,6 +75,30 @@ export function imageUseOf(lab: string, dir = runDir()): ImageUse | undefined {
     return undefined;
   }
 }
+
+/**
+ * Images mounted by hand (`labctl image mount`) stay mounted until `labctl image umount`:
+ * `down` of the last lab that boots one leaves it. One file per image, named by a hash of
+ * its data dir and name, in the run dir (gone at reboot, as the mounts are).
+ */
+const pinFile = (use: ImageUse, dir = runDir()) =>
+  join(dir, 'mounted-images', `${createHash('sha256').update(`${use.dataDir}\0${use.image}`).digest('hex').slice(0, 16)}.json`);
+
+export function pinImage(use: ImageUse): void {
+  mkdirSync(join(ensureRunDir(), 'mounted-images'), { recursive: true, mode: 0o700 });
+  writeFileSync(pinFile(use), `${JSON.stringify(use)}\n`, { mode: 0o600 });
+}
+
+export function unpinImage(use: ImageUse): void {
+  rmSync(pinFile(use), { force: true });
+  try {
+    rmdirSync(join(runDir(), 'mounted-images'));
+  } catch {
+    /* other images are pinned, or none ever was */
+  }
+}
+
+export const isImagePinned = (use: ImageUse, dir = runDir()): boolean => existsSync(pinFile(use, dir));
 
 /** Every lab's recorded image (`dir`: another run dir, for tests). */
 export function allImageUses(dir: string = runDir()): { lab: string; use: ImageUse }[] {

@@ -10,6 +10,7 @@ import { imageState, readMeta } from './meta.js';
 import { detachLoops, loopBackingAt, loopMount, mountAt, unmountTree } from './mount.js';
 import { checkImageName, imagePaths, type ImagePaths } from './paths.js';
 import { resolveDataDir } from '../host/dirs.js';
+import { pinImage, unpinImage } from '../host/state.js';
 import { listDir } from '../util/fs.js';
 import { alive } from '../util/process.js';
 
@@ -186,6 +187,8 @@ export async function mountImageByName(name: string, options: { dataDir?: string
   const paths = imagePaths(dir, name);
   return withLock(paths.imageLock, { waitMs: MOUNT_LOCK_WAIT_MS, what: `image ${name} is busy` }, async () => {
     const r = await mountLocked(paths, name, { dataDir: dir });
+    // Mounted by hand: it stays mounted until `labctl image umount`, whatever labs come and go.
+    pinImage({ image: name, dataDir: dir });
     return { ...r, mountDir: paths.mountDir };
   });
 }
@@ -207,6 +210,7 @@ export async function umountImage(name: string, options: { dataDir?: string; run
     }
     await detachLoops(paths.imageFile);
     await rmdir(paths.mountDir).catch(() => undefined);
+    unpinImage({ image: name, dataDir: dir });
     return { unmounted: wasMounted };
   });
 }
@@ -240,6 +244,7 @@ export async function removeImage(name: string, options: { dataDir?: string; run
             removed.push(f);
           }
         }
+        unpinImage({ image: name, dataDir: dir });
         return { removed };
       }),
     );

@@ -81,4 +81,13 @@ test('image build noble, up, exec conntrack -L in c1-nat, down: the article lab 
   assert.ok(!existsSync('/run/labctl/article.json'), 'no state file left');
   const nspawns = spawnSync('pgrep', ['-a', '-f', `systemd-nspawn.*${TEST_DATA_DIR}/mnt/noble`], { encoding: 'utf8' });
   assert.equal(nspawns.status, 1, `no systemd-nspawn of the image left: ${nspawns.stdout}`);
+
+  // Mounted by hand, it stays mounted through up and down, until image umount.
+  await labctlOk(['image', 'mount', 'noble', ...data]);
+  await labctlOk(['up', ...data]);
+  await labctlOk(['down']);
+  assert.ok(nobleMounts().length > 0, 'an image mounted with labctl image mount stays mounted after down');
+  await labctlOk(['image', 'umount', 'noble', ...data]);
+  assert.deepEqual(nobleMounts(), [], 'image umount unmounts it');
+  assert.deepEqual(nobleLoops(), [], 'and frees its loop device');
 });

@@ -23,21 +23,14 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import {
-  buildImage,
-  ensureImageMounted,
-  imageInUseBy,
-  imagePaths,
-  imageState,
-  loopsUnder,
-  mountsUnder,
-  recipeHash,
-  resolveRecipe,
-} from '../../src/image/index.js';
+import { buildImage, mountImage, imageInUseBy, imagePaths, imageState, loopsUnder, mountsUnder, recipeHash, resolveRecipe } from '../../src/image/index.js';
 import { withLock } from '../../src/host/lock.js';
+import { unpinImage } from '../../src/host/state.js';
+import { listDir } from '../../src/util/fs.js';
 import { filesUnder } from './files.js';
 import { detachLoops, unmountTree } from '../../src/image/mount.js';
 import { killProcessesUsing } from '../../src/image/procs.js';
+import { alive } from '../../src/util/process.js';
 
 export const TEST_DATA_DIR = process.env.LABCTL_TEST_DATA_DIR || '/var/tmp/labctl-test-data';
 export const TEST_IMAGE_NAME = 'bookworm';
@@ -129,7 +122,9 @@ async function getTestImageOnce(): Promise<TestImage> {
       process.stderr.write(`# built the shared test image in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
       built = true;
     }
-    const { path } = await ensureImageMounted(TEST_IMAGE_NAME, TEST_DATA_DIR);
+    // Mounted as `labctl image mount` does: it stays mounted while the test files' labs come
+    // and go (down of the last lab that boots an image unmounts it otherwise) until cleanup.
+    const { path } = await mountImage(TEST_IMAGE_NAME, { dataDir: TEST_DATA_DIR });
     return { dataDir: TEST_DATA_DIR, name: TEST_IMAGE_NAME, path, recipeHash: hash, codeHash, built };
   });
 }
@@ -172,15 +167,16 @@ function testDataDirs(): string[] {
   return [...dirs];
 }
 
+/** The pid in a lock file while that process runs (a zombie does not: it holds nothing), else undefined. */
 function livePid(file: string): number | undefined {
+  let pid: number;
   try {
-    const pid = Number(readFileSync(file, 'utf8').trim());
-    if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid) return undefined;
-    process.kill(pid, 0);
-    return pid;
+    pid = Number(readFileSync(file, 'utf8').trim());
   } catch {
     return undefined;
   }
+  if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid) return undefined;
+  return alive(pid) ? pid : undefined;
 }
 
 /**
@@ -224,6 +220,13 @@ export async function cleanupTestImage(options: { remove?: boolean; force?: bool
       }
     }
     const kept = (path: string) => keep.some((k) => path === k || path.startsWith(`${k}/`));
+    // What getTestImage and the tests mounted by hand is no longer pinned (the pins live in the run dir).
+    for (const dataDir of testDataDirs()) {
+      for (const f of listDir(join(dataDir, 'images')).filter((f) => f.endsWith('.btrfs'))) {
+        const image = f.slice(0, -'.btrfs'.length);
+        if (!kept(imagePaths(dataDir, image).mountDir)) unpinImage({ image, dataDir });
+      }
+    }
     for (const m of mountsUnder(TEST_DATA_DIR)) {
       if (kept(m.mountPoint) || !mountsUnder(m.mountPoint).length) continue;
       await unmountTree(m.mountPoint, { killUsers: Boolean(options.force), step: 'test cleanup' });

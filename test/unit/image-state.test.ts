@@ -8,6 +8,7 @@ import { describe, it } from 'node:test';
 import { Command } from 'commander';
 import { registerImageCommands } from '../../src/cli/image.js';
 import { imageInUseBy, imagePaths, imageState } from '../../src/image/index.js';
+import { isImagePinned, pinImage, unpinImage } from '../../src/host/state.js';
 import { LockBusyError, withLock } from '../../src/host/lock.js';
 import { readFsid } from '../../src/image/meta.js';
 import { parseMountinfo } from '../../src/image/mount.js';
@@ -54,6 +55,28 @@ describe('imageInUseBy', () => {
     writeFileSync(join(runDir, 'elsewhere', 'image.json'), JSON.stringify({ image: 'trixie', dataDir: '/var/lib/labctl' }));
     assert.deepEqual(await imageInUseBy('trixie', opts), ['lab booting']);
     assert.deepEqual(await imageInUseBy('bookworm', { ...opts, runDir: join(runDir, 'missing') }), []);
+  });
+});
+
+describe('images mounted by hand', () => {
+  it('are pinned in the run dir until unpinned, per data dir and name', () => {
+    const runDir = tmp('run');
+    const saved = process.env.LABCTL_RUN_DIR;
+    process.env.LABCTL_RUN_DIR = runDir;
+    try {
+      const use = { image: 'noble', dataDir: '/var/lib/labctl' };
+      assert.equal(isImagePinned(use), false);
+      pinImage(use);
+      assert.equal(isImagePinned(use), true);
+      assert.equal(isImagePinned({ ...use, dataDir: '/elsewhere' }), false, "another data dir's image of that name is another image");
+      assert.equal(isImagePinned({ ...use, image: 'bookworm' }), false);
+      unpinImage(use);
+      assert.equal(isImagePinned(use), false);
+      assert.deepEqual(readdirSync(runDir), [], 'nothing left in the run dir');
+    } finally {
+      if (saved === undefined) delete process.env.LABCTL_RUN_DIR;
+      else process.env.LABCTL_RUN_DIR = saved;
+    }
   });
 });
 
