@@ -11,7 +11,7 @@ import { bootstrapHash, loadRecipe, unknownSuiteWarning, withMirror, type Recipe
 import { mountAt, loopMount, warnings } from './mount.js';
 import { imageState, readFsid, readMeta } from './meta.js';
 import { killProcessesUsing } from './procs.js';
-import { removeNewBuild } from './steps.js';
+import { removeNewBuild } from './stale-build.js';
 
 const buildInterrupted = (signal: string) => new InterruptedError(`interrupted by ${signal}; the partial build was cleaned up`);
 

@@ -1,44 +1,27 @@
 // The build steps. Each is a named function over the one BuildContext; plan.ts
-// decides which run and in what order. Every host command goes through run().
+// decides which run and in what order. Every host command goes through run(). What the
+// steps do inside the new root is in rootfs.ts, what they ask of the host in
+// host-check.ts, and the removal of an unfinished build in stale-build.ts.
 import { constants as fsc, renameSync } from 'node:fs';
-import {
-  access,
-  chmod,
-  copyFile,
-  lstat,
-  mkdir,
-  readFile,
-  readdir,
-  realpath,
-  rename,
-  rm,
-  rmdir,
-  stat,
-  symlink,
-  truncate,
-  unlink,
-  utimes,
-  writeFile,
-  open,
-} from 'node:fs/promises';
+import { access, chmod, copyFile, mkdir, open, readFile, rename, rm, rmdir, stat, symlink, truncate, utimes, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { formatCommand } from '../exec/quote.js';
 import { CommandError, run, type RunOptions, type RunResult } from '../exec/run.js';
+import { acquireLock, withLock } from '../host/lock.js';
+import { UsageError } from '../util/errors.js';
 import { AptProgress } from './apt-progress.js';
+import { describeBase, dropBase, noteBootstrapHash, pruneBaseCache } from './base-cache.js';
+import { formatBytes } from './bytes.js';
 import { DebootstrapProgress, DownloadMeter, debootstrapCommand } from './debootstrap.js';
 import { ImageInUseError } from './errors.js';
-import { UsageError } from '../util/errors.js';
-import { formatBytes } from './bytes.js';
-import { readHostOs } from './host-os.js';
+import { missingHostTools, missingKeyringError } from './host-check.js';
 import { imageInUseBy } from './inuse.js';
 import { readFsid, writeJsonAtomic, imageState, type ImageMeta } from './meta.js';
 import { detachLoops, loopMount, mountAt, unmountTree, warnings } from './mount.js';
-import { inRoot } from './paths.js';
-import { bootstrapHash, imageKeyringPath } from './recipe.js';
-import { describeBase, dropBase, noteBootstrapHash, pruneBaseCache } from './base-cache.js';
-import { acquireLock, withLock } from '../host/lock.js';
-import { killProcessesUsing, processesUsing, type ProcessUse } from './procs.js';
-import { alive } from '../util/process.js';
 import type { BuildContext, Step, StepIO } from './plan.js';
+import { bootstrapHash } from './recipe.js';
+import { cleanPackageCaches, exists, inNewRoot, lockRootPassword, maskIn, safeTarget, writeAptSources } from './rootfs.js';
+import { removeNewBuild } from './stale-build.js';
 
 /**
  * Throws once the build is interrupted. Called before every host command a step starts:
@@ -52,7 +35,7 @@ function stopIfInterrupted(ctx: BuildContext, step: string): void {
 /** Runs a host command for a step: output streams to io.log (shown with --verbose). */
 async function sh(ctx: BuildContext, step: string, command: string[], options: RunOptions = {}): Promise<RunResult> {
   stopIfInterrupted(ctx, step);
-  if (ctx.options.verbose) ctx.io.log(`$ ${command.join(' ')}`);
+  if (ctx.options.verbose) ctx.io.log(`$ ${formatCommand(command)}`);
   const verboseTap = ctx.options.verbose ? (line: string) => ctx.io.log(line) : undefined;
   const userTap = options.onLine;
   return run(command, {
@@ -69,51 +52,6 @@ async function sh(ctx: BuildContext, step: string, command: string[], options: R
   });
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function hostHas(tool: string): Promise<boolean> {
-  for (const dir of ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin']) {
-    try {
-      await access(join(dir, tool), fsc.X_OK);
-      return true;
-    } catch {
-      /* next */
-    }
-  }
-  return false;
-}
-
-const TOOL_PACKAGES: Record<string, string> = {
-  debootstrap: 'debootstrap',
-  'mkfs.btrfs': 'btrfs-progs',
-  btrfs: 'btrfs-progs',
-  losetup: 'mount',
-  mount: 'mount',
-  umount: 'mount',
-  chroot: 'coreutils',
-  'systemd-nspawn': 'systemd-container',
-  dpkg: 'dpkg',
-};
-
-/** The recipe's keyring is not on the host: which file, which recipe field, and how to get it on this host. */
-function missingKeyringError(ctx: BuildContext): UsageError {
-  const { recipe } = ctx;
-  const file = recipe.sourceFile ?? `recipe ${recipe.name}`;
-  return new UsageError(
-    `${file}: keyring: ${recipe.keyring} does not exist (debootstrap checks the ${ctx.distro.label} archive's signatures for ${recipe.suite} with it); nothing was created.\n` +
-      `${ctx.distro.keyringProvider(recipe.keyring, readHostOs())}.\n` +
-      `Put the keyring at ${recipe.keyring}, or set keyring: in ${file} to where it is.\n` +
-      '--insecure-no-verify skips the signature checks instead, which is insecure.',
-  );
-}
-
 // ---------------------------------------------------------------------------
 
 export const checkHost: Step = {
@@ -128,8 +66,7 @@ export const checkHost: Step = {
     const tools = ['mkfs.btrfs', 'btrfs', 'losetup', 'mount', 'umount', 'chroot', 'dpkg'];
     if (bootstraps) tools.push('debootstrap');
     if (recipe.commands.length || ctx.extendBase) tools.push('systemd-nspawn');
-    const missing: string[] = [];
-    for (const t of tools) if (!(await hostHas(t))) missing.push(`${t} (package ${TOOL_PACKAGES[t] ?? t})`);
+    const missing = await missingHostTools(tools);
     if (missing.length) throw new UsageError(`missing host tools: ${missing.join(', ')}`);
     const hostArch = (await sh(ctx, 'check-host', ['dpkg', '--print-architecture'])).stdout.trim();
     if (hostArch !== recipe.architecture) {
@@ -282,50 +219,6 @@ export const configureApt: Step = {
   },
 };
 
-/**
- * Puts the recipe's keyring in the image and writes sources.list naming it (signed-by), so
- * that apt in the image (install-packages, and later the machines) checks the archive with
- * the keyring debootstrap checked it with, not just the keys the image's own packages trust
- * (which a private mirror's are not). The distribution's own keyring, when its package
- * installed it, is left as it is. Returns the keyring's path in the image, if it has one.
- */
-async function writeAptSources(ctx: BuildContext): Promise<string | undefined> {
-  const root = ctx.paths.newRootfs;
-  const keyring = imageKeyringPath(ctx.recipe);
-  const packaged = keyring === ctx.distro.defaultKeyring && (await exists(inRoot(root, keyring)));
-  if (!packaged && (await exists(ctx.recipe.keyring))) {
-    const target = await safeTarget(root, keyring);
-    await copyFile(ctx.recipe.keyring, target);
-    await chmod(target, 0o644);
-  }
-  // No keyring on the host is only possible with --insecure-no-verify: apt keeps its own trust then.
-  const signedBy = (await exists(inRoot(root, keyring))) ? keyring : undefined;
-  await writeFile(inRoot(root, '/etc/apt/sources.list'), ctx.distro.sourcesList(ctx.recipe, signedBy));
-  return signedBy;
-}
-
-async function emptyDir(dir: string, keep: string[] = []): Promise<void> {
-  let entries: string[];
-  try {
-    entries = await readdir(dir);
-  } catch {
-    return;
-  }
-  for (const e of entries) if (!keep.includes(e)) await rm(join(dir, e), { recursive: true, force: true });
-}
-
-async function cleanPackageCaches(ctx: BuildContext): Promise<void> {
-  const root = ctx.paths.newRootfs;
-  await emptyDir(join(root, 'var/cache/apt/archives'), ['partial', 'lock']);
-  await emptyDir(join(root, 'var/cache/apt/archives/partial'));
-  for (const f of await readdir(join(root, 'var/cache/apt')).catch(() => [] as string[])) {
-    if (f.endsWith('.bin')) await rm(join(root, 'var/cache/apt', f), { force: true });
-  }
-  await emptyDir(join(root, 'var/lib/apt/lists'), ['partial', 'lock', 'auxfiles']);
-  await emptyDir(join(root, 'var/lib/apt/lists/partial'));
-  await rm(join(root, 'debootstrap'), { recursive: true, force: true });
-}
-
 export const cleanPackages: Step = {
   name: 'clean-packages',
   title: 'Clean the package caches',
@@ -409,28 +302,6 @@ export const restoreBase: Step = {
   },
 };
 
-/**
- * A command run in the new root with systemd-nspawn, sharing the host's network. resolv.conf:
- * 'off' leaves the image's own; 'bind-host' lends the host's for the run (apt downloads).
- */
-function inNewRoot(ctx: BuildContext, extra: string[], command: string[], resolvConf: 'off' | 'bind-host' = 'bind-host'): string[] {
-  return [
-    'systemd-nspawn',
-    '--register=no',
-    '--keep-unit',
-    '--quiet',
-    '--as-pid2',
-    `--resolv-conf=${resolvConf}`,
-    '--timezone=off',
-    '--link-journal=no',
-    `--directory=${ctx.paths.newRootfs}`,
-    '--setenv=DEBIAN_FRONTEND=noninteractive',
-    ...extra,
-    '--',
-    ...command,
-  ];
-}
-
 export const installPackages: Step = {
   name: 'install-packages',
   title: 'Install the packages the cached base lacks (apt-get)',
@@ -477,22 +348,6 @@ export const installPackages: Step = {
   },
 };
 
-/** Makes sure writing root+path stays inside root (no symlink out of it). */
-async function safeTarget(root: string, path: string): Promise<string> {
-  const target = inRoot(root, path);
-  await mkdir(dirname(target), { recursive: true });
-  const parent = await realpath(dirname(target));
-  const realRoot = await realpath(root);
-  if (parent !== realRoot && !parent.startsWith(`${realRoot}/`)) throw new UsageError(`files: ${path} resolves outside the image (through a symlink)`);
-  const finalTarget = join(parent, target.slice(dirname(target).length + 1));
-  try {
-    if ((await lstat(finalTarget)).isSymbolicLink()) await unlink(finalTarget);
-  } catch {
-    /* does not exist yet */
-  }
-  return finalTarget;
-}
-
 export const addFiles: Step = {
   name: 'add-files',
   title: 'Add files',
@@ -512,7 +367,7 @@ export const runCommands: Step = {
   title: 'Run the recipe commands',
   async run(ctx, io) {
     for (const [i, command] of ctx.recipe.commands.entries()) {
-      io.progress(`${i + 1}/${ctx.recipe.commands.length}: ${command.join(' ')}`);
+      io.progress(`${i + 1}/${ctx.recipe.commands.length}: ${formatCommand(command)}`);
       await sh(ctx, `run-commands[${i}]`, inNewRoot(ctx, [], command, 'off'));
     }
   },
@@ -530,21 +385,6 @@ export const setRootPassword: Step = {
     await sh(ctx, 'set-root-password', ['chroot', ctx.paths.newRootfs, 'chpasswd'], { input: `root:${password}\n` });
   },
 };
-
-/** Makes root's password field "*" (no password, no login by password) unless one was asked for. */
-async function lockRootPassword(root: string): Promise<void> {
-  const shadow = join(root, 'etc/shadow');
-  const text = await readFile(shadow, 'utf8');
-  const lines = text.split('\n').map((line) => {
-    const fields = line.split(':');
-    if (fields[0] === 'root' && fields.length > 2 && !['*', '!', '!*'].includes(fields[1] ?? '')) {
-      fields[1] = '*';
-      return fields.join(':');
-    }
-    return line;
-  });
-  await writeFile(shadow, lines.join('\n'));
-}
 
 export const tuneBoot: Step = {
   name: 'tune-boot',
@@ -569,16 +409,6 @@ export const tuneBoot: Step = {
     await maskIn(join(root, 'etc/systemd/system-generators'), ctx.recipe.maskGenerators, 'masked generator', io);
   },
 };
-
-async function maskIn(dir: string, names: string[], what: string, io: StepIO): Promise<void> {
-  if (names.length) await mkdir(dir, { recursive: true });
-  for (const name of names) {
-    const link = join(dir, name);
-    await rm(link, { force: true, recursive: true });
-    await symlink('/dev/null', link);
-    io.log(`${what} ${name}`);
-  }
-}
 
 export const resetIdentity: Step = {
   name: 'reset-identity',
@@ -719,38 +549,3 @@ export const swap: Step = {
     });
   },
 };
-
-/**
- * Removes what a build in progress made (mount, loop device, .new files). Safe to call twice.
- * A build killed hard (SIGKILL, OOM) can leave its commands' children running in it (a
- * debootstrap's dpkg, a wget, a chroot): they are stopped, and must be gone, before anything
- * is unmounted or removed, or they would go on writing into a lazily detached filesystem
- * while the next build starts afresh beside them. Returns the processes it stopped.
- */
-export async function removeNewBuild(ctx: BuildContext): Promise<ProcessUse[]> {
-  const p = ctx.paths;
-  const paths = [p.newMountDir, p.newImageFile];
-  const stopped = await killProcessesUsing(paths);
-  const left = processesUsing(paths);
-  if (left.length) {
-    throw new Error(
-      `processes still use the unfinished build in ${p.newMountDir}: ` +
-        `${left.map((u) => `process ${u.pid} (${u.comm}, its ${u.how})`).join(', ')}; stop them and build again (nothing was removed)`,
-    );
-  }
-  await unmountTree(p.newMountDir, { killUsers: true, step: 'cleanup' });
-  await detachLoops(p.newImageFile);
-  await rm(p.newImageFile, { force: true });
-  await rm(p.newMetaFile, { force: true });
-  await rmdir(p.newMountDir).catch(() => undefined);
-  const cacheDir = dirname(ctx.baseStream);
-  for (const f of await readdir(cacheDir).catch(() => [] as string[])) {
-    if (f.includes('.partial-')) {
-      const pid = Number(f.split('.partial-')[1]);
-      if (pid === process.pid || !alive(pid)) await rm(join(cacheDir, f), { force: true });
-    }
-  }
-  return stopped;
-}
-
-export type { StepIO };
