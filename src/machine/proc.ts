@@ -1,7 +1,7 @@
 // Process facts read from /proc, used to find and verify machines' processes.
 import { readdirSync, readFileSync } from 'node:fs';
 import { NETNS_DIR } from '../host/netns.js';
-import { alive, pids, sleep } from '../util/process.js';
+import { alive, descendants, pids, signalProcess, sleep } from '../util/process.js';
 
 export function cmdline(pid: number): string[] {
   try {
@@ -226,21 +226,14 @@ export function runningMachines<M extends { name: string; netns: string }>(machi
   return machines.filter((m) => nspawnPidsIn(m).length > 0);
 }
 
-/** pid and all its descendants, deepest first. */
-export function descendants(pid: number): number[] {
-  const out: number[] = [];
-  for (const c of children(pid)) out.push(...descendants(c), c);
-  return out;
-}
-
 /** Sends a signal to a process tree (children first), ignoring those already gone. */
 export function signalTree(pid: number, signal: NodeJS.Signals): void {
-  for (const p of [...descendants(pid), pid]) {
-    try {
-      process.kill(p, signal);
-    } catch {
-      /* gone */
-    }
+  // descendants() lists parents before their children: reversed, every child comes before its parent.
+  for (const p of descendants([pid]).reverse()) signalProcess(p, signal);
+  try {
+    process.kill(pid, signal);
+  } catch {
+    /* gone */
   }
 }
 

@@ -11,7 +11,8 @@ import { BIN, isRoot, labctl, labctlOk, netnsList, ROOT } from '../support/cli.j
 import { getTestImage } from '../support/test-image.js';
 import { driveShellInTmux } from '../support/tmux-shell.js';
 import { execa } from 'execa';
-import { cmdline as cmdlineOf, descendants, notifyReceiversIn } from '../../src/machine/proc.js';
+import { cmdline as cmdlineOf, notifyReceiversIn, signalTree } from '../../src/machine/proc.js';
+import { descendants } from '../../src/util/process.js';
 
 const skip = isRoot ? false : 'needs root';
 const MACHINES = ['c0', 'c0-nat', 'c1', 'c1-nat'];
@@ -419,7 +420,7 @@ test("a machine of the same name started by hand (the article's -M) makes up ref
     { stdio: 'ignore' },
   );
   try {
-    const sleeping = () => byHand.pid !== undefined && descendants(byHand.pid).some((p) => cmdlineOf(p)[0] === '/bin/sleep');
+    const sleeping = () => byHand.pid !== undefined && descendants([byHand.pid]).some((p) => cmdlineOf(p.pid)[0] === '/bin/sleep');
     assert.ok(await until(sleeping, 10_000), 'the hand-started machine runs');
     const r = await labctl(['up', shortLab, '--backend', 'direct', '--data-dir', dataDir]);
     assert.equal(r.exitCode, 1, r.stdout + r.stderr);
@@ -470,7 +471,7 @@ test("after a host reboot (machines and namespaces gone, /run emptied), up sweep
   // the namespaces and everything under /run go.
   const nspawns = nspawnPids(MACHINES);
   assert.equal(nspawns.length, 4);
-  for (const pid of nspawns) for (const p of [...descendants(pid), pid]) tryKill(p);
+  for (const pid of nspawns) signalTree(pid, 'SIGKILL');
   assert.ok(await until(() => nspawnOf(MACHINES).length === 0, 10_000), 'the machines died');
   for (const p of notifyReceiversIn('/run/labctl/article')) tryKill(p);
   for (const n of ARTICLE_NS) execFileSync('ip', ['netns', 'delete', n]);

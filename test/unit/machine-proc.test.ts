@@ -1,6 +1,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { hostnameCleanup, nspawnMachineName } from '../../src/machine/proc.js';
+import { spawn } from 'node:child_process';
+import { hostnameCleanup, nspawnMachineName, signalTree } from '../../src/machine/proc.js';
+import { descendants, processId, sleep, waitGone, type ProcessId } from '../../src/util/process.js';
 import { unitNameFor } from '../../src/machine/unit-name.js';
 
 describe('nspawnMachineName: the machine an nspawn command line runs, however it was named', () => {
@@ -114,5 +116,21 @@ describe('unitNameFor', () => {
     assert.equal(unitNameFor('a'.repeat(64)), `labctl-${'a'.repeat(64)}.service`);
     assert.throws(() => unitNameFor('a'.repeat(65)), /invalid machine name/);
     assert.throws(() => unitNameFor('-x'), /invalid machine name/);
+  });
+});
+
+describe('signalTree', () => {
+  it('signals a process and every descendant, grandchildren too (which would outlive their parent otherwise)', async () => {
+    // sh -> sh (a subshell) -> sleep, and sh -> sleep
+    const child = spawn('sh', ['-c', '(sleep 60; true) & sleep 61; wait'], { stdio: 'ignore' });
+    const root = processId(child.pid!)!;
+    let tree: ProcessId[] = [];
+    for (let i = 0; i < 200 && tree.length < 3; i++) {
+      await sleep(10);
+      tree = descendants([root.pid]);
+    }
+    assert.equal(tree.length, 3, 'the subshell and both sleeps run');
+    signalTree(root.pid, 'SIGTERM');
+    assert.deepEqual(await waitGone([root, ...tree], 5000), []);
   });
 });
