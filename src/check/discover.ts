@@ -1,6 +1,7 @@
 // For namespaces labctl did not build (`labctl check --namespace NS`): follow default
 // routes from NS, namespace to namespace across veth pairs, to find the NAT routers on the
 // way to the internet and the internet namespace itself.
+import { formatCommand } from '../exec/quote.js';
 import { run } from '../exec/run.js';
 import { allStates } from '../host/state.js';
 import { listNetns } from '../host/netns.js';
@@ -15,7 +16,7 @@ interface Hop {
 
 async function json<T>(argv: string[], step: string): Promise<T> {
   const r = await run(argv, { step, allowFailure: true });
-  if (r.exitCode !== 0) throw new Error(`${step}: \`${argv.join(' ')}\` exited ${r.exitCode}: ${(r.stderr || r.stdout).trim()}`);
+  if (r.exitCode !== 0) throw new Error(`${step}: \`${formatCommand(argv)}\` exited ${r.exitCode}: ${(r.stderr || r.stdout).trim()}`);
   return JSON.parse(r.stdout.trim() || '[]') as T;
 }
 

@@ -1,15 +1,11 @@
 // Parsing `labctl check` option values. Pure.
-import type { Dependency } from '../lab/behaviour.js';
-import { CLASSIC } from '../lab/behaviour.js';
+import { CLASSIC, type Dependency, SHORT } from '../lab/behaviour.js';
 import { parseIpv4 } from '../util/ipv4.js';
 import type { TransportAddress } from '../stun/message.js';
 import { BASE_PORT } from './session.js';
 
-const SHORT_TO_DEP: Record<string, Dependency> = {
-  EI: 'endpoint-independent',
-  AD: 'address-dependent',
-  APD: 'address-and-port-dependent',
-};
+/** "EI" -> endpoint-independent: SHORT the other way round. */
+const SHORT_TO_DEP = Object.fromEntries(Object.entries(SHORT).map(([dep, short]) => [short, dep as Dependency])) as Record<string, Dependency>;
 
 /** "restricted-cone", or "EIM+ADF" (RFC 4787 short names). */
 export function parseExpect(text: string): { mapping: Dependency; filtering: Dependency } {

@@ -2,7 +2,7 @@
 // their paths: a small simulation of RFC 4787 mapping and filtering (and hairpinning, and
 // fixed-port NATs with their forwards) that says, for each direction, whether a packet sent
 // to the peer's STUN-learned endpoint arrives and, if not, which NAT drops it and why. Pure.
-import type { Dependency } from '../lab/behaviour.js';
+import { type Dependency, SHORT } from '../lab/behaviour.js';
 
 export interface ModelNat {
   name: string;
@@ -50,7 +50,6 @@ export interface Verdict {
 }
 
 const sameEp = (a: Ep, b: Ep) => a.addr === b.addr && a.port === b.port;
-const SHORT: Record<Dependency, string> = { 'endpoint-independent': 'EI', 'address-dependent': 'AD', 'address-and-port-dependent': 'APD' };
 
 /** The state of every NAT while nodes send: sessions learned from outbound packets. */
 class PunchModel {

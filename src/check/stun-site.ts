@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { run } from '../exec/run.js';
 import { ensureRunDir } from '../host/state.js';
-import { cidrContains, parseIpv4 } from '../util/ipv4.js';
+import { type Cidr, cidrContains, parseIpv4, subnetOfAddress } from '../util/ipv4.js';
 import { withLock } from '../host/lock.js';
 
 const STUN_IFNAME = 'lcstun0';
@@ -30,16 +30,7 @@ export async function namespaceSubnets(netns: string): Promise<string[]> {
 
 /** The first candidate pair that lies in none of these subnets (a.b.c.d/len, host bits allowed). */
 export function chooseAddresses(subnets: string[]): [string, string] {
-  const nets = subnets
-    .map((s) => {
-      const [a, l] = s.split('/');
-      const addr = parseIpv4(a ?? '');
-      const len = Number(l);
-      if (addr === undefined || !(len >= 0 && len <= 32)) return undefined;
-      const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
-      return { network: (addr & mask) >>> 0, prefix: len };
-    })
-    .filter((c): c is { network: number; prefix: number } => c !== undefined);
+  const nets = subnets.map(subnetOfAddress).filter((c): c is Cidr => c !== undefined);
   for (const pair of ADDRESS_CANDIDATES) {
     if (pair.every((a) => !nets.some((n) => cidrContains(n, parseIpv4(a)!)))) return pair;
   }

@@ -34,6 +34,19 @@ export function parseCidr(s: string): Cidr | undefined {
   return { network: addr, prefix };
 }
 
+/**
+ * The subnet an interface's address lies in: "a.b.c.d/len" as `ip addr` shows it, host bits
+ * allowed and any len 0-32 (10.0.1.5/24 is in 10.0.1.0/24), or undefined.
+ */
+export function subnetOfAddress(s: string): Cidr | undefined {
+  const m = /^([^/]+)\/(\d{1,2})$/.exec(s);
+  if (!m) return undefined;
+  const addr = parseIpv4(m[1]!);
+  const prefix = Number(m[2]);
+  if (addr === undefined || prefix > 32) return undefined;
+  return { network: (addr & prefixMask(prefix)) >>> 0, prefix };
+}
+
 function prefixMask(prefix: number): number {
   return prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
 }

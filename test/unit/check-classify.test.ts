@@ -323,6 +323,11 @@ test("options: --expect, --server, the server address pair avoids the lab's subn
   assert.deepEqual(chooseAddresses(['203.0.113.9/24']), ['198.51.100.1', '198.51.100.2']);
   assert.deepEqual(chooseAddresses(['203.0.113.0/24', '198.51.100.7/24', '192.0.2.1/32']), ['198.18.0.1', '198.18.0.2']);
   assert.throws(() => chooseAddresses(['192.0.0.0/4']), /no free address pair/);
+  // An interface's address with its prefix, host bits set: the whole subnet is taken; a /0 takes everything.
+  assert.deepEqual(chooseAddresses(['203.0.113.100/25', '198.51.100.2/32']), ['192.0.2.1', '192.0.2.2']);
+  assert.throws(() => chooseAddresses(['10.0.0.1/0']), /no free address pair/);
+  assert.deepEqual(chooseAddresses(['nonsense', '203.0.113.1/33']), ['203.0.113.1', '203.0.113.2'], 'what is not an address/prefix is ignored');
+  assert.deepEqual(parseExpect('EIM+ADF'), { mapping: EI, filtering: AD });
 });
 
 test('mapping evidence shows the outside address with the ports, or every endpoint when addresses differ', () => {

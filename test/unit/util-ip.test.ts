@@ -3,7 +3,7 @@
 // built on them; this pins the helpers themselves, edges included).
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { type Cidr, cidrContains, cidrsOverlap, formatCidr, formatIpv4, isHostOf, parseCidr, parseIpv4 } from '../../src/util/ipv4.js';
+import { type Cidr, cidrContains, cidrsOverlap, formatCidr, formatIpv4, isHostOf, parseCidr, parseIpv4, subnetOfAddress } from '../../src/util/ipv4.js';
 import { formatIpv6 } from '../../src/util/ipv6.js';
 
 const ip = (s: string): number => parseIpv4(s) ?? assert.fail(`not an address: ${s}`);
@@ -113,6 +113,14 @@ describe('IPv4 subnets', () => {
     assert.ok(cidrContains({ network: ip('192.0.2.1'), prefix: 32 }, ip('192.0.2.1')));
     assert.ok(!cidrContains({ network: ip('192.0.2.1'), prefix: 32 }, ip('192.0.2.2')));
     assert.ok(cidrContains({ network: ip('192.0.0.0'), prefix: 4 }, ip('198.51.100.1')));
+  });
+
+  test('subnetOfAddress: the subnet an interface address (host bits set, prefix 0-32) lies in', () => {
+    assert.deepEqual(subnetOfAddress('10.0.1.5/24'), net('10.0.1.0/24'));
+    assert.deepEqual(subnetOfAddress('203.0.113.200/25'), { network: ip('203.0.113.128'), prefix: 25 });
+    assert.deepEqual(subnetOfAddress('192.0.2.1/32'), { network: ip('192.0.2.1'), prefix: 32 });
+    assert.deepEqual(subnetOfAddress('10.0.0.1/0'), { network: 0, prefix: 0 });
+    for (const bad of ['10.0.0.1', '10.0.0.1/33', '10.0.0.256/8', '10.0.0.1/', '/24', '10.0.0.1/024']) assert.equal(subnetOfAddress(bad), undefined, bad);
   });
 });
 
