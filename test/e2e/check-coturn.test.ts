@@ -3,12 +3,14 @@
 // with two -L addresses and --alt-listening-port, `labctl check --server`). Both must agree
 // with what labctl measures with its own server and client.
 //
-// coturn's quirks (see /work/shared/notes): turnserver reports its second -L address as
-// OTHER-ADDRESS whatever address a request came to, so clients are pointed at the first;
-// turnutils_natdiscovery takes a lost reply to its second mapping test for endpoint-
-// independent mapping, so its mapping verdict is checked against the reflexive addresses it
-// prints; it binds a new port for every test unless given -L (and -l for a NAT that maps
-// one fixed inside port).
+// coturn's quirks, met while writing these tests: without -n, turnserver reads Debian's
+// /etc/turnserver.conf, which turns on syslog (nothing is printed where no syslog daemon
+// runs) and no-rfc5780 (only the primary port opens and no OTHER-ADDRESS is sent). It
+// reports its second -L address as OTHER-ADDRESS whatever address a request came to, so
+// clients are pointed at the first. turnutils_natdiscovery takes a lost reply to its second
+// mapping test for endpoint-independent mapping, so its mapping verdict is checked against
+// the reflexive addresses it prints; it binds a new port for every test unless given -L
+// (and -l for a NAT that maps one fixed inside port).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
