@@ -1,6 +1,7 @@
 // The lab file's JSON Schema (schema/lab.schema.json), made from its zod schema (schema.ts)
 // by scripts/gen-schema.ts at every build. See util/json-schema.ts for how and why.
 import { editorJsonSchema, type JsonSchema, type Refinement } from '../util/json-schema.js';
+import { PERCENT_FORMAT, PERCENT_PATTERN, RATE_FORMAT, RATE_PATTERN, TIME_FORMAT, TIME_PATTERN } from './impairment.js';
 import { labSchema } from './schema.js';
 
 /** One octet of a dotted quad, as parseIpv4 reads it: 0-255, no leading zero. ([0-9], not \d: Python's \d takes any Unicode digit.) */
@@ -52,6 +53,25 @@ const LAB_REFINEMENTS: Refinement[] = [
       patternErrorMessage: 'an IPv4 subnet: a.b.c.d/len with len 8-30 and no host bits set (10.0.1.0/24, not 10.0.1.5/24)',
     }),
   },
+  // Link impairments: text with a unit, as tc writes it (a bare number is refused: no unit).
+  {
+    what: 'time with a unit',
+    accepts: ['40ms', '1.5s', '500us', '0ms'],
+    rejects: [40, '40', '40 ms', '1%', '5mbit'],
+    describe: () => ({ type: 'string', pattern: TIME_PATTERN, patternErrorMessage: TIME_FORMAT }),
+  },
+  {
+    what: 'percentage',
+    accepts: ['1%', '0.1%', '100%'],
+    rejects: [1, '1', '1 %', '40ms', '5mbit'],
+    describe: () => ({ type: 'string', pattern: PERCENT_PATTERN, patternErrorMessage: PERCENT_FORMAT }),
+  },
+  {
+    what: 'rate',
+    accepts: ['5mbit', '5Mbit', '512kbit', '1gbit', '100bit'],
+    rejects: [5, '5', '5mbps', '40ms', '1%'],
+    describe: () => ({ type: 'string', pattern: RATE_PATTERN, patternErrorMessage: RATE_FORMAT }),
+  },
 ];
 
 /** Hover text; the README's "Lab files" section says more. */
@@ -92,6 +112,17 @@ const LAB_DESCRIPTIONS: Record<string, string> = {
   nodes: 'Nodes straight on the internet, without NAT (a rendezvous or STUN server).',
   'nodes[].uplink': 'Its link to the internet (planned when left out).',
   'nodes[].machine': 'Boot a machine in it (default: true).',
+  links: 'Impairments of links: delay, jitter, loss, rate, corruption, duplication, reordering (README "Link impairments").',
+  'links[].between': 'The two members the link joins, in either order: a NAT and its upstream, a node and its NAT, an internet node and the internet.',
+  'links[].delay': 'Added one-way delay (netem): 40ms, 1.5s, 500us.',
+  'links[].jitter': 'Delay variation, at most the delay (netem): 10ms.',
+  'links[].loss': 'Packets lost (netem): 1%.',
+  'links[].rate': 'Rate limit (tbf; needs no netem): 5mbit, 512kbit, 1gbit.',
+  'links[].corrupt': 'Packets with a bit flipped (netem): 0.1%.',
+  'links[].duplicate': 'Packets sent twice (netem): 0.1%.',
+  'links[].reorder': 'Packets sent ahead of the others, which wait out the delay (netem; needs a delay): 1%.',
+  'links[].profile': 'A named profile of a common access link (lte, dsl, satellite-geo, ...); the fields beside it override it.',
+  'links[].direction': 'both (default); upstream: traffic towards the internet, sent by the member farther from it; downstream: the other way.',
 };
 
 export function labJsonSchema(): JsonSchema {

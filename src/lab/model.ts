@@ -1,6 +1,7 @@
 // The resolved lab: every default filled in, every address planned, every name final.
 // Produced only by resolveLab(); everything after it (plan, apply, report) reads this.
 import type { ClassicNatType, Dependency } from './behaviour.js';
+import type { LinkShaping } from './impairment.js';
 
 export interface Forward {
   protocol: 'udp' | 'tcp';
@@ -70,11 +71,17 @@ export interface Internet {
 }
 
 export interface Link {
-  /** veth ends: namespace, interface name, and the thing in that namespace. */
+  /**
+   * veth ends: namespace, interface name, and the thing in that namespace. `a` is the member
+   * farther from the internet, `b` the router it routes through (a NAT or the internet), so
+   * a's egress is the link's upstream direction and b's its downstream one.
+   */
   a: { netns: string; ifname: string; owner: string };
   b: { netns: string; ifname: string; owner: string };
   /** Set when the b end is a port of the NAT's LAN bridge. */
   bBridge?: string;
+  /** What the lab file's `links:` declare for it (absent: an ideal link). */
+  impairment?: LinkShaping;
 }
 
 export interface Lab {

@@ -12,12 +12,14 @@
 //   addresses              planAddresses (resolve-addresses.ts)
 //   NAT behaviour          resolveBehaviours (resolve-behaviour.ts)
 //   interface names        wireLab (resolve-wiring.ts): links, and names unique per namespace
+//   link impairments       resolveLinkImpairments (resolve-links.ts): `links:` on the links wired
 import type { Lab } from './model.js';
 import { type InputIssue, UsageError } from '../util/errors.js';
 import { resolveBehaviours } from './resolve-behaviour.js';
 import { planAddresses } from './resolve-addresses.js';
 import { resolveSiteTree } from './resolve-names.js';
 import { checkChildUplinks, planSubnets } from './resolve-subnets.js';
+import { resolveLinkImpairments } from './resolve-links.js';
 import { wireLab } from './resolve-wiring.js';
 import { checkSchema, type LabFile } from './schema.js';
 
@@ -35,7 +37,8 @@ function resolveLab(file: LabFile, source: string): Lab {
   stage(source, (report) => checkChildUplinks(tree, subnets, report));
   const addresses = stage(source, (report) => planAddresses(tree, subnets, report));
   const behaviours = stage(source, (report) => resolveBehaviours(tree, addresses, report));
-  return stage(source, (report) => wireLab(file, source, tree, subnets, addresses, behaviours, report));
+  const wired = stage(source, (report) => wireLab(file, source, tree, subnets, addresses, behaviours, report));
+  return stage(source, (report) => resolveLinkImpairments(file, wired, report));
 }
 
 /** Runs one stage; when it reported problems, throws them all, and what it returned is never used. */

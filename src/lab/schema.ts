@@ -10,6 +10,7 @@ import type { core } from 'zod/mini';
 import * as z from 'zod/mini';
 import { type InputIssue, UsageError } from '../util/errors.js';
 import { parseCidr, parseIpv4 } from '../util/ipv4.js';
+import { DIRECTIONS, type Unit, unitProblem } from './impairment.js';
 import './zod.js';
 
 /** Names become namespace names, machine names and interface-name parts. */
@@ -98,6 +99,31 @@ const siteSchema = z.strictObject({
   nodes: z.optional(z.array(nodeSchema)),
 });
 
+/** A value with a unit, as tc writes it (impairment.ts); a bare number is refused with the unit it needs. */
+const withUnit = (unit: Unit) =>
+  z.union([z.string(), z.number()]).check(
+    z.superRefine((value, ctx) => {
+      const problem = unitProblem(unit, value);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem, input: value });
+    }),
+  );
+
+/** A link's impairment (README "Link impairments"): which link, what it does, which way. */
+const linkSchema = z.strictObject({
+  /** Two members joined by a link, in either order. */
+  between: z.tuple([name, name], { error: () => 'must be a pair of member names, e.g. [c1-nat, inet]' }),
+  delay: z.optional(withUnit('time')),
+  jitter: z.optional(withUnit('time')),
+  loss: z.optional(withUnit('percent')),
+  rate: z.optional(withUnit('rate')),
+  corrupt: z.optional(withUnit('percent')),
+  duplicate: z.optional(withUnit('percent')),
+  reorder: z.optional(withUnit('percent')),
+  /** A named profile (link-profiles.ts); the fields beside it override it. Checked against the profiles when the lab resolves. */
+  profile: z.optional(z.string().check(z.minLength(1))),
+  direction: z.optional(z.enum(DIRECTIONS, { error: () => `must be one of ${DIRECTIONS.join(', ')}` })),
+});
+
 export const labSchema = z.strictObject({
   name: name,
   description: z.optional(z.string()),
@@ -115,11 +141,24 @@ export const labSchema = z.strictObject({
   image: z.optional(name),
   sites: z.optional(z.array(siteSchema)),
   nodes: z.optional(z.array(internetNodeSchema)),
+  /** Impairments of the lab's links (delay, loss, rate, ...). */
+  links: z.optional(z.array(linkSchema)),
 });
 
 export type LabFile = z.infer<typeof labSchema>;
 export type SiteFile = z.infer<typeof siteSchema>;
 export type InternetNodeFile = z.infer<typeof internetNodeSchema>;
+export type LinkFile = z.infer<typeof linkSchema>;
+
+/**
+ * One `links:` entry checked on its own (`labctl link set`'s options), with the same
+ * messages as in a lab file; `path` turns a field into what the user typed (`--delay`).
+ */
+export function checkLinkEntry(data: unknown, path: (field: string) => string): { entry?: LinkFile; issues: InputIssue[] } {
+  const parsed = linkSchema.safeParse(data, { reportInput: true });
+  if (parsed.success) return { entry: parsed.data, issues: [] };
+  return { issues: zodIssues(parsed.error).map((i) => ({ path: path(i.path.split(/[.[]/)[0]!), message: i.message })) };
+}
 
 /** The schema stage: YAML text to a LabFile; throws UsageError with every problem zod finds. */
 export function checkSchema(text: string, source: string): LabFile {
@@ -151,6 +190,7 @@ const EXPECTED: Record<string, string> = {
   string: 'a string',
   array: 'a list',
   object: 'a mapping',
+  tuple: 'a pair, e.g. [c1-nat, inet]',
 };
 
 function zodIssues(error: core.$ZodError): InputIssue[] {

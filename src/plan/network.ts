@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { type Lab, members } from '../lab/model.js';
 import { compileNatRuleset, natOptionalSysctls, natSysctls } from '../nat/compile.js';
 import { LAN_BRIDGE } from '../lab/ifnames.js';
+import { linkLines } from './links.js';
 
 type Role = 'node' | 'nat' | 'internet';
 
@@ -23,6 +24,8 @@ export interface NamespacePlan {
   optionalSysctls: Record<string, string>;
   /** nftables ruleset for NAT routers. */
   nftRuleset?: string;
+  /** `tc -n NETNS -batch -` lines: the declared link impairments on this namespace's veth ends (plan/links.ts). */
+  tcBatch?: string[][];
 }
 
 export interface NetworkPlan {
@@ -84,6 +87,15 @@ export function planNetwork(lab: Lab): NetworkPlan {
   // The internet forwards between its links and nothing else: it stands for every
   // router between the sites, with no filtering and no NAT.
   inet.sysctls = { 'net.ipv4.ip_forward': '1' };
+  // Declared impairments, on the fresh veths (no qdisc yet), applied once the network is configured.
+  for (const l of lab.links) {
+    if (!l.impairment) continue;
+    for (const end of linkLines(l, l.impairment)) {
+      if (!end.lines.length) continue;
+      const ns = byNetns.get(end.netns)!;
+      ns.tcBatch = [...(ns.tcBatch ?? []), ...end.lines];
+    }
+  }
   const hash = createHash('sha256').update(JSON.stringify({ namespaces, linkBatch })).digest('hex').slice(0, 16);
   return { lab: lab.name, hash, namespaces, linkBatch };
 }
