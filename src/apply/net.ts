@@ -13,6 +13,7 @@ import { configureNamespaces } from './configure.js';
 import { runDir } from '../host/dirs.js';
 import { sysctlPath } from '../util/sysctl.js';
 import { runningMachines } from '../machine/proc.js';
+import { applyDeclaredImpairments, labNetemNeeds, requireNetem } from './links.js';
 
 interface NetUpResult {
   lab: string;
@@ -78,6 +79,8 @@ async function applyNetwork(plan: NetworkPlan, hooks: NetUpHooks = {}): Promise<
     }),
     configureDir(plan.lab),
   );
+  hooks.signal?.throwIfAborted();
+  await applyDeclaredImpairments(plan);
 }
 
 /** Scratch space of one lab's `net up` (the namespaces' command output). */
@@ -142,6 +145,9 @@ export async function netUpLocked(lab: Lab, hooks: NetUpHooks = {}): Promise<Net
         `lab "${lab.name}" is up from a different definition (${previous.source}, changed since or another file); run \`labctl net down\` (or \`labctl down\`) first`,
       );
     }
+    // Before anything is created (or an earlier run's leftovers removed): a lab whose links
+    // need netem cannot come up on a kernel without it.
+    await requireNetem(`cannot bring lab "${lab.name}" up`, labNetemNeeds(lab));
     if (previous) {
       // A crashed or half-removed earlier run: clear what it recorded, then start afresh.
       refuseWhileMachinesRun(previous, 'rebuild the network');

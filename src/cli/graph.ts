@@ -4,6 +4,7 @@
 import { writeFileSync } from 'node:fs';
 import { type Command, Option } from 'commander';
 import { loadLab } from '../lab/load.js';
+import type { LabState } from '../host/state.js';
 import type { Lab } from '../lab/model.js';
 import { GRAPH_FORMATS, type GraphFormat, labGraph, renderGraph } from '../report/graph.js';
 import { action, example } from './common.js';
@@ -13,19 +14,22 @@ const looksLikePath = (arg: string) => arg.includes('/') || arg.endsWith('.yaml'
 /**
  * FILE, a built-in lab, or the name of a lab that is up: then the file it came up from, as
  * its state names it (as `down` and `conntrack` read a name). Without root the state is
- * unreadable (the run dir is root's), and the name is a built-in lab's or a file's.
+ * unreadable (the run dir is root's), and the name is a built-in lab's or a file's. The
+ * state of the lab, when it is up from that very file: its live link changes are drawn.
  */
-async function labFor(arg: string): Promise<Lab> {
-  let source: string | undefined;
-  if (!looksLikePath(arg)) {
-    const { readState } = await import('../host/state.js');
+async function labFor(arg: string): Promise<{ lab: Lab; state?: LabState }> {
+  const { readState } = await import('../host/state.js');
+  const stateOf = (name: string) => {
     try {
-      source = readState(arg)?.source;
+      return readState(name);
     } catch {
-      /* not root */
+      return undefined; // not root
     }
-  }
-  return loadLab(source ?? arg);
+  };
+  const named = looksLikePath(arg) ? undefined : stateOf(arg);
+  const lab = loadLab(named?.source ?? arg);
+  const state = named ?? stateOf(lab.name);
+  return { lab, ...(state?.status === 'up' && state.source === lab.source ? { state } : {}) };
 }
 
 export function registerGraphCommand(program: Command): void {
@@ -40,7 +44,8 @@ export function registerGraphCommand(program: Command): void {
       .option('-o, --output <file>', 'write to FILE instead of standard output')
       .action(
         action(async (file: string, opts: { format: GraphFormat; output?: string }) => {
-          const text = await renderGraph(labGraph(await labFor(file)), opts.format);
+          const { lab, state } = await labFor(file);
+          const text = await renderGraph(labGraph(lab, state), opts.format);
           if (opts.output) writeFileSync(opts.output, text);
           else process.stdout.write(text);
         }),

@@ -81,6 +81,9 @@ export function registerMachineCommands(program: Command): void {
           requireRoot('up', 'it creates network namespaces and boots machines');
           const timeout = Number(opts.timeout);
           if (!Number.isFinite(timeout) || timeout <= 0) throw new UsageError(`--timeout must be a number of seconds, not "${opts.timeout}"`);
+          // Before the image is mounted: a lab whose links need netem stops here on a kernel without it.
+          const { labNetemNeeds, requireNetem } = await import('../apply/links.js');
+          await requireNetem(`cannot bring lab "${lab.name}" up`, labNetemNeeds(lab));
           const { labUp } = await import('../apply/lab.js');
           const result = await labUp(lab, {
             ...(opts.backend ? { backend: opts.backend } : {}),

@@ -1,6 +1,7 @@
 // labctl's command line. Each command group registers itself from its own module.
 import { Command, type CommanderError } from 'commander';
 import { registerNetCommands } from './net.js';
+import { registerLinkCommands } from './link.js';
 import { registerMachineCommands } from './machines.js';
 import { registerConntrackCommand } from './conntrack.js';
 import { registerCheckCommands } from './check.js';
@@ -35,6 +36,7 @@ Examples:
   );
 registerMachineCommands(program);
 registerNetCommands(program);
+registerLinkCommands(program);
 registerConntrackCommand(program);
 registerCheckCommands(program);
 registerGraphCommand(program);

@@ -15,6 +15,7 @@ import { run } from '../exec/run.js';
 import { whichExecutable } from '../util/process.js';
 import { resolveDataDir } from './dirs.js';
 import {
+  decideKernelFeature,
   doctorChecks,
   KERNEL_FEATURES,
   NETNS_FEATURE,
@@ -131,6 +132,19 @@ async function readKernel(): Promise<Pick<DoctorReadings, 'netns' | 'kernel'>> {
     }),
   );
   return { netns: { loaded: false, available: 'unknown', probe: netnsProbe }, kernel };
+}
+
+/**
+ * One kernel feature's check alone, read as doctor reads it (its `check` name, e.g.
+ * 'kernel: sch_netem'): for a command that needs the feature, before it changes anything.
+ */
+export async function checkKernelFeature(check: string): Promise<DoctorCheck> {
+  const feature = KERNEL_FEATURES.find((f) => f.check === check);
+  if (!feature) throw new Error(`doctor has no check "${check}"`);
+  const reading: KernelReading = { loaded: isLoaded(feature), available: availability(feature.module, readModuleIndex()) };
+  // Where labctl runs, network namespaces work (every lab needs them): no need to try that first.
+  if (!reading.loaded && reading.available === 'unknown' && feature.probe) reading.probe = await probe(feature, true);
+  return decideKernelFeature(feature, reading);
 }
 
 const BRIDGE_SWITCHES = ['bridge-nf-call-iptables', 'bridge-nf-call-ip6tables', 'bridge-nf-call-arptables'];

@@ -149,7 +149,7 @@ export const KERNEL_FEATURES: readonly KernelFeature[] = [
     check: 'kernel: sch_netem',
     module: 'sch_netem',
     severity: 'warning',
-    neededFor: 'link impairments (delay, loss, rate)',
+    neededFor: 'link impairments other than rate limits (delay, jitter, loss, corruption, duplication, reordering)',
     fix: 'a stock distribution kernel has it (module sch_netem, package linux-modules-extra on Ubuntu); on a custom kernel, enable CONFIG_NET_SCH_NETEM',
     probe: { argv: ['tc', 'qdisc', 'add', 'dev', 'lo', 'root', 'netem', 'delay', '1ms'] },
   },

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { withLock } from './lock.js';
 import { runDir } from './dirs.js';
 import { LabctlError } from '../util/errors.js';
+import type { LinkShaping } from '../lab/impairment.js';
 
 export interface MachineState {
   name: string;
@@ -34,6 +35,17 @@ export interface LabState {
   namespaces: { netns: string; owner: string; role: string; router?: string }[];
   nats: { name: string; netns: string; mapping: string; filtering: string; declaredAs?: string }[];
   machines?: MachineState[];
+  /** Live changes to links (`labctl link set|reset|down`), one entry per changed link; the others are as the lab file says. */
+  links?: LinkLiveState[];
+}
+
+export interface LinkLiveState {
+  /** The link as `labctl link show` names it: `c0--c0-nat`, the member farther from the internet first. */
+  link: string;
+  /** Set by `link set`/`link reset`: what the link does now instead of what the lab file declares (an empty direction: nothing). */
+  impairment?: LinkShaping;
+  /** Taken down by `link down` (an outage), until `link up`. */
+  down?: boolean;
 }
 
 /** Makes the run dir (root-only) and returns it. */

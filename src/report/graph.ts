@@ -9,20 +9,11 @@ import { type ClassicNatType, type Dependency, SHORT } from '../lab/behaviour.js
 import type { Forward, Lab, Link, Nat } from '../lab/model.js';
 import { DEFAULT_TCP_MAPPING_TIMEOUT, DEFAULT_UDP_STREAM, DEFAULT_UDP_UNREPLIED } from '../lab/resolve-behaviour.js';
 import { LabctlError } from '../util/errors.js';
+import type { LabState } from '../host/state.js';
+import { describeShaping, type LinkShaping, shapingIsEmpty } from '../lab/impairment.js';
+import { linkName } from '../lab/resolve-links.js';
 
 // --- the model ---
-
-/**
- * What a link does to the packets crossing it (netem's terms). No lab declares one yet: this
- * is the hook for link impairments. labGraph() sets `impairment` on a link once the resolved
- * Lab carries one (see linkImpairment), and every renderer shows it when it is there.
- */
-export interface LinkImpairment {
-  delayMs?: number;
-  jitterMs?: number;
-  lossPercent?: number;
-  rateKbit?: number;
-}
 
 export interface GraphNat {
   mapping: Dependency;
@@ -67,7 +58,14 @@ export interface GraphLink {
   /** The end of the member that routes through it. */
   downstream: GraphEnd;
   subnet: string;
-  impairment?: LinkImpairment;
+  /**
+   * What the link does to packets (README "Link impairments"): upstream is what the
+   * downstream end sends towards the internet, downstream what the upstream end sends back.
+   * Absent on an ideal link.
+   */
+  impairment?: LinkShaping;
+  /** Taken down by `labctl link down` (an outage). */
+  down?: true;
 }
 
 export interface LabGraph {
@@ -123,27 +121,28 @@ function routerOf(lab: Lab, member: string): string | undefined {
 }
 
 /**
- * A link's impairment, once the resolved Lab can carry one (the hook: link impairments are
- * not in lab files yet, so there is none).
+ * A link's impairment: with the state of the lab that is up, what it does now (a live
+ * change, `labctl link set|reset`); otherwise what the lab file declares.
  */
-function linkImpairment(_lab: Lab, _link: Link): LinkImpairment | undefined {
-  return undefined;
+function linkImpairment(link: Link, state: LabState | undefined): { impairment?: LinkShaping; down?: true } {
+  const live = state?.links?.find((l) => l.link === linkName(link));
+  const impairment = live?.impairment ?? link.impairment;
+  return { ...(impairment && !shapingIsEmpty(impairment) ? { impairment } : {}), ...(live?.down ? { down: true as const } : {}) };
 }
 
-/** The graph of a resolved lab (pure). */
-export function labGraph(lab: Lab): LabGraph {
+/** The graph of a resolved lab (pure); `state`: the lab's state when it is up, for its live link changes. */
+export function labGraph(lab: Lab, state?: LabState): LabGraph {
   const links: GraphLink[] = lab.links.map((link) => {
     // A link joins a member to the router it routes through; the router's end is upstream.
     const aRoutesThroughB = routerOf(lab, link.a.owner) === link.b.owner;
     const [down, up, upBridge] = aRoutesThroughB ? [link.a, link.b, link.bBridge] : [link.b, link.a, undefined];
     const downstream = endOf(lab, down, undefined);
     const upstream = endOf(lab, up, upBridge);
-    const impairment = linkImpairment(lab, link);
     return {
       upstream: upstream.end,
       downstream: downstream.end,
       subnet: downstream.subnet ?? upstream.subnet ?? '',
-      ...(impairment ? { impairment } : {}),
+      ...linkImpairment(link, state),
     };
   });
 
@@ -170,12 +169,9 @@ export function labGraph(lab: Lab): LabGraph {
 
 // --- text for labels, shared by the renderers ---
 
-export function describeImpairment(i: LinkImpairment): string {
-  const parts: string[] = [];
-  if (i.delayMs !== undefined) parts.push(`delay ${i.delayMs} ms${i.jitterMs !== undefined ? ` ± ${i.jitterMs} ms` : ''}`);
-  if (i.lossPercent !== undefined) parts.push(`loss ${i.lossPercent}%`);
-  if (i.rateKbit !== undefined) parts.push(`rate ${i.rateKbit} kbit/s`);
-  return parts.join(', ');
+/** A link's impairment and outage, for a label; '' for an ideal link that is up. */
+export function describeLinkState(l: Pick<GraphLink, 'impairment' | 'down'>): string {
+  return [...(l.down ? ['DOWN'] : []), ...(l.impairment ? [describeShaping(l.impairment)] : [])].join(', ');
 }
 
 const KIND_TEXT: Record<MemberKind, string> = {
@@ -238,7 +234,7 @@ export function renderMermaid(g: LabGraph): string {
   }
   for (const l of g.links) {
     const label = [`${l.upstream.member}: ${endText(l.upstream)}`, `${l.downstream.member}: ${endText(l.downstream)}`];
-    if (l.impairment) label.push(describeImpairment(l.impairment));
+    if (l.impairment || l.down) label.push(describeLinkState(l));
     out.push(`  ${mermaidId(l.upstream.member)} ---|"${mermaidText(label)}"| ${mermaidId(l.downstream.member)}`);
   }
   return `${out.join('\n')}\n`;
@@ -290,7 +286,7 @@ export function renderDot(g: LabGraph): string {
     ...g.members.map((m) => dotMember(g, m)),
   ];
   for (const l of g.links) {
-    const label = [l.subnet, ...(l.impairment ? [describeImpairment(l.impairment)] : [])].join('\n');
+    const label = [l.subnet, ...(l.impairment || l.down ? [describeLinkState(l)] : [])].join('\n');
     const up = `${dotString(l.upstream.member)}:${dotString(l.upstream.ifname)}:s`;
     const down = `${dotString(l.downstream.member)}:${dotString(l.downstream.ifname)}:n`;
     out.push(`  ${up} -- ${down} [label=${dotString(label)}];`);

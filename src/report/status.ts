@@ -1,6 +1,8 @@
 // `labctl status`: machines (from their backend) and the network, per lab.
 import { allStates, type LabState } from '../host/state.js';
 import { backendFor } from '../machine/select.js';
+import { describeShaping, shapingIsEmpty } from '../lab/impairment.js';
+import { type LinkView, linksOfState } from './links.js';
 import { labStatus, type LabStatus } from './net-status.js';
 import { table } from './table.js';
 
@@ -25,6 +27,8 @@ interface LabOverview {
   machines: MachineRow[];
   /** Namespaces without a machine (a bare internet, or a network-only lab). */
   bareNamespaces: string[];
+  /** Every link with its impairment and whether it is down (live changes included: `labctl link`). */
+  links: LinkView[];
 }
 
 function uptime(since: string | undefined): string {
@@ -84,6 +88,7 @@ export async function labsStatus(labName?: string): Promise<LabOverview[]> {
         status: s.status,
         machines,
         bareNamespaces: net.namespaces.filter((n) => !withMachine.has(n.netns)).map((n) => n.netns),
+        links: linksOfState(s),
       };
     }),
   );
@@ -106,7 +111,11 @@ export function formatLabsStatus(labs: LabOverview[]): string {
       ]);
       const head = `lab ${l.lab} (${l.status}) from ${l.source}`;
       const bare = l.bareNamespaces.length ? `namespaces without a machine: ${l.bareNamespaces.join(', ')}\n` : '';
-      return `${head}\n${l.machines.length ? table(['MACHINE', 'STATE', 'NAMESPACE', 'ADDRESSES', 'IMAGE', 'NAT', 'UPTIME', 'BACKEND'], rows) : 'no machines (network only; `labctl up` boots them)\n'}${bare}`;
+      const changed = l.links.filter((v) => v.down || !shapingIsEmpty(v.impairment));
+      const links = changed.length
+        ? `impaired links (\`labctl link show\`): ${changed.map((v) => `${v.link} (${[...(v.down ? ['DOWN'] : []), ...(shapingIsEmpty(v.impairment) ? [] : [describeShaping(v.impairment)])].join(', ')})`).join(', ')}\n`
+        : '';
+      return `${head}\n${l.machines.length ? table(['MACHINE', 'STATE', 'NAMESPACE', 'ADDRESSES', 'IMAGE', 'NAT', 'UPTIME', 'BACKEND'], rows) : 'no machines (network only; `labctl up` boots them)\n'}${bare}${links}`;
     })
     .join('\n');
 }

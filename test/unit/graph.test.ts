@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { loadLab } from '../../src/lab/load.js';
 import { type Lab, members } from '../../src/lab/model.js';
 import { parseLab } from '../../src/lab/resolve.js';
-import { GRAPHVIZ_MISSING, type GraphLink, type LabGraph, labGraph, renderDot, renderJson, renderMermaid, renderSvg } from '../../src/report/graph.js';
+import { GRAPHVIZ_MISSING, type GraphLink, labGraph, renderDot, renderJson, renderMermaid, renderSvg } from '../../src/report/graph.js';
 import { LabctlError } from '../../src/util/errors.js';
 
 const GOOD = fileURLToPath(new URL('../fixtures/good-labs/', import.meta.url));
@@ -226,16 +226,36 @@ describe('renderers', () => {
     assert.deepEqual(JSON.parse(renderJson(graph)), graph);
   });
 
-  test('a link impairment (the hook for impaired links) shows in every format', () => {
-    const impaired: LabGraph = {
-      ...graph,
-      links: graph.links.map((l, i) => (i === 0 ? { ...l, impairment: { delayMs: 40, jitterMs: 5, lossPercent: 1 } } : l)),
-    };
-    const text = 'delay 40 ms ± 5 ms, loss 1%';
-    assert.ok(renderMermaid(impaired).includes(text));
-    assert.ok(renderDot(impaired).includes(text));
-    assert.deepEqual(JSON.parse(renderJson(impaired)).links[0].impairment, { delayMs: 40, jitterMs: 5, lossPercent: 1 });
+  test("a link's impairment shows in every format: the lab file's, or a live change from the state of the lab that is up", () => {
+    const text = readFileSync(fileURLToPath(new URL('../../machines/article.yaml', import.meta.url)), 'utf8');
+    const declared = parseLab(`${text}links:\n  - { between: [inet, c0-nat], delay: 40ms, jitter: 5ms, loss: 1% }\n`, 'impaired.yaml');
+    const impaired = labGraph(declared);
+    const uplink = impaired.links.find((l) => l.downstream.member === 'c0-nat')!;
+    const line = 'delay 40ms jitter 5ms loss 1%';
+    assert.deepEqual(uplink.impairment, { upstream: { delayMs: 40, jitterMs: 5, lossPercent: 1 }, downstream: { delayMs: 40, jitterMs: 5, lossPercent: 1 } });
+    assert.ok(renderMermaid(impaired).includes(line));
+    assert.ok(renderDot(impaired).includes(line));
+    assert.deepEqual(JSON.parse(renderJson(impaired)).links.find((l: GraphLink) => l.downstream.member === 'c0-nat').impairment, uplink.impairment);
     assert.ok(!renderMermaid(graph).includes('delay'));
+    // Up, with live changes: c0-nat's uplink reset, c1's LAN link rate-limited upstream and down.
+    const state = {
+      lab: 'article',
+      source: 'impaired.yaml',
+      planHash: '',
+      status: 'up' as const,
+      createdAt: '',
+      namespaces: [],
+      nats: [],
+      links: [
+        { link: 'c0-nat--inet', impairment: { upstream: {}, downstream: {} } },
+        { link: 'c1--c1-nat', impairment: { upstream: { rateKbit: 5000 }, downstream: {} }, down: true },
+      ],
+    };
+    const live = labGraph(declared, state);
+    assert.equal(live.links.find((l) => l.downstream.member === 'c0-nat')!.impairment, undefined);
+    const lan = live.links.find((l) => l.downstream.member === 'c1')!;
+    assert.equal(lan.down, true);
+    assert.ok(renderMermaid(live).includes('DOWN, upstream: rate 5mbit; downstream: none'));
   });
 });
 
