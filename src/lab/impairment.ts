@@ -76,7 +76,8 @@ export type Unit = 'time' | 'percent' | 'rate';
 
 /** What is wrong with a value of that unit, in words; undefined when it is well-formed. */
 export function unitProblem(unit: Unit, value: unknown): string | undefined {
-  if (typeof value === 'number') {
+  // A bare number (YAML's 40, or the command line's "40"): say which unit it needs.
+  if (typeof value === 'number' || (typeof value === 'string' && /^[0-9]+(\.[0-9]+)?$/.test(value))) {
     const example = unit === 'time' ? `${value}ms` : unit === 'percent' ? `${value}%` : `${value}mbit`;
     return `needs a unit: ${example}, say (${unit === 'time' ? TIME_FORMAT : unit === 'percent' ? PERCENT_FORMAT : RATE_FORMAT})`;
   }
