@@ -1,7 +1,9 @@
 // What UDP hole punching should do between two nodes, from the behaviour of every NAT on
 // their paths: a small simulation of RFC 4787 mapping and filtering (and hairpinning, and
-// fixed-port NATs with their forwards) that says, for each direction, whether a packet sent
-// to the peer's STUN-learned endpoint arrives and, if not, which NAT drops it and why. Pure.
+// fixed-port NATs with their forwards) and of where packets can be routed at all. It says,
+// for each direction, whether a packet sent to one of the peer's candidates (its own
+// address, or the endpoint the STUN server saw) arrives, whether the answer to it comes back
+// (an ICE connectivity check, RFC 8445 7.2.5), and, if not, which NAT drops it and why. Pure.
 import { type Dependency, SHORT } from '../lab/behaviour.js';
 
 export interface ModelNat {
@@ -19,14 +21,18 @@ export interface ModelNat {
 
 export interface ModelNode {
   name: string;
-  /** NATs from its own up to the one on the internet (empty: a node on the internet). */
+  /**
+   * NATs from its own up to the one on the internet (empty: a node on the internet). Nodes
+   * whose chains start with the same NAT share its LAN; a NAT's outside address sits on the
+   * LAN of the next NAT in the chain (or on the internet), where the nodes of that LAN reach it.
+   */
   chain: ModelNat[];
-  /** Its own address (for a node on the internet, the address peers send to). */
+  /** Its own address (its host candidate; for a node on the internet, the address peers send to). */
   address: string;
 }
 
 /** An endpoint as the model names it: an address and a symbolic port. */
-interface Ep {
+export interface Ep {
   addr: string;
   port: string;
 }
@@ -35,6 +41,17 @@ interface Session {
   inside: string;
   port: string;
   dst: Ep;
+}
+
+/** Where a packet ended: at a node, or dropped (by a NAT, or because nothing routes there). */
+interface Sent {
+  to?: { node: string };
+  /** Where it appeared to come from, as the receiver sees it (or as far as it got). */
+  from: Ep;
+  droppedBy?: string;
+  reason?: string;
+  /** Nothing on the sender's way routes to that address (a LAN address behind another NAT). */
+  unroutable?: boolean;
 }
 
 export interface Verdict {
@@ -50,12 +67,18 @@ export interface Verdict {
 }
 
 const sameEp = (a: Ep, b: Ep) => a.addr === b.addr && a.port === b.port;
+const INTERNET = '(internet)';
+/** The network a chain's i-th hop sits on: the LAN of NAT i (the node's own LAN for i = 0), or the internet past the last NAT. */
+const segmentOf = (chain: ModelNat[], i: number) => (chain[i] ? `lan:${chain[i].name}` : INTERNET);
+/** The symbolic port of every node's one socket (its host candidate's port). */
+export const SOCKET = 'sock';
 
 /** The state of every NAT while nodes send: sessions learned from outbound packets. */
 class PunchModel {
   private readonly sessions = new Map<string, Session[]>();
   private readonly nodes: ModelNode[];
-  private readonly byAddress = new Map<string, { nat?: ModelNat; node?: ModelNode }>();
+  /** Per network: the addresses on it (nodes, and the outside addresses of the NATs whose uplink it is). */
+  private readonly segments = new Map<string, Map<string, { nat?: ModelNat; node?: ModelNode }>>();
   private readonly natByName = new Map<string, ModelNat>();
 
   /** A copy with the same NAT state (to try another order of events). */
@@ -71,12 +94,17 @@ class PunchModel {
 
   constructor(nodes: ModelNode[]) {
     this.nodes = nodes;
+    const place = (segment: string, addr: string, what: { nat?: ModelNat; node?: ModelNode }) => {
+      let s = this.segments.get(segment);
+      if (!s) this.segments.set(segment, (s = new Map()));
+      if (!s.has(addr)) s.set(addr, what);
+    };
     for (const n of nodes) {
-      if (n.chain.length === 0) this.byAddress.set(n.address, { node: n });
-      for (const nat of n.chain) {
-        this.byAddress.set(nat.address, { nat });
+      place(segmentOf(n.chain, 0), n.address, { node: n });
+      n.chain.forEach((nat, i) => {
+        place(segmentOf(n.chain, i + 1), nat.address, { nat });
         this.natByName.set(nat.name, nat);
-      }
+      });
     }
   }
 
@@ -100,15 +128,25 @@ class PunchModel {
   }
 
   /**
-   * Sends from a node's punching socket to dst. Outbound packets always pass (creating
-   * sessions); inbound they meet the receiving side's NATs. Returns where it ended.
+   * Sends from a node's socket to dst. On each network on the way up (its LAN, then each
+   * NAT's uplink) a packet for an address there goes straight to it; otherwise it goes up
+   * through the network's NAT (creating sessions: outbound packets always pass), and past the
+   * last NAT only the internet's addresses are reachable. Inbound it meets the receiving
+   * side's NATs. Returns where it ended.
    */
-  send(from: string, dst: Ep): { to?: { node: string }; from: Ep; droppedBy?: string; reason?: string } {
+  send(from: string, dst: Ep): Sent {
     const node = this.nodes.find((n) => n.name === from)!;
     let inside = `${node.name}`;
-    let src: Ep = { addr: node.address, port: 'sock' };
-    for (let i = 0; i < node.chain.length; i++) {
-      const nat = node.chain[i]!;
+    let src: Ep = { addr: node.address, port: SOCKET };
+    for (let i = 0; ; i++) {
+      const here = this.segments.get(segmentOf(node.chain, i))?.get(dst.addr);
+      if (here?.node) {
+        if (here.node === node) return { from: src, reason: `${from} sent to itself` };
+        return dst.port === SOCKET ? { to: { node: here.node.name }, from: src } : { from: src, reason: 'wrong port' };
+      }
+      if (here?.nat) return this.inbound(here.nat, src, dst, false);
+      const nat = node.chain[i];
+      if (!nat) return { from: src, unroutable: true, reason: `nothing on ${from}'s way routes to ${dst.addr}` };
       if (dst.addr === nat.address) {
         // Towards its own outside address from inside: hairpinning.
         if (!nat.hairpinning) return { from: src, droppedBy: nat.name, reason: `${nat.name} does not hairpin (the peer sits behind it too)` };
@@ -119,10 +157,6 @@ class PunchModel {
       inside = `${nat.name}:${port}`;
       src = { addr: nat.address, port };
     }
-    const target = this.byAddress.get(dst.addr);
-    if (!target) return { from: src, reason: `nothing at ${dst.addr}` };
-    if (target.node) return dst.port === 'sock' ? { to: { node: target.node.name }, from: src } : { from: src, reason: 'wrong port' };
-    return this.inbound(target.nat!, src, dst, false);
   }
 
   /**
@@ -132,7 +166,7 @@ class PunchModel {
    * it in, and goes to the port's forward, else to the inside endpoint last learned for that
    * port. A hairpinned packet is let in by the hairpinning NAT without filtering.
    */
-  private inbound(nat: ModelNat, src: Ep, dst: Ep, hairpinned: boolean): { to?: { node: string }; from: Ep; droppedBy?: string; reason?: string } {
+  private inbound(nat: ModelNat, src: Ep, dst: Ep, hairpinned: boolean): Sent {
     let cur = nat;
     let port = dst.port;
     for (;;) {
@@ -189,20 +223,27 @@ export interface PairPrediction {
 
 const PUNCH_ROUNDS = 3;
 
-/**
- * Every node learns its endpoint from the server; then, pair by pair, both sides send to
- * each other's learned endpoint a few times. Who sends first can matter (a NAT that lets a
- * peer's packet in first keeps that flow's port for its node's answers); both orders are
- * tried, and a direction whose outcome depends on the order is marked as such.
- */
-export function predictPunching(nodes: ModelNode[], server: Ep = { addr: 'stun', port: '3478' }): PairPrediction[] {
+/** Every node learns its endpoint from the server (a node on the internet that nothing translates). */
+function learnAll(nodes: ModelNode[], server: Ep): { base: PunchModel; learned: Map<string, Ep> } {
   const base = new PunchModel([...nodes, { name: '(stun)', chain: [], address: server.addr }]);
   const learned = new Map<string, Ep>();
   for (const n of nodes) learned.set(n.name, base.learn(n.name, server));
+  return { base, learned };
+}
+
+/**
+ * Sending to the server-reflexive candidates only, as `check --pairs` did before it tried
+ * host candidates: every node learns its endpoint from the server; then, pair by pair, both
+ * sides send to each other's learned endpoint a few times. Who sends first can matter (a
+ * NAT that lets a peer's packet in first keeps that flow's port for its node's answers);
+ * both orders are tried, and a direction whose outcome depends on the order is marked as such.
+ */
+export function predictPunching(nodes: ModelNode[], server: Ep = { addr: 'stun', port: '3478' }): PairPrediction[] {
+  const { base, learned } = learnAll(nodes, server);
   const out: PairPrediction[] = [];
   const run = (first: ModelNode, second: ModelNode) => {
     const m = base.clone();
-    const got = new Map<string, { delivered: boolean; last: ReturnType<PunchModel['send']> }>();
+    const got = new Map<string, { delivered: boolean; last: Sent }>();
     for (let round = 0; round < PUNCH_ROUNDS; round++) {
       for (const [x, y] of [
         [first, second],
@@ -269,4 +310,229 @@ export function explainDrop(p: PairPrediction, nodes: ModelNode[]): string {
     );
   }
   return [v.reason ?? 'lost', ...extra].join('; ');
+}
+
+// ------------------------------------------------------------------ candidates (ICE)
+
+/** A node's candidates as ICE gathers them (RFC 8445 5.1.1): its own address, and the endpoint a STUN server saw. */
+export type CandidateKind = 'host' | 'server-reflexive';
+/**
+ * How a check got through, from the candidates at both ends: host (the peer's own address,
+ * reached untranslated: one LAN), server-reflexive (through NATs, to the endpoint the STUN
+ * server saw, or to a peer's own public address from the sender's STUN-seen endpoint),
+ * hairpinned (to the STUN-seen endpoint of a peer behind the same NAT, which turns the
+ * packet round), peer-reflexive (the peer saw the sender at an endpoint no STUN server had
+ * shown: a mapping made for the peer alone, RFC 8445 7.3.1.3).
+ */
+export type PathKind = 'host' | 'server-reflexive' | 'hairpinned' | 'peer-reflexive';
+/** How the receiver saw the sender: at its own address, at its STUN-seen endpoint, or elsewhere. */
+export type SeenAs = 'host' | 'server-reflexive' | 'peer-reflexive';
+
+/** ICE's type preferences (RFC 8445 5.1.2.2): host 126, peer-reflexive 110, server-reflexive 100. */
+const TYPE_PREFERENCE: Record<SeenAs, number> = { host: 126, 'peer-reflexive': 110, 'server-reflexive': 100 };
+
+/**
+ * A candidate pair's rank as ICE orders pairs (RFC 8445 6.1.2.3: 2^32 MIN(G,D) + 2 MAX(G,D)),
+ * from how the receiver saw the sender and the receiver's candidate kind. Higher is better.
+ */
+export function pairPriority(seenAs: SeenAs, remote: CandidateKind): number {
+  const g = TYPE_PREFERENCE[seenAs];
+  const d = TYPE_PREFERENCE[remote];
+  return 2 ** 32 * Math.min(g, d) + 2 * Math.max(g, d);
+}
+
+/** The path kind of a check that arrived, from what the receiver saw and which of its candidates it was sent to. */
+export function pathKind(remote: CandidateKind, seenAs: SeenAs, hairpinned: boolean): PathKind {
+  if (remote === 'server-reflexive') return hairpinned ? 'hairpinned' : 'server-reflexive';
+  return seenAs;
+}
+
+export interface CheckPrediction {
+  from: string;
+  to: string;
+  candidate: CandidateKind;
+  /** The request reaches the peer's socket ('either': it depends on whose packet the NATs see first). */
+  delivered: boolean | 'either';
+  /** Its answer comes back from the endpoint the request went to (a succeeded ICE check). */
+  answered: boolean | 'either';
+  timing?: boolean;
+  /** When delivered: how the receiver saw the sender, and the path kind. */
+  seenAs?: SeenAs;
+  path?: PathKind;
+  /** Why the request (or its answer) did not make it. */
+  droppedBy?: string;
+  reason?: string;
+}
+
+export interface PairTalkPrediction {
+  a: string;
+  b: string;
+  /** Some check between them succeeds (false also when it depends on the order: see timing). */
+  talk: boolean;
+  timing?: boolean;
+  /** The best succeeded check, as ICE ranks them. */
+  via?: { from: string; to: string; candidate: CandidateKind; path: PathKind };
+}
+
+interface CheckOutcome {
+  delivered: boolean;
+  answered: boolean;
+  seenAs?: SeenAs;
+  path?: PathKind;
+  droppedBy?: string;
+  reason?: string;
+}
+
+/** A node's candidates in the model: its own address, and its learned endpoint unless that is the same (RFC 8445 5.1.3). */
+function modelCandidates(n: ModelNode, learned: Ep): { kind: CandidateKind; ep: Ep }[] {
+  const host: Ep = { addr: n.address, port: SOCKET };
+  return sameEp(host, learned)
+    ? [{ kind: 'host', ep: host }]
+    : [
+        { kind: 'host', ep: host },
+        { kind: 'server-reflexive', ep: learned },
+      ];
+}
+
+function seenAsOf(seen: Ep, sender: ModelNode, senderLearned: Ep): SeenAs {
+  if (sameEp(seen, { addr: sender.address, port: SOCKET })) return 'host';
+  return sameEp(seen, senderLearned) ? 'server-reflexive' : 'peer-reflexive';
+}
+
+function unroutableReason(x: ModelNode, y: ModelNode, addr: string): string {
+  const behind = y.chain[0];
+  return `nothing on ${x.name}'s way routes to ${addr}${behind ? ` (${y.name}'s own address, on ${behind.name}'s LAN)` : ''}`;
+}
+
+/**
+ * ICE-style checks between every pair of nodes: every node learns its server-reflexive
+ * endpoint; then, pair by pair, both sides send a check to each of the other's candidates
+ * (host first, as ICE ranks them) a few times, and a node that receives a check answers it
+ * at once, to wherever it came from. A check succeeds when its answer comes back from the
+ * endpoint it was sent to (RFC 8445 7.2.5.2.1). Both orders of who starts are tried, as in
+ * predictPunching(); an outcome that depends on the order is marked as such.
+ */
+export function predictChecks(
+  nodes: ModelNode[],
+  server: Ep = { addr: 'stun', port: '3478' },
+): { checks: CheckPrediction[]; pairs: PairTalkPrediction[]; learned: Map<string, Ep> } {
+  const { base, learned } = learnAll(nodes, server);
+  const cands = new Map(nodes.map((n) => [n.name, modelCandidates(n, learned.get(n.name)!)]));
+  const run = (first: ModelNode, second: ModelNode) => {
+    const m = base.clone();
+    const got = new Map<string, CheckOutcome>();
+    for (let round = 0; round < PUNCH_ROUNDS; round++) {
+      for (const [x, y] of [
+        [first, second],
+        [second, first],
+      ] as const) {
+        for (const c of cands.get(y.name)!) {
+          const key = `${x.name}>${y.name}>${c.kind}`;
+          const prev = got.get(key);
+          const r = m.send(x.name, c.ep);
+          const outcome: CheckOutcome = { delivered: r.to?.node === y.name, answered: false };
+          if (outcome.delivered) {
+            outcome.seenAs = seenAsOf(r.from, x, learned.get(x.name)!);
+            outcome.path = pathKind(c.kind, outcome.seenAs, c.kind === 'server-reflexive' && c.ep.addr === learned.get(x.name)!.addr);
+            // The answer leaves at once from the peer's socket, to where the check came from.
+            const back = m.send(y.name, r.from);
+            outcome.answered = back.to?.node === x.name && sameEp(back.from, c.ep);
+            if (!outcome.answered) {
+              if (back.droppedBy) outcome.droppedBy = back.droppedBy;
+              outcome.reason =
+                back.to?.node === x.name
+                  ? `the answer came back from ${back.from.addr}, not from the endpoint the check went to (RFC 8445 7.2.5.2.1: the check fails)`
+                  : `the answer to it is lost: ${back.unroutable ? `nothing on ${y.name}'s way routes to ${r.from.addr}` : (back.reason ?? 'lost')}`;
+            }
+          } else {
+            if (r.droppedBy) outcome.droppedBy = r.droppedBy;
+            outcome.reason = r.unroutable ? unroutableReason(x, y, c.ep.addr) : (r.reason ?? (r.to ? `arrives at ${r.to.node}, not ${y.name}` : 'lost'));
+          }
+          // Once it got through it stays so; a failure keeps the first reason (the later ones repeat it).
+          got.set(key, mergeOutcome(prev, outcome));
+        }
+      }
+    }
+    return got;
+  };
+  const checks: CheckPrediction[] = [];
+  const pairs: PairTalkPrediction[] = [];
+  for (let i = 0; i < nodes.length; i++) {
+    for (let j = i + 1; j < nodes.length; j++) {
+      const a = nodes[i]!;
+      const b = nodes[j]!;
+      const aFirst = run(a, b);
+      const bFirst = run(b, a);
+      const mine: CheckPrediction[] = [];
+      for (const [x, y] of [
+        [a, b],
+        [b, a],
+      ] as const) {
+        for (const c of cands.get(y.name)!) {
+          const key = `${x.name}>${y.name}>${c.kind}`;
+          const p = aFirst.get(key)!;
+          const q = bFirst.get(key)!;
+          const timing = p.delivered !== q.delivered || p.answered !== q.answered;
+          // Explain the order that fails when they differ; describe the one that works.
+          const failing = p.answered ? q : p;
+          const working = p.delivered ? p : q;
+          const v: CheckPrediction = {
+            from: x.name,
+            to: y.name,
+            candidate: c.kind,
+            delivered: p.delivered === q.delivered ? p.delivered : 'either',
+            answered: p.answered === q.answered ? p.answered : 'either',
+            ...(timing ? { timing } : {}),
+            ...(working.seenAs ? { seenAs: working.seenAs, path: working.path! } : {}),
+          };
+          if (v.answered !== true) {
+            if (failing.droppedBy) v.droppedBy = failing.droppedBy;
+            const reason = failing.reason ?? 'lost';
+            const starter = (p.answered ? a : b).name;
+            v.reason = timing ? `depends on whose packet the NATs see first: it gets through when ${starter} sends first, otherwise ${reason}` : reason;
+          }
+          mine.push(v);
+        }
+      }
+      checks.push(...mine);
+      const best = (outcomes: Map<string, CheckOutcome>) =>
+        bestCheck(mine.map((c) => ({ from: c.from, to: c.to, candidate: c.candidate, ...outcomes.get(`${c.from}>${c.to}>${c.candidate}`)! })));
+      const inA = best(aFirst);
+      const inB = best(bFirst);
+      const via = inA ?? inB;
+      pairs.push({
+        a: a.name,
+        b: b.name,
+        talk: !!inA && !!inB,
+        ...(!!inA !== !!inB ? { timing: true } : {}),
+        ...(via ? { via: { from: via.from, to: via.to, candidate: via.candidate, path: via.path! } } : {}),
+      });
+    }
+  }
+  return { checks, pairs, learned };
+}
+
+function mergeOutcome(prev: CheckOutcome | undefined, now: CheckOutcome): CheckOutcome {
+  if (!prev) return now;
+  if (prev.answered) return prev;
+  if (now.answered) return now;
+  if (prev.delivered && !now.delivered) return prev;
+  if (now.delivered && !prev.delivered) return now;
+  return prev;
+}
+
+/** The succeeded check ICE would pick (highest pair priority), or undefined when none succeeded. */
+export function bestCheck<T extends { answered: boolean; seenAs?: SeenAs; candidate: CandidateKind }>(checks: T[]): T | undefined {
+  const ok = checks.filter((c) => c.answered && c.seenAs);
+  return ok.sort((x, y) => pairPriority(y.seenAs!, y.candidate) - pairPriority(x.seenAs!, x.candidate))[0];
+}
+
+/** Why a check fails, in words: the model's reason and, for a server-reflexive candidate, whose mapping made the port a stranger. */
+export function explainCheck(c: CheckPrediction, nodes: ModelNode[]): string {
+  if (c.answered === true) return '';
+  if (c.candidate !== 'server-reflexive') return c.reason ?? 'lost';
+  return explainDrop(
+    { from: c.from, to: c.to, verdict: { delivered: false, ...(c.droppedBy ? { droppedBy: c.droppedBy } : {}), ...(c.reason ? { reason: c.reason } : {}) } },
+    nodes,
+  );
 }

@@ -111,6 +111,8 @@ const pending = new Map<string, Pending>();
 export class StunSocket {
   /** Datagrams that were not responses to a transaction of this process (requests, other payloads). */
   readonly inbox: Datagram[] = [];
+  /** Called with each datagram as it enters the inbox (to answer it at once, as an ICE agent answers a check). */
+  onInbox?: (d: Datagram) => void;
   private waiters: (() => void)[] = [];
   private closed = false;
 
@@ -164,7 +166,9 @@ export class StunSocket {
         /* not STUN: fall through to the inbox */
       }
     }
-    this.inbox.push({ data, from, port: this.port, at: Date.now() });
+    const d: Datagram = { data, from, port: this.port, at: Date.now() };
+    this.inbox.push(d);
+    this.onInbox?.(d);
     for (const w of this.waiters.splice(0)) w();
   }
 

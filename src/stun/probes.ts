@@ -2,6 +2,7 @@
 // (src/stun/agent.ts). Each probe takes and returns plain JSON. The host decides what to
 // run when (src/check); these only talk STUN and report what happened, never a verdict.
 import { randomBytes } from 'node:crypto';
+import { networkInterfaces } from 'node:os';
 import { type BindingOptions, type BindingResult, type Datagram, rawBindingRequest, requestId, type RetransmitOptions, StunSocket } from './client.js';
 import type { TransportAddress } from './message.js';
 
@@ -409,7 +410,7 @@ async function lifetimeProbe(args: LifetimeArgs): Promise<LifetimeResult> {
   }
 }
 
-// ------------------------------------------------------------------ hole punching
+// ------------------------------------------------------------------ hole punching (ICE-style checks)
 
 /** One socket per node for every peer, as a WireGuard or ICE agent would use it. */
 const punchSockets = new Map<string, StunSocket>();
@@ -417,57 +418,116 @@ const punchSockets = new Map<string, StunSocket>();
 export interface PunchLearnResult {
   local: number;
   mapped?: TransportAddress;
+  /** The node's own IPv4 addresses: its host candidates (RFC 8445 5.1.1.1). */
+  hosts: string[];
 }
 
-/** Opens the node's punching socket and learns its outside endpoint from the server. */
+/**
+ * This namespace's IPv4 addresses, loopback left out, and labctl's STUN server interface
+ * (lcstun0, see src/check/stun-site.ts), which is the server's and no node's.
+ */
+function hostAddresses(): string[] {
+  const out: string[] = [];
+  for (const [name, addrs] of Object.entries(networkInterfaces())) {
+    if (name.startsWith('lcstun')) continue;
+    for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) out.push(a.address);
+  }
+  return out;
+}
+
+/** Opens the node's punching socket, learns its outside endpoint from the server and lists its own addresses. */
 async function punchLearn(args: { key: string; server: ServerInstance; localPort?: number }): Promise<PunchLearnResult> {
   const s = await open(args.localPort);
   punchSockets.set(args.key, s);
   const r = await s.binding({ address: args.server.a1, port: args.server.p1 });
-  return { local: s.port, ...(r?.reflexive ? { mapped: r.reflexive } : {}) };
+  return { local: s.port, ...(r?.reflexive ? { mapped: r.reflexive } : {}), hosts: hostAddresses() };
 }
+
+export type CandidateKind = 'host' | 'server-reflexive';
 
 interface PunchPeer {
   name: string;
-  endpoint: TransportAddress;
+  candidates: { kind: CandidateKind; endpoint: TransportAddress }[];
+}
+
+export interface PunchArrival {
+  peer: string;
+  /** Which of the receiver's candidates the check was sent to. */
+  kind: CandidateKind;
+  from: TransportAddress;
+  /** Local port it arrived at. */
+  port: number;
 }
 
 export interface PunchResult {
-  /** Per peer: what arrived from it (tagged with its name), and from where. */
-  received: { peer: string; from: TransportAddress; port: number }[];
+  /** Checks from peers that arrived here (at the punching socket or, stray, at another). */
+  requests: PunchArrival[];
+  /** Answers to this node's checks: per peer and candidate of the peer's, where each came from. */
+  answers: PunchArrival[];
 }
 
+const PUNCH_MESSAGE = /^labctl-punch (req|ans) (\S+) (\S+) (host|server-reflexive) /;
+
+function parsePunch(data: Buffer): { type: 'req' | 'ans'; from: string; to: string; kind: CandidateKind } | undefined {
+  const m = PUNCH_MESSAGE.exec(data.toString('utf8'));
+  return m ? { type: m[1] as 'req' | 'ans', from: m[2]!, to: m[3]!, kind: m[4] as CandidateKind } : undefined;
+}
+
+const punchMessage = (type: 'req' | 'ans', from: string, to: string, kind: CandidateKind) =>
+  Buffer.from(`labctl-punch ${type} ${from} ${to} ${kind} ${randomBytes(2).toString('hex')}`);
+
 /**
- * Sends "labctl-punch FROM TO" to every peer's learned endpoint a few times over
- * durationMs (everyone starts at once), and reports which peers' packets arrived.
+ * ICE-style connectivity checks (RFC 8445 7.2): from the punching socket, sends a check
+ * "labctl-punch req FROM TO KIND" to every candidate of every peer a few times over
+ * durationMs (everyone starts at once), and answers every check that reaches the socket at
+ * once, from the socket to wherever it came from, as an ICE agent answers a Binding request
+ * (7.3). Reports which checks arrived and which answers came back, and from where: whether
+ * an answer came from the endpoint the check went to is the host's to judge.
  */
 export async function punch(args: { key: string; self: string; peers: PunchPeer[]; durationMs?: number; intervalMs?: number }): Promise<PunchResult> {
   const s = punchSockets.get(args.key);
   if (!s) throw new Error(`no punching socket "${args.key}": run punch-learn first`);
+  const answer = (d: Datagram) => {
+    const m = parsePunch(d.data);
+    if (m?.type === 'req' && m.to === args.self) void s.send(punchMessage('ans', args.self, m.from, m.kind), d.from);
+  };
+  // Checks that came before this node started, then every later one as it comes (until punch-close).
+  for (const d of s.inbox) answer(d);
+  s.onInbox = answer;
   const duration = args.durationMs ?? 1000;
   const interval = args.intervalMs ?? 100;
   const t0 = Date.now();
   while (Date.now() - t0 < duration) {
-    for (const p of args.peers) void s.send(Buffer.from(`labctl-punch ${args.self} ${p.name} ${randomBytes(2).toString('hex')}`), p.endpoint);
+    // Host candidates first, as ICE ranks them; all within one pass.
+    for (const p of args.peers) for (const c of p.candidates) void s.send(punchMessage('req', args.self, p.name, c.kind), c.endpoint);
     await sleep(interval);
   }
   await sleep(interval);
-  const received: PunchResult['received'] = [];
+  const requests: PunchArrival[] = [];
+  const answers: PunchArrival[] = [];
   const seen = new Set<string>();
-  for (const sock of sockets) {
+  // The punching socket's own inbox first: a check that also strayed elsewhere is reported where it belongs.
+  for (const sock of [s, ...[...sockets].filter((x) => x !== s)]) {
     for (const d of sock.inbox) {
-      const m = /^labctl-punch (\S+) (\S+) /.exec(d.data.toString('utf8'));
-      if (!m || m[2] !== args.self || seen.has(m[1]!)) continue;
-      seen.add(m[1]!);
-      received.push({ peer: m[1]!, from: d.from, port: d.port });
+      const m = parsePunch(d.data);
+      if (!m || m.to !== args.self) continue;
+      const key = `${m.type} ${m.from} ${m.kind} ${d.from.address}:${d.from.port} ${d.port}`;
+      const first = `${m.type} ${m.from} ${m.kind}`;
+      if (seen.has(key) || (m.type === 'req' && seen.has(first))) continue;
+      seen.add(key);
+      seen.add(first);
+      (m.type === 'req' ? requests : answers).push({ peer: m.from, kind: m.kind, from: d.from, port: d.port });
     }
   }
-  return { received };
+  return { requests, answers };
 }
 
 function punchClose(args: { key: string }): { closed: boolean } {
   const s = punchSockets.get(args.key);
-  if (s) close(s);
+  if (s) {
+    delete s.onInbox;
+    close(s);
+  }
   punchSockets.delete(args.key);
   return { closed: !!s };
 }

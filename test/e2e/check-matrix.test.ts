@@ -182,7 +182,7 @@ interface Pairs {
   pairs: {
     nodes: { name: string; learned?: { address: string; port: number } }[];
     cells: { from: string; to: string; delivered: boolean; predicted?: boolean; match?: boolean; why?: string }[];
-    direct: { a: string; b: string; both: boolean }[];
+    direct: { a: string; b: string; both: boolean; via?: { from: string; to: string; candidate: string; path: string } }[];
     match?: boolean;
   };
   exitCode: number;
@@ -212,5 +212,16 @@ test('--pairs: hole punching between every pair of nodes, who drops what', { ski
   assert.equal(cell('k0-n', 'srv').delivered, true);
   assert.equal(cell('srv', 'k3-n').delivered, false);
   assert.match(cell('cgs-n', 'homes-n').why!, /cgs-nat does not hairpin/);
+  // Since --pairs tries host candidates and answers checks as ICE does, the pair still talks:
+  // homes-n reaches cgs-n's own address on cgs-nat's LAN, and the answer comes back through
+  // homes-nat's flow (before, only the endpoints the STUN server saw were tried: "no").
+  assert.deepEqual(pairs.direct.find((d) => d.a === 'cgs-n' && d.b === 'homes-n')?.via, {
+    from: 'homes-n',
+    to: 'cgs-n',
+    candidate: 'host',
+    path: 'peer-reflexive',
+  });
+  // So does a symmetric NAT's node with a server on the internet (its check to the server is answered).
+  assert.equal(both('k3-n', 'srv'), true);
   assert.deepEqual(leftovers(INET, ours()), []);
 });

@@ -1,5 +1,5 @@
 // What `labctl check` concludes and prints, from hand-made results: the exit code, the
-// keepalive advice of --lifetime, and the --pairs grid with what is predicted and what seen.
+// keepalive advice of --lifetime, and the --pairs checks with what is predicted and what seen.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
@@ -14,8 +14,18 @@ import {
   type LifetimeEstimate,
   type LifetimeTargetReport,
 } from '../../src/check/lifetime.js';
-import { formatPairs, pairCell, type PairNode, type PairsReport } from '../../src/check/pairs.js';
-import { predictPunching, type ModelNode } from '../../src/check/punch-model.js';
+import {
+  type Candidate,
+  type CheckCell,
+  checkCell,
+  directionCells,
+  formatPairs,
+  gatherCandidates,
+  pairLinks,
+  type PairNode,
+  type PairsReport,
+} from '../../src/check/pairs.js';
+import { predictChecks, type ModelNode } from '../../src/check/punch-model.js';
 import { checkExitCode } from '../../src/check/report.js';
 import { resolveTargets } from '../../src/check/run.js';
 
@@ -106,7 +116,7 @@ test('keepalive: under the shortest lifetime; a lifetime longer than the checks 
 const SERVER = { netns: 'ns-inet', addresses: ['203.0.113.1', '203.0.113.2'], ports: [3478, 3479] as [number, number], portPairs: 3, external: false };
 const ep = (address: string, port: number) => ({ address, port });
 
-test("--pairs cells: a node that learned no endpoint keeps that reason; the model's reasons are marked predicted", () => {
+test("--pairs checks: a node that learned no endpoint keeps that reason; the model's reasons are marked predicted", () => {
   const model: ModelNode[] = [
     {
       name: 'full',
@@ -119,105 +129,215 @@ test("--pairs cells: a node that learned no endpoint keeps that reason; the mode
       chain: [{ name: 'sym-nat', address: '100.64.3.100', mapping: 'address-and-port-dependent', filtering: 'address-and-port-dependent', hairpinning: false }],
     },
   ];
-  const p = predictPunching(model);
-  const pred = (from: string, to: string) => ({ p: p.find((x) => x.from === from && x.to === to)!, model, kind: 'declared' as const });
-  const full: PairNode = { name: 'full', netns: 'ns-full', learned: ep('100.64.1.100', 40000) };
-  const sym: PairNode = { name: 'sym', netns: 'ns-sym', learned: ep('100.64.3.100', 50000) };
-  const lost: PairNode = { name: 'sym', netns: 'ns-sym' };
-  const notTried = pairCell(full, lost, undefined, 40001, pred('full', 'sym'));
+  const p = predictChecks(model).checks;
+  const pred = (from: string, to: string, kind: 'host' | 'server-reflexive') => ({
+    p: p.find((x) => x.from === from && x.to === to && x.candidate === kind)!,
+    model,
+    kind: 'declared' as const,
+  });
+  const candidates = (host: string, port: number, srflx: [string, number]): Candidate[] => [
+    { kind: 'host', endpoint: ep(host, port) },
+    { kind: 'server-reflexive', endpoint: ep(...srflx) },
+  ];
+  const full: PairNode = {
+    name: 'full',
+    netns: 'ns-full',
+    learned: ep('100.64.1.100', 40000),
+    candidates: candidates('10.0.1.1', 40000, ['100.64.1.100', 40000]),
+  };
+  const sym: PairNode = {
+    name: 'sym',
+    netns: 'ns-sym',
+    learned: ep('100.64.3.100', 50000),
+    candidates: candidates('10.0.3.1', 40001, ['100.64.3.100', 50000]),
+  };
+  const lost: PairNode = { name: 'sym', netns: 'ns-sym', candidates: [{ kind: 'host', endpoint: ep('10.0.3.1', 40001) }] };
+  const nothing = { answers: [], receiverPort: 40001, senderPort: 40000 };
+  const notTried = checkCell(full, lost, 'host', nothing, pred('full', 'sym', 'host'));
   assert.deepEqual(
     notTried,
-    { from: 'full', to: 'sym', delivered: false, why: 'sym learned no endpoint from the STUN server', basis: 'observed' },
+    {
+      from: 'full',
+      to: 'sym',
+      candidate: 'host',
+      endpoints: [ep('10.0.3.1', 40001)],
+      delivered: false,
+      answered: false,
+      why: 'sym learned no endpoint from the STUN server',
+      basis: 'observed',
+    },
     'not overwritten by the model, nothing compared',
   );
-  const dropped = pairCell(full, sym, undefined, 40001, pred('full', 'sym'));
-  assert.deepEqual([dropped.delivered, dropped.predicted, dropped.match, dropped.basis], [false, false, true, 'predicted']);
+  const dropped = checkCell(full, sym, 'server-reflexive', nothing, pred('full', 'sym', 'server-reflexive'));
+  assert.deepEqual([dropped.delivered, dropped.predicted, dropped.match, dropped.basis], [false, { delivered: false, answered: false }, true, 'predicted']);
   assert.match(dropped.why!, /sym-nat \(APDF\) drops it/);
-  const surprise = pairCell(full, sym, { peer: 'full', from: ep('100.64.1.100', 40000), port: 40001 }, 40001, pred('full', 'sym'));
-  assert.deepEqual([surprise.delivered, surprise.match, surprise.basis], [true, false, 'observed']);
-  assert.match(surprise.why!, /^the NATs' declared behaviour says it should not arrive \(.*\), but it did$/);
-  const stray = pairCell(sym, full, { peer: 'sym', from: ep('100.64.3.100', 50001), port: 40002 }, 40001, pred('sym', 'full'));
+  const unroutable = checkCell(full, sym, 'host', nothing, pred('full', 'sym', 'host'));
+  assert.equal(unroutable.why, "nothing on full's way routes to 10.0.3.1 (sym's own address, on sym-nat's LAN)");
+  const arrival = { peer: 'full', kind: 'server-reflexive' as const, from: ep('100.64.1.100', 40000), port: 40001 };
+  const surprise = checkCell(full, sym, 'server-reflexive', { ...nothing, arrival }, pred('full', 'sym', 'server-reflexive'));
+  assert.deepEqual(
+    [surprise.delivered, surprise.seenAs, surprise.path, surprise.match, surprise.basis],
+    [true, 'server-reflexive', 'server-reflexive', false, 'observed'],
+  );
+  assert.match(surprise.why!, /^the NATs' declared behaviour says it should not arrive \(.*\), but it arrived but its answer did not come back$/);
+  // An answer counts only from the endpoint the check went to, at the sender's socket (RFC 8445 7.2.5.2.1).
+  const answered = (from: [string, number], port: number) =>
+    checkCell(
+      sym,
+      full,
+      'server-reflexive',
+      {
+        answers: [{ peer: 'full', kind: 'server-reflexive', from: ep(...from), port }],
+        receiverPort: 40000,
+        senderPort: 40001,
+        arrival: { peer: 'sym', kind: 'server-reflexive', from: ep('100.64.3.100', 50001), port: 40000 },
+      },
+      pred('sym', 'full', 'server-reflexive'),
+    );
+  const ok = answered(['100.64.1.100', 40000], 40001);
+  assert.deepEqual([ok.delivered, ok.answered, ok.seenAs, ok.match, ok.why], [true, true, 'peer-reflexive', true, undefined]);
+  assert.equal(answered(['100.64.1.100', 40002], 40001).answered, false, 'from another port: not the endpoint it went to');
+  assert.equal(answered(['100.64.1.100', 40000], 40009).answered, false, 'at another socket');
+  const stray = checkCell(
+    sym,
+    full,
+    'host',
+    { ...nothing, receiverPort: 40000, arrival: { peer: 'sym', kind: 'host', from: ep('100.64.3.100', 50001), port: 40002 } },
+    pred('sym', 'full', 'host'),
+  );
   assert.deepEqual([stray.delivered, stray.why, stray.basis], [false, 'arrived at inside port 40002, not the punching socket', 'observed']);
+  // Candidates as ICE gathers them: a node whose STUN-seen endpoint is its own address has only its host candidate.
+  assert.deepEqual(gatherCandidates({ local: 4000, mapped: ep('100.64.9.1', 4000), hosts: ['100.64.9.1'] }), [
+    { kind: 'host', endpoint: ep('100.64.9.1', 4000) },
+  ]);
+  assert.deepEqual(
+    gatherCandidates({ local: 4000, mapped: ep('100.64.1.100', 4000), hosts: ['10.0.1.1'] }).map((c) => c.kind),
+    ['host', 'server-reflexive'],
+  );
 });
 
-test('--pairs text: the grid, timing-dependent directions, predicted reasons labelled, nodes not tried', () => {
+test('--pairs text: the grid, the candidate pair of each pair, timing-dependent checks, predicted reasons labelled, nodes not tried', () => {
+  const hostOf = (address: string, port: number): Candidate => ({ kind: 'host', endpoint: ep(address, port) });
+  const srflx = (address: string, port: number): Candidate => ({ kind: 'server-reflexive', endpoint: ep(address, port) });
+  const nodes: PairNode[] = [
+    { name: 'a', netns: 'ns-a', learned: ep('100.64.1.100', 1024), candidates: [hostOf('10.0.1.1', 1024), srflx('100.64.1.100', 1024)] },
+    { name: 'b', netns: 'ns-b', learned: ep('100.64.1.100', 2048), localPort: 12345, candidates: [hostOf('10.0.1.2', 12345), srflx('100.64.1.100', 2048)] },
+    { name: 'c', netns: 'ns-c', candidates: [hostOf('10.0.3.1', 3000)] },
+  ];
+  const cell = (from: string, to: string, candidate: 'host' | 'server-reflexive', extra: Partial<CheckCell>): CheckCell => ({
+    from,
+    to,
+    candidate,
+    endpoints: nodes
+      .find((n) => n.name === to)!
+      .candidates!.filter((c) => c.kind === candidate)
+      .map((c) => c.endpoint),
+    delivered: false,
+    answered: false,
+    ...extra,
+  });
+  const noC = { why: 'c learned no endpoint from the STUN server', basis: 'observed' as const };
+  const checks: CheckCell[] = [
+    cell('a', 'b', 'host', { delivered: true, answered: true, seenAs: 'host', path: 'host', predicted: { delivered: true, answered: true }, match: true }),
+    cell('b', 'a', 'host', { delivered: true, answered: true, seenAs: 'host', path: 'host', predicted: { delivered: true, answered: true }, match: true }),
+    cell('a', 'b', 'server-reflexive', {
+      predicted: { delivered: 'either', answered: 'either' },
+      match: true,
+      why: 'depends on whose packet the NATs see first: it gets through when b sends first, otherwise lan-nat does not hairpin (the peer sits behind it too)',
+      basis: 'predicted',
+    }),
+    cell('b', 'a', 'server-reflexive', {
+      predicted: { delivered: false, answered: false },
+      match: true,
+      why: 'lan-nat does not hairpin (the peer sits behind it too)',
+      basis: 'predicted',
+    }),
+    cell('c', 'a', 'host', noC),
+    cell('a', 'c', 'host', noC),
+    cell('c', 'b', 'host', noC),
+    cell('b', 'c', 'host', noC),
+  ];
   const r: PairsReport = {
     lab: 't',
     server: SERVER,
-    nodes: [
-      { name: 'a', netns: 'ns-a', learned: ep('100.64.1.100', 1024) },
-      { name: 'b', netns: 'ns-b', learned: ep('100.64.2.100', 2048), localPort: 12345 },
-      { name: 'c', netns: 'ns-c' },
-    ],
-    cells: [
-      { from: 'b', to: 'a', delivered: true, predicted: true, match: true },
-      { from: 'c', to: 'a', delivered: false, why: 'c learned no endpoint from the STUN server', basis: 'observed' },
-      {
-        from: 'a',
-        to: 'b',
-        delivered: false,
-        predicted: 'either',
-        match: true,
-        why: 'depends on whose packet the NATs see first: it arrives when b sends first, otherwise b-nat (APDF) drops it',
-        basis: 'predicted',
-      },
-      { from: 'c', to: 'b', delivered: false, why: 'c learned no endpoint from the STUN server', basis: 'observed' },
-      { from: 'a', to: 'c', delivered: false, why: 'c learned no endpoint from the STUN server', basis: 'observed' },
-      { from: 'b', to: 'c', delivered: false, why: 'c learned no endpoint from the STUN server', basis: 'observed' },
-    ],
-    direct: [
-      { a: 'a', b: 'b', both: false },
-      { a: 'a', b: 'c', both: false },
-      { a: 'b', b: 'c', both: false },
-    ],
+    nodes,
+    checks,
+    cells: directionCells(nodes, checks),
+    direct: pairLinks(nodes, checks, [
+      { a: 'a', b: 'b', talk: true, via: { from: 'a', to: 'b', candidate: 'host', path: 'host' } },
+      { a: 'a', b: 'c', talk: false },
+      { a: 'b', b: 'c', talk: false },
+    ]),
     model: 'declared',
     match: true,
     unmeasured: ['c'],
   };
+  assert.deepEqual(r.direct[0], {
+    a: 'a',
+    b: 'b',
+    both: true,
+    via: { from: 'a', to: 'b', candidate: 'host', path: 'host' },
+    predicted: true,
+    predictedVia: 'host',
+    match: true,
+  });
+  assert.deepEqual(r.direct[1], { a: 'a', b: 'c', both: false }, 'c was not tried: nothing to compare');
   const text = formatPairs(r);
   assert.ok(
     text.includes(
       [
-        'who hears whom (row sends, column receives; "?" = timing-dependent: either outcome matches, "!" = not what the NATs\' behaviour predicts):',
+        '  node  host            server-reflexive',
+        '  a     10.0.1.1:1024   100.64.1.100:1024',
+        '  b     10.0.1.2:12345  100.64.1.100:2048 (inside port 12345)',
+        '  c     10.0.3.1:3000   -',
+        '',
+        'who hears whom (row sends, column receives, on any candidate; "?" = timing-dependent: either outcome matches, "!" = not what the NATs\' behaviour predicts):',
         '  from \\ to  a    b    c',
-        '  a          -    no?  no',
+        '  a          -    yes  no',
         '  b          yes  -    no',
         '  c          no   no   -',
         '',
-        'talk directly both ways: no pair',
+        'which candidate pair works (the succeeded check ICE ranks first; "!" = not what the NATs\' behaviour predicts):',
+        '  pair     path  check',
+        "  a <-> b  host  a -> b's host 10.0.1.2:12345, answered",
+        '  a <-> c  none  none succeeded',
+        '  b <-> c  none  none succeeded',
+        '',
+        'talk directly: a <-> b (host)',
         'why ("predicted": from the model of the NATs\' declared behaviour, not observed):',
-        '  a -> b: timing-dependent, either outcome matches (did not arrive); predicted: depends on whose packet the NATs see first: it arrives when b sends first, otherwise b-nat (APDF) drops it',
+        "  a -> b's server-reflexive 100.64.1.100:2048: timing-dependent, either outcome matches (did not arrive); predicted: depends on whose packet the NATs see first: it gets through when b sends first, otherwise lan-nat does not hairpin (the peer sits behind it too)",
         'not tried, to or from c: learned no endpoint from the STUN server',
         '',
       ].join('\n'),
     ),
     text,
   );
-  assert.match(text, /^ {2}b {5}100\.64\.2\.100:2048 \(inside port 12345\)$/m);
   // A mismatch is what was seen against the model, and counted.
+  const wrongChecks = [
+    checks[0]!,
+    {
+      ...checks[1]!,
+      delivered: false,
+      answered: false,
+      match: false,
+      why: "the NATs' declared behaviour says it should arrive and be answered, but it did not arrive",
+      basis: 'observed' as const,
+    },
+  ];
+  const two = nodes.slice(0, 2);
   const wrong = formatPairs({
     ...r,
-    nodes: r.nodes.slice(0, 2),
-    cells: [
-      { from: 'a', to: 'b', delivered: true, predicted: true, match: true },
-      {
-        from: 'b',
-        to: 'a',
-        delivered: false,
-        predicted: true,
-        match: false,
-        why: "the NATs' declared behaviour says it should arrive, but it did not",
-        basis: 'observed',
-      },
-    ],
-    direct: [{ a: 'a', b: 'b', both: false }],
+    nodes: two,
+    checks: wrongChecks,
+    cells: directionCells(two, wrongChecks),
+    direct: pairLinks(two, wrongChecks, undefined),
     unmeasured: [],
     match: false,
   });
   assert.match(wrong, /^ {2}b {10}no! {2}-$/m);
   assert.match(
     wrong,
-    /^why:\n {2}b -> a: the NATs' declared behaviour says it should arrive, but it did not\n1 direction\(s\) behaved otherwise than predicted\n$/m,
+    /^why:\n {2}b -> a's host 10\.0\.1\.1:1024: the NATs' declared behaviour says it should arrive and be answered, but it did not arrive\n1 check\(s\) or pair\(s\) behaved otherwise than predicted\n$/m,
   );
 });
 
