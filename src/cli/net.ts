@@ -15,6 +15,9 @@ export function registerNetCommands(program: Command): void {
       .action(
         action(async (file: string, opts: { json?: boolean }) => {
           const lab = loadLab(file);
+          // What `up` checks before it creates anything: the host paths its machines bind and copy.
+          const { checkSoftwareSources } = await import('../lab/sources.js');
+          checkSoftwareSources(lab);
           if (opts.json) return printJson(lab);
           const lines = [
             `${lab.source}: lab "${lab.name}" is valid`,

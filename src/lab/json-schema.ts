@@ -3,6 +3,7 @@
 import { editorJsonSchema, type JsonSchema, type Refinement } from '../util/json-schema.js';
 import { PERCENT_FORMAT, PERCENT_PATTERN, RATE_FORMAT, RATE_PATTERN, TIME_FORMAT, TIME_PATTERN } from './impairment.js';
 import { labSchema } from './schema.js';
+import { machineDescriptions } from './machine-schema.js';
 
 /** One octet of a dotted quad, as parseIpv4 reads it: 0-255, no leading zero. ([0-9], not \d: Python's \d takes any Unicode digit.) */
 const OCTET = '(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
@@ -131,6 +132,6 @@ export function labJsonSchema(): JsonSchema {
     description:
       'A NAT lab for labctl: sites (a NAT router and its nodes) and nodes on the internet. Generated from src/lab/schema.ts by scripts/gen-schema.ts.',
     refinements: LAB_REFINEMENTS,
-    descriptions: LAB_DESCRIPTIONS,
+    descriptions: { ...LAB_DESCRIPTIONS, ...machineDescriptions() },
   });
 }

@@ -29,6 +29,22 @@ export interface NatBehaviour {
   tcpMappingTimeout: number;
 }
 
+/** What runs in one machine besides its image (README "Your software in the machines"), resolved. */
+export interface MachineSoftware {
+  /** The image it boots instead of the lab's. */
+  image?: string;
+  /** Host paths (absolute) bound into the machine. */
+  binds: { from: string; to: string; readonly: boolean }[];
+  /** Written into the machine's snapshot at boot; `from`: an absolute host path, read at `up`. */
+  files: { path: string; content?: string; from?: string; mode: number }[];
+  /** In the environment of its services, its commands, and `labctl exec`/`shell` in it. */
+  env: Record<string, string>;
+  /** systemd units NAME.service in the machine. */
+  services: { name: string; command: string[]; restart: 'on-failure' | 'always' | 'no' }[];
+  /** Run once each, in order, once the machine and the lab's network are up. */
+  commands: string[][];
+}
+
 export interface Attachment {
   ifname: string;
   address: string;
@@ -42,6 +58,8 @@ export interface Nat {
   site: string;
   netns: string;
   machine: boolean;
+  /** Set when the lab file gives the machine software of its own. */
+  software?: MachineSoftware;
   behaviour: NatBehaviour;
   /** Its uplink: towards the internet or a parent NAT's LAN. */
   outside: Attachment & { gateway: string; upstream: string };
@@ -56,6 +74,7 @@ export interface Node {
   site?: string;
   netns: string;
   machine: boolean;
+  software?: MachineSoftware;
   link: Attachment & { gateway: string };
   /** The router it routes through: a NAT's name or the internet's name. */
   router: string;
@@ -66,6 +85,7 @@ export interface Internet {
   name: string;
   netns: string;
   machine: boolean;
+  software?: MachineSoftware;
   /** One point-to-point link per attached NAT or node. */
   links: (Attachment & { peer: string })[];
 }

@@ -13,6 +13,7 @@
 //   NAT behaviour          resolveBehaviours (resolve-behaviour.ts)
 //   interface names        wireLab (resolve-wiring.ts): links, and names unique per namespace
 //   link impairments       resolveLinkImpairments (resolve-links.ts): `links:` on the links wired
+//   machine software       resolveSoftware (resolve-software.ts), last (parseLab): images, binds, files, env, services, commands
 import type { Lab } from './model.js';
 import { type InputIssue, UsageError } from '../util/errors.js';
 import { resolveBehaviours } from './resolve-behaviour.js';
@@ -22,13 +23,16 @@ import { checkChildUplinks, planSubnets } from './resolve-subnets.js';
 import { resolveLinkImpairments } from './resolve-links.js';
 import { wireLab } from './resolve-wiring.js';
 import { checkSchema, type LabFile } from './schema.js';
+import { resolveSoftware } from './resolve-software.js';
 
 /** How a stage reports one problem: the field path (`sites[0].lan.subnet`, '' for the whole file) and the reason. */
 export type Report = (path: string, message: string) => void;
 
 /** Parses YAML text and resolves it; throws UsageError (exit 2) with every problem of the first failing stage. */
 export function parseLab(text: string, source: string): Lab {
-  return resolveLab(checkSchema(text, source), source);
+  const file = checkSchema(text, source);
+  // The last stage, on the lab that the network's stages resolved: what runs in its machines.
+  return stage(source, (report) => resolveSoftware(file, resolveLab(file, source), report));
 }
 
 function resolveLab(file: LabFile, source: string): Lab {

@@ -11,6 +11,7 @@ import * as z from 'zod/mini';
 import { type InputIssue, UsageError } from '../util/errors.js';
 import { parseCidr, parseIpv4 } from '../util/ipv4.js';
 import { DIRECTIONS, type Unit, unitProblem } from './impairment.js';
+import { machineFields } from './machine-schema.js';
 import './zod.js';
 
 /** Names become namespace names, machine names and interface-name parts. */
@@ -64,6 +65,8 @@ const natSchema = z.strictObject({
   'udp-timeouts': z.optional(z.strictObject({ unreplied: z.optional(seconds), stream: z.optional(seconds) })),
   'tcp-mapping-timeout': z.optional(seconds),
   machine: flag,
+  /** The router machine's software (machine-schema.ts). */
+  ...machineFields,
 });
 
 const uplinkSchema = z.strictObject({
@@ -81,12 +84,14 @@ const nodeSchema = z.strictObject({
   name: name,
   address: z.optional(ipv4),
   machine: flag,
+  ...machineFields,
 });
 
 const internetNodeSchema = z.strictObject({
   name: name,
   uplink: z.optional(uplinkSchema),
   machine: flag,
+  ...machineFields,
 });
 
 const siteSchema = z.strictObject({
@@ -136,7 +141,7 @@ export const labSchema = z.strictObject({
         z.regex(/^([a-z][a-z0-9]*-?)?$/, 'must be lower-case letters and digits, optionally ending in "-"'),
       ),
   ),
-  internet: z.optional(z.strictObject({ name: z.optional(name), machine: flag })),
+  internet: z.optional(z.strictObject({ name: z.optional(name), machine: flag, ...machineFields })),
   /** Image the lab's machines boot (see `labctl image list`). */
   image: z.optional(name),
   sites: z.optional(z.array(siteSchema)),
