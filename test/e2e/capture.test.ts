@@ -319,8 +319,9 @@ test('labctl killed (SIGKILL): its tcpdumps die with it', { skip }, async () => 
 
 test('Ctrl-C in a terminal: exit 0, the file complete, no tcpdump left', { skip }, async () => {
   const path = join(dir, 'ctrl-c.pcapng');
-  const socket = `labctl-capture-${process.pid}`;
-  const tmux = (...args: string[]) => spawnSync('tmux', ['-L', socket, '-f', '/dev/null', ...args], { encoding: 'utf8' });
+  // A private tmux server whose socket lives in this test's directory (removed after it).
+  const socket = join(dir, 'tmux.sock');
+  const tmux = (...args: string[]) => spawnSync('tmux', ['-S', socket, '-f', '/dev/null', ...args], { encoding: 'utf8' });
   const screen = () => tmux('capture-pane', '-p', '-t', 'cap').stdout;
   // A small sh runs labctl and then prints its exit status on the screen.
   const made = tmux(
