@@ -26,7 +26,43 @@ export interface NatBehaviour {
   fixedPort?: number;
   forwards: Forward[];
   udpTimeouts: { unreplied: number; stream: number };
+  /** TCP's established timer (RFC 5382): conntrack's, and the learned mapping's lifetime. */
   tcpMappingTimeout: number;
+  /** TCP's transitory timer (RFC 5382: opening and closing states). */
+  tcpTransitoryTimeout: number;
+  /** The profile the lab file named (nat-profiles.ts), if any. */
+  profile?: string;
+  /** How a new mapping's outside port is chosen (fixed ports aside). */
+  portAllocation: PortAllocation;
+  /** The outside ports mappings are made from, inclusive. */
+  ports: PortRange;
+  /** With several outside addresses: whether an inside address always leaves from the same one (RFC 4787 section 4.1). */
+  pooling: Pooling;
+  /** RFC 7422-style port blocks: the block size and how many blocks an inside address holds. */
+  portBlock?: { size: number; maxBlocks: number };
+  /**
+   * Where the lab's inside addresses leave from, when that is fixed per inside address:
+   * under paired pooling with several outside addresses, and with port blocks (their ports then).
+   */
+  assignments: InsideAssignment[];
+  /** Outside ports one inside address may hold at once (RFC 6888 REQ-4); a new flow past it is dropped. */
+  quota?: number;
+}
+
+export type PortAllocation = 'preserve' | 'sequential' | 'random';
+export type Pooling = 'paired' | 'arbitrary';
+
+export interface PortRange {
+  low: number;
+  high: number;
+}
+
+export interface InsideAssignment {
+  /** An inside address of the lab (a node, or a NAT behind this one). */
+  inside: string;
+  outside: string;
+  /** Its port block(s), as one range, when the NAT has port blocks. */
+  ports?: PortRange;
 }
 
 /** What runs in one machine besides its image (README "Your software in the machines"), resolved. */
@@ -61,8 +97,11 @@ export interface Nat {
   /** Set when the lab file gives the machine software of its own. */
   software?: MachineSoftware;
   behaviour: NatBehaviour;
-  /** Its uplink: towards the internet or a parent NAT's LAN. */
-  outside: Attachment & { gateway: string; upstream: string };
+  /**
+   * Its uplink: towards the internet or a parent NAT's LAN. `pool`: every outside address
+   * flows leave from, its own `address` first (several when the lab gives `nat.outside`).
+   */
+  outside: Attachment & { gateway: string; upstream: string; pool: string[] };
   /** Its LAN: the interface holding the inside gateway address (a veth or br-lan). */
   lan: Attachment & { members: string[]; bridged: boolean };
 }

@@ -52,6 +52,7 @@ export function wireLab(
         ...att(natUplinkIfname(natName, toInternet), up.address, upC),
         gateway: formatIpv4(up.gateway),
         upstream: toInternet ? internetName : natNames[p]!,
+        pool: addresses.sitePool[i]!.map(formatIpv4),
       },
       lan: { ...att(bridged ? LAN_BRIDGE : natSoleLanIfname(natName), addresses.lanGateway[i]!, subnets.lan[i]!), members: lanMembers, bridged },
     });

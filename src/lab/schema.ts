@@ -12,6 +12,7 @@ import { type InputIssue, UsageError } from '../util/errors.js';
 import { parseCidr, parseIpv4 } from '../util/ipv4.js';
 import { DIRECTIONS, type Unit, unitProblem } from './impairment.js';
 import { machineFields } from './machine-schema.js';
+import { natBehaviourFields } from './nat-schema.js';
 import './zod.js';
 
 /** Names become namespace names, machine names and interface-name parts. */
@@ -64,6 +65,8 @@ const natSchema = z.strictObject({
   forwards: z.optional(z.array(forwardSchema)),
   'udp-timeouts': z.optional(z.strictObject({ unreplied: z.optional(seconds), stream: z.optional(seconds) })),
   'tcp-mapping-timeout': z.optional(seconds),
+  /** Profiles, pools, port allocation, blocks, quotas, TCP timers (nat-schema.ts). */
+  ...natBehaviourFields,
   machine: flag,
   /** The router machine's software (machine-schema.ts). */
   ...machineFields,

@@ -2,7 +2,7 @@
 // its namespace behave that way. Pure; `labctl net rules NAT` prints its output.
 //
 // How each RFC 4787 behaviour is made from stock netfilter:
-// - Mapping (outbound, postrouting nat):
+// - Mapping (outbound, postrouting nat; the outside address and port: allocate.ts):
 //   EIM with port preservation  `snat to OUT`: the kernel keeps the inside port when free
 //                               and reuses it for every destination. The kernel keeps only
 //                               whole 5-tuples unique, so a second inside endpoint with the
@@ -16,80 +16,47 @@
 //                               outside port per inside endpoint, whatever the destination;
 //   ADM                         jhash(inside addr . inside port . remote addr);
 //   APDM                        `fully-random`: a fresh random port for every new flow;
+//   sequential allocation       `numgen inc`: the next port of the range per new mapping;
 //   fixed port (the article)    `snat to OUT:PORT` for every flow.
 // - Filtering (inbound, prerouting nat). Conntrack alone admits only exact replies, which
 //   is APDF. For EIF and ADF the NAT learns its mappings as traffic leaves, in the dynamic
-//   map @mappings (outside proto . port -> inside addr . port), and the remote addresses
-//   each outside port has sent to, in the dynamic set @peers; a new inbound flow to a
-//   mapped port is DNATed to its inside endpoint if EIF, or if ADF and its source address
-//   is in @peers for that port.
+//   map @mappings (outside addr . proto . port -> inside addr . port), and the remote
+//   addresses each outside port has sent to, in the dynamic set @peers; a new inbound flow
+//   to a mapped port is DNATed to its inside endpoint if EIF, or if ADF and its source
+//   address is in @peers for that port.
 // - Lifetimes: map and set elements are refreshed by every packet of a flow, in both
 //   directions, with the timeout conntrack itself gives that flow (unreplied or stream
 //   for UDP), so a mapping lives exactly as long as the conntrack entries that use it.
+//   Conntrack's own timers are the NAT's: `ct timeout` objects (nft >= 0.9.1, kernel
+//   nf_conntrack_timeout) attached to every new flow, for TCP's established and transitory
+//   states and UDP's unreplied and replied ones; they are per NAT and per flow, where the
+//   nf_conntrack_*_timeout sysctls (still set, for the namespace's own traffic) are per
+//   namespace. TCP's close state (after a reset) keeps the kernel's 10 s.
+// - Quota (RFC 6888 REQ-4): `ct count` over a set keyed by inside address counts the flows
+//   that open a new mapping (under EIM and ADM a flow of a mapping already in @endpoints
+//   opens none); a new flow past the quota is dropped before it is translated, and the
+//   flows already mapped go on. A mapping used by several flows stops counting once the flow
+//   that opened it ends, though the others may still hold its port.
 // - Static forwards DNAT an outside port to a node and obey the filtering unless public.
 import type { Nat } from '../lab/model.js';
+import { allocation, learnsEndpoints, mappingKey, preservesPorts, rangeMapElements, rangeMapName } from './allocate.js';
 
 export const NAT_TABLE = 'labctl';
 /** nft input that makes a NAT labctl built forget what it learned (its conntrack entries go separately). */
-export const FLUSH_LEARNED_STATE = `flush map ip ${NAT_TABLE} mappings\nflush set ip ${NAT_TABLE} owners\nflush set ip ${NAT_TABLE} peers\n`;
-const EPHEMERAL_LOW = 1024;
-const EPHEMERAL_COUNT = 65536 - EPHEMERAL_LOW;
+export const FLUSH_LEARNED_STATE = ['map mappings', 'set owners', 'set taken', 'set peers', 'map endpoints', 'set address_quota']
+  .map((what) => `flush ${what.replace(' ', ` ip ${NAT_TABLE} `)}\n`)
+  .join('');
+
+/** The TCP states RFC 5382's transitory timer covers (all but established and close, the state after a reset). */
+const TRANSITORY_STATES = ['syn_sent', 'syn_recv', 'fin_wait', 'close_wait', 'last_ack', 'time_wait'];
 
 function q(ifname: string): string {
   return `"${ifname}"`;
 }
 
-/** The `snat ip to ...` target of the NAT's mapping behaviour (for hashed ports: the first choice). */
-export function snatTarget(nat: Nat): string {
-  const b = nat.behaviour;
-  const out = nat.outside.address;
-  if (b.fixedPort !== undefined) return `${out}:${b.fixedPort}`;
-  const key = hashKey(nat);
-  if (key) return `${out}:${portHash(key, HASH_SEEDS[0]!)}`;
-  // APDM: a fresh random port for every new flow.
-  return b.mapping === 'address-and-port-dependent' ? `${out}:${EPHEMERAL_LOW}-65535 fully-random` : out;
-}
-
-/** What the outside port is a hash of, or undefined when the port is not hashed. */
-function hashKey(nat: Nat): string | undefined {
-  const b = nat.behaviour;
-  if (b.fixedPort !== undefined) return undefined;
-  if (b.mapping === 'endpoint-independent') return b.portPreservation ? undefined : 'ip saddr . th sport';
-  if (b.mapping === 'address-dependent') return 'ip saddr . th sport . ip daddr';
-  return undefined;
-}
-
-// nft 1.0.6 hands jhash's result (host byte order) to the NAT as a port (network byte order)
-// without converting it, so the port the kernel uses is the hash's two low bytes swapped:
-// port = (h & 0xff) << 8 | h >> 8. The hash's range cannot be chosen to keep that above
-// 1023, so each rule checks the swapped port's high byte (h & 0xff) first, and a key whose
-// hash would give a port below 1024 tries the next seed. Each choice depends only on the
-// key, so a key always gets the same port; all three seeds fail for 1 key in ~260,000,
-// which then keeps its inside port where it can (the kernel's default), still the same
-// port for every destination.
-const HASH_SEEDS = [0x6c6162, 0x6e6174, 0x6d6170];
-
-function portHash(key: string, seed: number): string {
-  return `jhash ${key} mod ${EPHEMERAL_COUNT} seed 0x${seed.toString(16)} offset ${EPHEMERAL_LOW}`;
-}
-
-/** Whether the NAT keeps inside ports and so must keep other inside endpoints off a port already mapped. */
-function preservesPorts(nat: Nat): boolean {
-  const b = nat.behaviour;
-  return b.fixedPort === undefined && b.mapping === 'endpoint-independent' && b.portPreservation;
-}
-
-// A new flow whose inside port is already an outside port mapped for another inside endpoint.
-const PORT_OWNED_BY_ANOTHER = 'meta l4proto . th sport @mappings meta l4proto . th sport . ip saddr . th sport != @owners';
-
-/** The srcnat statements of the mapping behaviour, tried in order; the first whose match holds translates. */
+/** The allocate chain's rules: how a new TCP or UDP mapping gets its outside address and port, tried in order. */
 export function snatStatements(nat: Nat): string[] {
-  const out = nat.outside.address;
-  const hashed = (key: string, guard = '') => HASH_SEEDS.map((seed) => `${guard}${portHash(key, seed)} & 0xff >= 4 snat ip to ${out}:${portHash(key, seed)}`);
-  if (preservesPorts(nat)) return [...hashed('ip saddr . th sport', `${PORT_OWNED_BY_ANOTHER} `), `snat ip to ${out}`];
-  const key = hashKey(nat);
-  if (!key) return [`snat ip to ${snatTarget(nat)}`];
-  return [...hashed(key), `snat ip to ${out}`];
+  return allocation(nat).rules;
 }
 
 /** The extra match a new inbound flow must pass under the NAT's filtering, or null when none may pass. */
@@ -98,15 +65,35 @@ function filterMatch(nat: Nat): string | null {
     case 'endpoint-independent':
       return '';
     case 'address-dependent':
-      return 'meta l4proto . th dport . ip saddr @peers ';
+      return 'ip daddr . meta l4proto . th dport . ip saddr @peers ';
     case 'address-and-port-dependent':
       return null; // only conntrack replies get in
   }
 }
 
+/** The NAT's outside addresses as an nft match value: one address, or an anonymous set. */
+function outsideSet(nat: Nat): string {
+  const pool = nat.outside.pool;
+  return pool.length === 1 ? pool[0]! : `{ ${pool.join(', ')} }`;
+}
+
+function describe(nat: Nat): string {
+  const b = nat.behaviour;
+  const parts = [
+    `mapping ${b.mapping}`,
+    `filtering ${b.filtering}`,
+    `hairpinning ${b.hairpinning ? 'on' : 'off'}`,
+    b.fixedPort !== undefined ? `fixed outside port ${b.fixedPort}` : `port allocation ${b.portAllocation} in ${b.ports.low}-${b.ports.high}`,
+    ...(nat.outside.pool.length > 1 ? [`${nat.outside.pool.length} outside addresses, ${b.pooling} pooling`] : []),
+    ...(b.portBlock ? [`port blocks of ${b.portBlock.size} (at most ${b.portBlock.maxBlocks} per inside address)`] : []),
+    ...(b.quota !== undefined ? [`quota ${b.quota} ports per inside address`] : []),
+  ];
+  return parts.join(', ');
+}
+
 export function compileNatRuleset(nat: Nat): string {
   const b = nat.behaviour;
-  const OUT = nat.outside.address;
+  const OUT = outsideSet(nat);
   const OUTIF = q(nat.outside.ifname);
   const LANIF = q(nat.lan.ifname);
   const LAN = nat.lan.subnet;
@@ -114,37 +101,77 @@ export function compileNatRuleset(nat: Nat): string {
   const udpStream = `${b.udpTimeouts.stream}s`;
   const tcpTimeout = `${b.tcpMappingTimeout}s`;
   const filter = filterMatch(nat);
-  const snat = snatStatements(nat);
+  const alloc = allocation(nat);
   const owners = preservesPorts(nat);
+  const endpoints = learnsEndpoints(nat);
+  const key = mappingKey(nat);
   const L: string[] = [];
   const add = (s = '') => L.push(s);
 
   add(`# labctl NAT ruleset for ${nat.name} (site ${nat.site}), loaded by one "nft -f FILE" (a root-only file), one atomic transaction`);
-  add(
-    `# mapping ${b.mapping}, filtering ${b.filtering}, hairpinning ${b.hairpinning ? 'on' : 'off'}, port preservation ${b.portPreservation ? 'on' : 'off'}${b.fixedPort !== undefined ? `, fixed outside port ${b.fixedPort}` : ''}`,
-  );
-  add(`# outside ${OUT} on ${nat.outside.ifname}; inside ${LAN} on ${nat.lan.ifname}`);
+  add(`# ${describe(nat)}${b.profile ? ` (profile ${b.profile})` : ''}`);
+  add(`# outside ${nat.outside.pool.join(', ')} on ${nat.outside.ifname}; inside ${LAN} on ${nat.lan.ifname}`);
   // Declaring then deleting the table makes the load replace any earlier one atomically.
   add(`table ip ${NAT_TABLE}`);
   add(`delete table ip ${NAT_TABLE}`);
   add(`table ip ${NAT_TABLE} {`);
-  add(`\t# outside protocol . port -> inside address . port, learned from traffic`);
-  add(`\tmap mappings {`);
-  add(`\t\ttype inet_proto . inet_service : ipv4_addr . inet_service`);
-  add(`\t\tflags dynamic,timeout`);
-  add(`\t\ttimeout ${udpUnreplied}`);
+  const dynamic = (
+    kind: 'map' | 'set',
+    name: string,
+    type: string,
+    comment: string,
+    extra: string[] = ['flags dynamic,timeout', `timeout ${udpUnreplied}`],
+  ) => {
+    add(`\t# ${comment}`);
+    add(`\t${kind} ${name} {`);
+    add(`\t\ttype ${type}`);
+    for (const e of extra) add(`\t\t${e}`);
+    add(`\t}`);
+  };
+  dynamic(
+    'map',
+    'mappings',
+    'ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service',
+    'outside address . protocol . port -> inside address . port, learned from traffic',
+  );
+  dynamic(
+    'set',
+    'owners',
+    'inet_proto . inet_service . ipv4_addr . inet_service',
+    'outside protocol . port . the inside address . port it is mapped for (who owns a preserved port)',
+  );
+  dynamic('set', 'taken', 'inet_proto . inet_service', 'outside protocol . port mapped on any outside address (a preserved port another endpoint holds)');
+  dynamic(
+    'set',
+    'peers',
+    'ipv4_addr . inet_proto . inet_service . ipv4_addr',
+    'outside address . protocol . port . remote address the inside has sent to (address-dependent filtering)',
+  );
+  const endpointType = `inet_proto . ipv4_addr . inet_service${b.mapping === 'address-dependent' ? ' . ipv4_addr' : ''} : ipv4_addr . inet_service`;
+  dynamic('map', 'endpoints', endpointType, 'protocol . inside endpoint (. remote address under ADM) -> outside address . port: mappings the ruleset remakes');
+  dynamic('set', 'address_quota', 'ipv4_addr', 'inside addresses and the mappings each holds (ct count: the quota)', ['size 65535', 'flags dynamic']);
+  for (const r of alloc.rangeMaps) {
+    add(`\t# index -> port of ${r.low}-${r.high}, for sequential and hashed ports (nft gives a computed port to the NAT unconverted)`);
+    add(`\tmap ${rangeMapName(r)} {`);
+    add(`\t\ttypeof numgen inc mod ${r.high - r.low + 1} : udp sport`);
+    add(`\t\telements = { ${rangeMapElements(r)} }`);
+    add(`\t}`);
+  }
+  add();
+  add(`\t# conntrack's timers in this NAT (RFC 5382: established and transitory TCP states)`);
+  add(`\tct timeout tcp_timeouts {`);
+  add(`\t\tprotocol tcp; l3proto ip`);
+  add(`\t\tpolicy = { established: ${b.tcpMappingTimeout}, ${TRANSITORY_STATES.map((s) => `${s}: ${b.tcpTransitoryTimeout}`).join(', ')} }`);
   add(`\t}`);
-  add(`\t# outside protocol . port . the inside address . port it is mapped for (who owns a preserved port)`);
-  add(`\tset owners {`);
-  add(`\t\ttype inet_proto . inet_service . ipv4_addr . inet_service`);
-  add(`\t\tflags dynamic,timeout`);
-  add(`\t\ttimeout ${udpUnreplied}`);
+  add(`\tct timeout udp_timeouts {`);
+  add(`\t\tprotocol udp; l3proto ip`);
+  add(`\t\tpolicy = { unreplied: ${b.udpTimeouts.unreplied}, replied: ${b.udpTimeouts.stream} }`);
   add(`\t}`);
-  add(`\t# outside protocol . port . remote address the inside has sent to (address-dependent filtering)`);
-  add(`\tset peers {`);
-  add(`\t\ttype inet_proto . inet_service . ipv4_addr`);
-  add(`\t\tflags dynamic,timeout`);
-  add(`\t\ttimeout ${udpUnreplied}`);
+  add();
+  add(`\tchain timeouts {`);
+  add(`\t\ttype filter hook prerouting priority filter; policy accept;`);
+  add(`\t\tct state new meta l4proto tcp ct timeout set "tcp_timeouts"`);
+  add(`\t\tct state new meta l4proto udp ct timeout set "udp_timeouts"`);
   add(`\t}`);
   add();
   add(`\tchain input_filter {`);
@@ -156,6 +183,11 @@ export function compileNatRuleset(nat: Nat): string {
   add(`\tchain forward_filter {`);
   add(`\t\ttype filter hook forward priority filter; policy drop;`);
   add(`\t\tct state established,related accept`);
+  if (b.quota !== undefined) {
+    add(`\t\t# a new mapping past the inside address's quota is dropped`);
+    const known = endpoints && key ? `meta l4proto . ${key} != @endpoints ` : '';
+    add(`\t\tiifname ${LANIF} oifname ${OUTIF} ct state new meta l4proto { tcp, udp } ${known}add @address_quota { ip saddr ct count over ${b.quota} } drop`);
+  }
   add(`\t\tiifname ${LANIF} oifname ${OUTIF} accept`);
   add(`\t\t# admitted by the inbound chain's filtering (or hairpinned)`);
   add(`\t\tct status dnat accept`);
@@ -169,33 +201,40 @@ export function compileNatRuleset(nat: Nat): string {
   if (b.hairpinning) add(`\t\tiifname ${LANIF} ip saddr ${LAN} ip daddr ${OUT} jump hairpin`);
   add(`\t}`);
   add();
-  add(`\t# new flows from outside to the outside address: static forwards, then learned mappings`);
+  const MAPPED = 'dnat ip to ip daddr . meta l4proto . th dport map @mappings';
+  add(`\t# new flows from outside to an outside address: static forwards, then learned mappings`);
   add(`\tchain inbound {`);
   for (const f of b.forwards) {
     const m = f.public ? '' : filter;
     if (m === null) continue;
     add(`\t\tmeta l4proto ${f.protocol} th dport ${f.port} ${m}dnat ip to ${f.toAddress}:${f.toPort}`);
   }
-  if (filter !== null) add(`\t\tmeta l4proto { tcp, udp } ${filter}dnat ip to meta l4proto . th dport map @mappings`);
+  if (filter !== null) add(`\t\tmeta l4proto { tcp, udp } ${filter}${MAPPED}`);
   else add(`\t\t# address-and-port-dependent filtering: no new inbound flow is admitted`);
   add(`\t}`);
   if (b.hairpinning) {
     add();
-    add(`\t# inside hosts reaching each other through the outside address`);
+    add(`\t# inside hosts reaching each other through an outside address`);
     add(`\tchain hairpin {`);
     for (const f of b.forwards) add(`\t\tmeta l4proto ${f.protocol} th dport ${f.port} dnat ip to ${f.toAddress}:${f.toPort}`);
-    add(`\t\tmeta l4proto { tcp, udp } dnat ip to meta l4proto . th dport map @mappings`);
+    add(`\t\tmeta l4proto { tcp, udp } ${MAPPED}`);
     add(`\t}`);
   }
   add();
   add(`\tchain srcnat {`);
   add(`\t\ttype nat hook postrouting priority srcnat; policy accept;`);
-  for (const st of snat) add(`\t\toifname ${OUTIF} ip saddr ${LAN} meta l4proto { tcp, udp } ${st}`);
-  add(`\t\toifname ${OUTIF} ip saddr ${LAN} snat ip to ${OUT}`);
+  add(`\t\toifname ${OUTIF} ip saddr ${LAN} meta l4proto { tcp, udp } jump allocate`);
+  for (const r of alloc.otherRules) add(`\t\toifname ${OUTIF} ip saddr ${LAN} ${r}`);
   if (b.hairpinning) {
     add(`\t\t# hairpinned packets show the sender's outside address and port`);
-    for (const st of snat) add(`\t\toifname ${LANIF} ip saddr ${LAN} ct status dnat meta l4proto { tcp, udp } ${st}`);
+    add(`\t\toifname ${LANIF} ip saddr ${LAN} ct status dnat meta l4proto { tcp, udp } jump allocate`);
   }
+  add(`\t}`);
+  add();
+  add(`\t# a new mapping's outside address and port (allocate.ts), for outbound and hairpinned flows alike`);
+  add(`\tchain allocate {`);
+  // (each rule repeats the protocol match: a port translation needs one in its own rule)
+  for (const r of alloc.rules) add(`\t\tmeta l4proto { tcp, udp } ${r}`);
   add(`\t}`);
   add();
   add(`\t# learn and refresh mappings from packets leaving through the uplink (after SNAT)`);
@@ -211,7 +250,7 @@ export function compileNatRuleset(nat: Nat): string {
   add(`\t\tiifname ${OUTIF} ip daddr ${OUT} ct state established ct direction reply jump learn_received_reply`);
   add(`\t\tiifname ${OUTIF} ip daddr ${OUT} ct state established ct direction original ct status dnat jump learn_received_original`);
   add(`\t}`);
-  const learn = (chain: string, port: 'th sport' | 'th dport', inside: string, remote: string) => {
+  const learn = (chain: string, outside: 'ip saddr' | 'ip daddr', port: 'th sport' | 'th dport', inside: string, remote: string) => {
     add();
     add(`\tchain ${chain} {`);
     const variants: [string, string][] = [
@@ -219,22 +258,26 @@ export function compileNatRuleset(nat: Nat): string {
       ['meta l4proto udp ct status & assured == 0', udpUnreplied],
       ['meta l4proto tcp', tcpTimeout],
     ];
+    const endpoint = `meta l4proto . ${inside}${b.mapping === 'address-dependent' ? ` . ${remote}` : ''}`;
     for (const [match, t] of variants) {
-      add(`\t\t${match} update @mappings { meta l4proto . ${port} timeout ${t} : ${inside} }`);
-      if (owners) add(`\t\t${match} update @owners { meta l4proto . ${port} . ${inside} timeout ${t} }`);
-      add(`\t\t${match} update @peers { meta l4proto . ${port} . ${remote} timeout ${t} }`);
+      add(`\t\t${match} update @mappings { ${outside} . meta l4proto . ${port} timeout ${t} : ${inside} }`);
+      if (owners) {
+        add(`\t\t${match} update @owners { meta l4proto . ${port} . ${inside} timeout ${t} }`);
+        add(`\t\t${match} update @taken { meta l4proto . ${port} timeout ${t} }`);
+      }
+      add(`\t\t${match} update @peers { ${outside} . meta l4proto . ${port} . ${remote} timeout ${t} }`);
+      if (endpoints) add(`\t\t${match} update @endpoints { ${endpoint} timeout ${t} : ${outside} . ${port} }`);
     }
     add(`\t}`);
   };
-  learn('learn_sent_original', 'th sport', 'ct original ip saddr . ct original proto-src', 'ip daddr');
-  learn('learn_sent_reply', 'th sport', 'ct reply ip saddr . ct reply proto-src', 'ip daddr');
-  learn('learn_received_reply', 'th dport', 'ct original ip saddr . ct original proto-src', 'ip saddr');
-  learn('learn_received_original', 'th dport', 'ct reply ip saddr . ct reply proto-src', 'ip saddr');
+  learn('learn_sent_original', 'ip saddr', 'th sport', 'ct original ip saddr . ct original proto-src', 'ip daddr');
+  learn('learn_sent_reply', 'ip saddr', 'th sport', 'ct reply ip saddr . ct reply proto-src', 'ip daddr');
+  learn('learn_received_reply', 'ip daddr', 'th dport', 'ct original ip saddr . ct original proto-src', 'ip saddr');
+  learn('learn_received_original', 'ip daddr', 'th dport', 'ct reply ip saddr . ct reply proto-src', 'ip saddr');
   add(`}`);
   return `${L.join('\n')}\n`;
 }
 
-/** Per-namespace sysctls of a NAT router (set inside its namespace only). */
 /**
  * Sysctls a NAT namespace gets only where the kernel has them. With br_netfilter loaded (as
  * on this kind of host, and wherever Docker runs) frames crossing a bridged LAN also pass
@@ -251,6 +294,7 @@ export function natOptionalSysctls(nat: Nat): Record<string, string> {
   };
 }
 
+/** Per-namespace sysctls of a NAT router (set inside its namespace only). */
 export function natSysctls(nat: Nat): Record<string, string> {
   return {
     'net.ipv4.ip_forward': '1',

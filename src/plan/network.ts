@@ -77,6 +77,8 @@ export function planNetwork(lab: Lab): NetworkPlan {
     if (nat.lan.bridged) up(ns, LAN_BRIDGE);
     addr(ns, nat.lan.ifname, nat.lan.address, nat.lan.prefix);
     addr(ns, nat.outside.ifname, nat.outside.address, nat.outside.prefix);
+    // The rest of its outside address pool (nat.outside): flows leave from them too.
+    for (const extra of nat.outside.pool.slice(1)) addr(ns, nat.outside.ifname, extra, nat.outside.prefix);
     ns.ipBatch.push(['route', 'add', 'default', 'via', nat.outside.gateway, 'dev', nat.outside.ifname]);
     ns.sysctls = natSysctls(nat);
     ns.optionalSysctls = natOptionalSysctls(nat);

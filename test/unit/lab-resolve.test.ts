@@ -69,6 +69,7 @@ describe('the article lab', () => {
       subnet: '100.64.1.0/24',
       gateway: '100.64.1.254',
       upstream: 'inet',
+      pool: ['100.64.1.100'],
     });
     assert.deepEqual(n1.lan, { ifname: 've-c1-nat-node', address: '10.0.2.100', prefix: 24, subnet: '10.0.2.0/24', members: ['c1'], bridged: false });
     assert.deepEqual(n1.outside, {
@@ -78,6 +79,7 @@ describe('the article lab', () => {
       subnet: '100.64.2.0/24',
       gateway: '100.64.2.254',
       upstream: 'inet',
+      pool: ['100.64.2.100'],
     });
     assert.deepEqual(article.internet.links, [
       { ifname: 've-c0-inet', address: '100.64.1.254', prefix: 24, subnet: '100.64.1.0/24', peer: 'c0-nat' },

@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import { loadLab } from '../../src/lab/load.js';
 import type { Nat } from '../../src/lab/model.js';
 import { parseLab } from '../../src/lab/resolve.js';
-import { NAT_TABLE, compileNatRuleset, natOptionalSysctls, natSysctls, snatStatements, snatTarget } from '../../src/nat/compile.js';
+import { NAT_TABLE, compileNatRuleset, natOptionalSysctls, natSysctls, snatStatements } from '../../src/nat/compile.js';
 
 const OUT = '100.64.1.100';
 const OUTIF = '"ve-a-nat-inet"';
@@ -35,9 +35,12 @@ function chain(text: string, name: string): string[] {
 }
 
 const srcnat = (text: string) => chain(text, 'srcnat');
+/** The allocate chain's rules: the mapping statements, each with the protocol match. */
+const allocate = (text: string) => chain(text, 'allocate');
+const TCPUDP = 'meta l4proto { tcp, udp }';
 const inbound = (text: string) => chain(text, 'inbound');
-const MAPPED = 'dnat ip to meta l4proto . th dport map @mappings';
-const PEERS = 'meta l4proto . th dport . ip saddr @peers';
+const MAPPED = 'dnat ip to ip daddr . meta l4proto . th dport map @mappings';
+const PEERS = 'ip daddr . meta l4proto . th dport . ip saddr @peers';
 
 const MAPPINGS: Record<string, string> = {
   'eim-preserving': 'mapping: endpoint-independent, port-preservation: true',
@@ -66,18 +69,30 @@ for (const [m, mYaml] of Object.entries(MAPPINGS)) {
   }
 }
 
-describe('mapping: the srcnat target', () => {
+describe('mapping: the allocate chain', () => {
+  test('srcnat sends new TCP and UDP flows through the allocate chain', () => {
+    for (const { label, nat } of matrix) {
+      const text = compileNatRuleset(nat);
+      assert.ok(srcnat(text).includes(`oifname ${OUTIF} ip saddr ${LAN} ${TCPUDP} jump allocate`), label);
+      assert.deepEqual(
+        allocate(text),
+        snatStatements(nat).map((st) => `${TCPUDP} ${st}`),
+        label,
+      );
+    }
+  });
+
   test('EIM with port preservation: snat to the outside address, no port', () => {
     const n = natOf('{ type: full-cone }');
     assert.equal(n.behaviour.portPreservation, true);
-    assert.equal(snatTarget(n), OUT);
-    const rules = srcnat(compileNatRuleset(n));
-    assert.ok(rules.includes(`oifname ${OUTIF} ip saddr ${LAN} meta l4proto { tcp, udp } snat ip to ${OUT}`), rules.join('\n'));
+    assert.equal(snatStatements(n).at(-1), `snat ip to ${OUT}`);
+    const rules = allocate(compileNatRuleset(n));
+    assert.ok(rules.includes(`${TCPUDP} snat ip to ${OUT}`), rules.join('\n'));
   });
 
   test('EIM with port preservation: an inside port already mapped for another endpoint gets a hashed port (no port overloading)', () => {
     const n = natOf('{ type: full-cone }', '[{ name: a1 }, { name: a2 }]');
-    const owned = 'meta l4proto . th sport @mappings meta l4proto . th sport . ip saddr . th sport != @owners';
+    const owned = 'meta l4proto . th sport @taken meta l4proto . th sport . ip saddr . th sport != @owners';
     const hash = (seed: string) => `jhash ip saddr . th sport mod 64512 seed ${seed} offset 1024`;
     const statements = snatStatements(n);
     assert.deepEqual(statements, [
@@ -85,12 +100,12 @@ describe('mapping: the srcnat target', () => {
       `snat ip to ${OUT}`,
     ]);
     const text = compileNatRuleset(n);
-    const rules = srcnat(text);
-    for (const st of statements) assert.ok(rules.includes(`oifname ${OUTIF} ip saddr ${LAN} meta l4proto { tcp, udp } ${st}`), st);
+    const rules = allocate(text);
+    for (const st of statements) assert.ok(rules.includes(`${TCPUDP} ${st}`), st);
     // The owner of each outside port is learned with the mapping, from its first packet on.
-    assert.ok(
-      chain(text, 'learn_sent_original').some((r) => r.includes('update @owners { meta l4proto . th sport . ct original ip saddr . ct original proto-src ')),
-    );
+    const learned = chain(text, 'learn_sent_original');
+    assert.ok(learned.some((r) => r.includes('update @owners { meta l4proto . th sport . ct original ip saddr . ct original proto-src ')));
+    assert.ok(learned.some((r) => r.includes('update @taken { meta l4proto . th sport ')));
   });
 
   test('only NATs that keep inside ports learn owners', () => {
@@ -102,7 +117,8 @@ describe('mapping: the srcnat target', () => {
     ]) {
       const text = compileNatRuleset(natOf(yaml));
       assert.ok(!text.includes('update @owners'), yaml);
-      assert.ok(!srcnat(text).some((r) => r.includes('@owners')), yaml);
+      assert.ok(!text.includes('update @taken'), yaml);
+      assert.ok(!allocate(text).some((r) => r.includes('@owners')), yaml);
       // declared all the same, so that one flush command fits every NAT labctl built
       assert.ok(text.includes('\tset owners {'), yaml);
     }
@@ -111,7 +127,7 @@ describe('mapping: the srcnat target', () => {
   test('EIM without port preservation: port = jhash(inside addr . inside port), never below 1024', () => {
     const n = natOf('{ type: port-restricted-cone, port-preservation: false }');
     const hash = (seed: string) => `jhash ip saddr . th sport mod 64512 seed ${seed} offset 1024`;
-    assert.equal(snatTarget(n), `${OUT}:${hash('0x6c6162')}`);
+    assert.equal(n.behaviour.portAllocation, 'random');
     assert.deepEqual(snatStatements(n), [
       `${hash('0x6c6162')} & 0xff >= 4 snat ip to ${OUT}:${hash('0x6c6162')}`,
       `${hash('0x6e6174')} & 0xff >= 4 snat ip to ${OUT}:${hash('0x6e6174')}`,
@@ -119,13 +135,12 @@ describe('mapping: the srcnat target', () => {
       `snat ip to ${OUT}`,
     ]);
     assert.ok(!snatStatements(n).join('\n').includes('daddr'), 'endpoint-independent: the remote does not enter the hash');
-    const rules = srcnat(compileNatRuleset(n));
-    for (const st of snatStatements(n)) assert.ok(rules.includes(`oifname ${OUTIF} ip saddr ${LAN} meta l4proto { tcp, udp } ${st}`), rules.join('\n'));
+    const rules = allocate(compileNatRuleset(n));
+    for (const st of snatStatements(n)) assert.ok(rules.includes(`${TCPUDP} ${st}`), rules.join('\n'));
   });
 
   test('ADM: the hash includes the remote address', () => {
     const n = natOf('{ mapping: address-dependent, filtering: address-dependent }');
-    assert.equal(snatTarget(n), `${OUT}:jhash ip saddr . th sport . ip daddr mod 64512 seed 0x6c6162 offset 1024`);
     assert.equal(snatStatements(n).length, 4);
     for (const st of snatStatements(n).slice(0, 3))
       assert.match(st, /^jhash ip saddr \. th sport \. ip daddr mod 64512 seed 0x[0-9a-f]+ offset 1024 & 0xff >= 4 snat ip to /);
@@ -133,14 +148,14 @@ describe('mapping: the srcnat target', () => {
 
   test('APDM: a fresh random port per flow', () => {
     const n = natOf('{ type: symmetric }');
-    assert.equal(snatTarget(n), `${OUT}:1024-65535 fully-random`);
+    assert.deepEqual(snatStatements(n), [`snat ip to ${OUT}:1024-65535 fully-random`]);
     assert.equal(n.behaviour.portPreservation, false);
   });
 
   test('fixed port: every flow leaves from OUT:PORT', () => {
     const n = natOf('{ type: full-cone, fixed-port: 54321 }');
-    assert.equal(snatTarget(n), `${OUT}:54321`);
-    assert.ok(srcnat(compileNatRuleset(n)).includes(`oifname ${OUTIF} ip saddr ${LAN} meta l4proto { tcp, udp } snat ip to ${OUT}:54321`));
+    assert.deepEqual(snatStatements(n), [`snat ip to ${OUT}:54321`]);
+    assert.ok(allocate(compileNatRuleset(n)).includes(`${TCPUDP} snat ip to ${OUT}:54321`));
   });
 
   test('non-TCP/UDP traffic (ICMP) is masqueraded to the outside address', () => {
@@ -213,11 +228,7 @@ describe('static forwards', () => {
       `meta l4proto tcp th dport 54321 ${PEERS} dnat ip to 10.0.2.1:12345`,
       `meta l4proto { tcp, udp } ${PEERS} ${MAPPED}`,
     ]);
-    assert.ok(
-      srcnat(compileNatRuleset(article.nats[1]!)).includes(
-        'oifname "ve-c1-nat-inet" ip saddr 10.0.2.0/24 meta l4proto { tcp, udp } snat ip to 100.64.2.100:54321',
-      ),
-    );
+    assert.deepEqual(allocate(compileNatRuleset(article.nats[1]!)), [`${TCPUDP} snat ip to 100.64.2.100:54321`]);
   });
 });
 
@@ -228,11 +239,7 @@ describe('hairpinning', () => {
       const on = nat.behaviour.hairpinning;
       assert.equal(text.includes('\tchain hairpin {'), on, label);
       assert.equal(chain(text, 'dstnat').includes(`iifname ${LANIF} ip saddr ${LAN} ip daddr ${OUT} jump hairpin`), on, label);
-      assert.equal(
-        srcnat(text).some((r) => r.startsWith(`oifname ${LANIF} ip saddr ${LAN} ct status dnat`)),
-        on,
-        label,
-      );
+      assert.equal(srcnat(text).includes(`oifname ${LANIF} ip saddr ${LAN} ct status dnat ${TCPUDP} jump allocate`), on, label);
       assert.equal(text.includes('jump hairpin'), on, label);
     }
   });
@@ -245,8 +252,8 @@ describe('hairpinning', () => {
       'meta l4proto tcp th dport 8080 dnat ip to 10.0.1.1:80',
       `meta l4proto { tcp, udp } ${MAPPED}`,
     ]);
-    assert.ok(srcnat(text).includes(`oifname ${LANIF} ip saddr ${LAN} ct status dnat meta l4proto { tcp, udp } snat ip to ${snatTarget(n)}`));
-    assert.deepEqual(snatStatements(n), [`snat ip to ${snatTarget(n)}`]);
+    assert.ok(srcnat(text).includes(`oifname ${LANIF} ip saddr ${LAN} ct status dnat ${TCPUDP} jump allocate`));
+    assert.deepEqual(snatStatements(n), [`snat ip to ${OUT}:1024-65535 fully-random`]);
   });
 });
 
@@ -258,19 +265,24 @@ describe('timeouts', () => {
     const text = compileNatRuleset(n);
     for (const c of learnChains) {
       const rules = chain(text, c);
-      // restricted cone keeps inside ports: @owners is learned beside @mappings and @peers
-      assert.equal(rules.length, 9, c);
+      // restricted cone keeps inside ports: @owners and @taken are learned beside @mappings and @peers
+      assert.equal(rules.length, 12, c);
       const port = c.startsWith('learn_sent') ? 'th sport' : 'th dport';
-      for (const set of ['@mappings', '@owners', '@peers']) {
-        const upd = (match: string, t: string) =>
-          rules.find((r) => r.startsWith(`${match} update ${set} { meta l4proto . ${port}`) && r.includes(` timeout ${t}`));
+      const outside = c.startsWith('learn_sent') ? 'ip saddr' : 'ip daddr';
+      for (const [set, key] of [
+        ['@mappings', `${outside} . meta l4proto . ${port}`],
+        ['@owners', `meta l4proto . ${port}`],
+        ['@taken', `meta l4proto . ${port}`],
+        ['@peers', `${outside} . meta l4proto . ${port}`],
+      ]) {
+        const upd = (match: string, t: string) => rules.find((r) => r.startsWith(`${match} update ${set} { ${key}`) && r.includes(` timeout ${t}`));
         assert.ok(upd('meta l4proto udp ct status assured', '171s'), `${c} ${set}: assured UDP uses the stream timeout\n${rules.join('\n')}`);
         assert.ok(upd('meta l4proto udp ct status & assured == 0', '17s'), `${c} ${set}: unreplied UDP uses the unreplied timeout`);
         assert.ok(upd('meta l4proto tcp', '1717s'), `${c} ${set}: TCP uses the mapping timeout`);
       }
     }
     // The sets' own default timeout is the unreplied one.
-    assert.equal(text.match(/^\t\ttimeout 17s$/gm)?.length, 3);
+    assert.equal(text.match(/^\t\ttimeout 17s$/gm)?.length, 5);
   });
 
   test('defaults: 30 s unreplied, 120 s stream, 7440 s TCP', () => {
@@ -333,7 +345,8 @@ describe('ruleset structure', () => {
       't.yaml',
     );
     const home = compileNatRuleset(lab.nats[1]!);
-    assert.ok(srcnat(home).includes('oifname "ve-home-nat-up" ip saddr 10.0.2.0/24 meta l4proto { tcp, udp } snat ip to 10.0.1.1'), srcnat(home).join('\n'));
+    assert.ok(srcnat(home).includes('oifname "ve-home-nat-up" ip saddr 10.0.2.0/24 meta l4proto { tcp, udp } jump allocate'), srcnat(home).join('\n'));
+    assert.ok(allocate(home).includes(`${TCPUDP} snat ip to 10.0.1.1`), allocate(home).join('\n'));
   });
 
   test('compiling is pure and deterministic', () => {
