@@ -152,7 +152,7 @@ export async function completionValues(kind: DynamicKind): Promise<string[]> {
       let builtin: string[] = [];
       try {
         builtin = readdirSync(BUILTIN_LABS_DIR)
-          .filter((f) => f.endsWith('.yaml'))
+          .filter((f) => f.endsWith('.yaml') && !f.endsWith('.test.yaml')) // *.test.yaml: scenarios (labctl test), not labs
           .map((f) => f.slice(0, -'.yaml'.length));
       } catch {
         /* no machines/ beside this labctl */

@@ -9,6 +9,7 @@ import { registerCheckCommands } from './check.js';
 import { registerGraphCommand } from './graph.js';
 import { registerDoctorCommand } from './doctor.js';
 import { registerCompletionCommands } from './completion.js';
+import { registerTestCommand } from './test.js';
 import { EXIT_BAD_INPUT } from '../util/errors.js';
 
 const program = new Command();
@@ -44,6 +45,7 @@ registerCheckCommands(program);
 registerGraphCommand(program);
 registerDoctorCommand(program);
 registerCompletionCommands(program);
+registerTestCommand(program);
 // The image commands pull in the image builder (listr2 and more); load them only when
 // asked for, so that `net up` and friends start fast. (No top-level await anywhere: the
 // bundle is CommonJS, which V8 can cache compiled; see bin/labctl.js.)

@@ -17,6 +17,7 @@ import { REGENERATE_COMMAND, ROOT, SCHEMA_FILES } from '../../scripts/gen-schema
 import { loadRecipe, parseRecipe, recipeHash } from '../../src/image/recipe.js';
 import { CIDR_PATTERN, IPV4_PATTERN } from '../../src/lab/json-schema.js';
 import { loadLab } from '../../src/lab/load.js';
+import { loadScenario } from '../../src/scenario/load.js';
 import { labSchema } from '../../src/lab/schema.js';
 import { editorJsonSchema, schemaFileText } from '../../src/util/json-schema.js';
 import * as z from 'zod/mini';
@@ -27,13 +28,20 @@ const yamlFiles = (dir: string) =>
     .sort()
     .map((f) => join(ROOT, dir, f));
 
-const SHIPPED_LABS = yamlFiles('machines');
+// machines/*.test.yaml are scenarios (labctl test), not labs.
+const SHIPPED_LABS = yamlFiles('machines').filter((f) => !f.endsWith('.test.yaml'));
+const SHIPPED_SCENARIOS = yamlFiles('machines').filter((f) => f.endsWith('.test.yaml'));
 const SHIPPED_RECIPES = yamlFiles('images');
 const GOOD_LABS = yamlFiles('test/fixtures/good-labs');
 const BAD_LABS = yamlFiles('test/fixtures/bad-labs');
 const LAB_SCHEMA = join(ROOT, 'schema/lab.schema.json');
 const RECIPE_SCHEMA = join(ROOT, 'schema/recipe.schema.json');
-const FIRST_LINE = { lab: '# yaml-language-server: $schema=../schema/lab.schema.json', recipe: '# yaml-language-server: $schema=../schema/recipe.schema.json' };
+const SCENARIO_SCHEMA = join(ROOT, 'schema/scenario.schema.json');
+const FIRST_LINE = {
+  lab: '# yaml-language-server: $schema=../schema/lab.schema.json',
+  recipe: '# yaml-language-server: $schema=../schema/recipe.schema.json',
+  scenario: '# yaml-language-server: $schema=../schema/scenario.schema.json',
+};
 
 const name = (file: string) => file.slice(ROOT.length);
 
@@ -69,6 +77,12 @@ describe('shipped labs and recipes name their schema', () => {
     test(`${name(file)}: first line, and labctl loads it`, () => {
       assert.equal(readFileSync(file, 'utf8').split('\n')[0], FIRST_LINE.lab);
       assert.doesNotThrow(() => loadLab(file));
+    });
+  }
+  for (const file of SHIPPED_SCENARIOS) {
+    test(`${name(file)}: first line, and labctl test loads it`, () => {
+      assert.equal(readFileSync(file, 'utf8').split('\n')[0], FIRST_LINE.scenario);
+      assert.doesNotThrow(() => loadScenario(file));
     });
   }
   for (const file of SHIPPED_RECIPES) {
@@ -128,6 +142,17 @@ describe('an independent validator (python3-jsonschema) with schema/*.schema.jso
       files.map((f) => yamlData(f)!.data),
     );
     files.forEach((f, i) => {
+      assert.deepEqual(errors[i], [], `${name(f)} is refused by the JSON Schema`);
+    });
+  });
+
+  test('accepts every shipped scenario', () => {
+    assert.ok(SHIPPED_SCENARIOS.length >= 1);
+    const errors = validate(
+      SCENARIO_SCHEMA,
+      SHIPPED_SCENARIOS.map((f) => yamlData(f)!.data),
+    );
+    SHIPPED_SCENARIOS.forEach((f, i) => {
       assert.deepEqual(errors[i], [], `${name(f)} is refused by the JSON Schema`);
     });
   });
