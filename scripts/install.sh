@@ -26,6 +26,11 @@ PACKAGES=(
   graphviz          # dot: `labctl graph --format svg`
   python3-jsonschema # an independent validator of schema/*.schema.json in the tests
   zsh fish          # the tests load `labctl completion zsh|fish` in them
+  qemu-system-x86   # the stock-kernel VM (test/support/stock-kernel-vm.ts): tests of netem and WireGuard on Debian's stock kernel
+  xz-utils          # unpacks that VM's kernel (an uncompressed vmlinux boots ~3 s sooner under emulation)
+  iputils-ping      # ping: round-trip times in the VM's netem and WireGuard tests
+  wireguard-tools   # wg: keys and peers of WireGuard tunnels (the VM runs the host's own)
+  wireguard-go      # userspace WireGuard, for kernels without the wireguard module (as this machine's)
 )
 
 if [ "$(id -u)" -ne 0 ]; then
