@@ -162,7 +162,8 @@ class LabContext {
     this.natNames = lab.nats.map((n) => n.name);
     for (const n of lab.nodes) this.owners.set(n.link.address, n.name);
     for (const n of lab.nats) {
-      this.owners.set(n.outside.address, n.name);
+      // Its pool: every outside address flows may leave from (its own address first).
+      for (const a of [n.outside.address, ...(n.outside.pool ?? [])]) this.owners.set(a, n.name);
       this.owners.set(n.lan.address, n.name);
     }
     for (const l of lab.internet.links) this.owners.set(l.address, lab.internet.name);
