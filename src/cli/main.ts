@@ -2,6 +2,7 @@
 import { Command, type CommanderError } from 'commander';
 import { registerNetCommands } from './net.js';
 import { registerLinkCommands } from './link.js';
+import { registerNatCommands } from './nat.js';
 import { registerMachineCommands } from './machines.js';
 import { registerConntrackCommand } from './conntrack.js';
 import { registerCaptureCommand } from './capture.js';
@@ -39,6 +40,7 @@ Examples:
 registerMachineCommands(program);
 registerNetCommands(program);
 registerLinkCommands(program);
+registerNatCommands(program);
 registerConntrackCommand(program);
 registerCaptureCommand(program);
 registerCheckCommands(program);

@@ -83,7 +83,7 @@ const KERNEL_SYSCTL: Citation = {
 };
 const IPTABLES_SNAT: Citation = {
   title:
-    'iptables-extensions(8), SNAT target: "If no port range is specified, then source ports below 512 will be mapped to other ports below 512 ... ports above 1024 will be mapped to ports above 1024. Where possible, no port alteration will occur."',
+    'iptables-extensions(8), SNAT target, without a port range: source ports above 1024 "will be mapped to ports above 1024", and "Where possible, no port alteration will occur"',
   url: 'https://ipset.netfilter.org/iptables-extensions.man.html',
 };
 const LINUX_STUN: Citation = {

@@ -45,10 +45,11 @@ function resolveBehaviour(s: SiteFile, i: number, nodeAddrs: number[], pool: num
   let filtering: Dependency | undefined = nat.filtering ?? profile?.values.filtering;
   if (nat.type) {
     const c = CLASSIC[nat.type];
-    if (mapping && mapping !== c.mapping)
-      report(`${path}.mapping`, `${nat.type} means mapping ${c.mapping}, not ${mapping}; give either type or mapping/filtering`);
-    if (filtering && filtering !== c.filtering)
-      report(`${path}.filtering`, `${nat.type} means filtering ${c.filtering}, not ${filtering}; give either type or mapping/filtering`);
+    // (only what the file gives: a type beside a profile replaces the profile's pair)
+    if (nat.mapping && nat.mapping !== c.mapping)
+      report(`${path}.mapping`, `${nat.type} means mapping ${c.mapping}, not ${nat.mapping}; give either type or mapping/filtering`);
+    if (nat.filtering && nat.filtering !== c.filtering)
+      report(`${path}.filtering`, `${nat.type} means filtering ${c.filtering}, not ${nat.filtering}; give either type or mapping/filtering`);
     mapping = c.mapping;
     filtering = c.filtering;
   } else if (nat.profile === undefined) {

@@ -308,3 +308,22 @@ describe('nft syntax check of the new behaviours (nft -c in a throwaway network 
     }
   });
 });
+
+describe('net status: outside ports each inside address holds', () => {
+  test("counted from a NAT's conntrack entries, each outside port once", async () => {
+    const { parseConntrackListing } = await import('../../src/conntrack/parse.js');
+    const { portsHeld } = await import('../../src/report/net-status.js');
+    const listing = [
+      // two flows of one EIM mapping (one port), and a second mapping of the same inside address
+      'udp      17 29 src=10.0.1.1 dst=100.64.9.1 sport=4000 dport=3478 src=100.64.9.1 dst=100.64.1.100 sport=3478 dport=4000 mark=0 use=1',
+      'udp      17 29 src=10.0.1.1 dst=100.64.9.2 sport=4000 dport=3478 src=100.64.9.2 dst=100.64.1.100 sport=3478 dport=4000 mark=0 use=1',
+      'tcp      6 7430 ESTABLISHED src=10.0.1.1 dst=100.64.9.1 sport=5000 dport=80 src=100.64.9.1 dst=100.64.1.101 sport=80 dport=1030 [ASSURED] mark=0 use=1',
+      // an inbound flow DNATed to an inside endpoint
+      'udp      17 29 src=100.64.9.1 dst=100.64.1.100 sport=3478 dport=6000 src=10.0.1.2 dst=100.64.9.1 sport=6000 dport=3478 mark=0 use=1',
+      // not translated, and not TCP or UDP: not counted
+      'udp      17 29 src=10.0.1.100 dst=10.0.1.2 sport=53 dport=53 [UNREPLIED] src=10.0.1.2 dst=10.0.1.100 sport=53 dport=53 mark=0 use=1',
+      'unknown  2 593 src=10.0.1.100 dst=224.0.0.22 [UNREPLIED] src=224.0.0.22 dst=10.0.1.100 mark=0 use=1',
+    ].join('\n');
+    assert.deepEqual(portsHeld(parseConntrackListing(listing)), { '10.0.1.1': 2, '10.0.1.2': 1 });
+  });
+});
