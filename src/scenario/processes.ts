@@ -16,6 +16,8 @@ import { descendants, type ProcessId, processId, signalProcess, sleep, waitGone 
 /** Output kept per stream: the last this many characters (a chatty background command must not fill memory). */
 export const OUTPUT_LIMIT = 256 * 1024;
 const KILL_GRACE_MS = 2000;
+/** How long a gentle process has to end after SIGINT before the whole tree gets SIGTERM. */
+const GENTLE_STOP_MS = 5000;
 
 export interface Ended {
   /** The exit status; undefined when a signal ended it or it never started. */
@@ -55,10 +57,14 @@ export class Proc {
   private stopReason: Ended['stopped'];
   private forced = false;
 
+  /** Stopped with SIGINT first, as Ctrl-C would (a capture then completes its file). */
+  private readonly gentle: boolean;
+
   constructor(
     readonly command: string[],
-    options: { input?: string; env?: Record<string, string> } = {},
+    options: { input?: string; env?: Record<string, string>; gentle?: boolean } = {},
   ) {
+    this.gentle = options.gentle ?? false;
     commandLog.push(command);
     const [file, ...args] = spawnArgv(command);
     const child = spawn(file!, args, {
@@ -145,6 +151,11 @@ export class Proc {
     if (this.result || !this.self) return this.ended.then(() => undefined);
     this.stopReason ??= reason;
     this.stopping ??= (async () => {
+      if (this.gentle) {
+        this.interrupt();
+        await Promise.race([this.ended, sleep(GENTLE_STOP_MS)]);
+        if (this.result) return;
+      }
       // The tree is read first: once it is dead, its orphans could not be told from others.
       const family = [this.self!, ...descendants([this.self!.pid])];
       for (const p of family.reverse()) signalProcess(p, 'SIGTERM');

@@ -299,7 +299,6 @@ export async function runStep(ctx: RunContext, step: Step): Promise<StepOutcome>
 // --- captures ---
 
 const CAPTURE_START_MS = 15_000;
-const CAPTURE_STOP_MS = 5_000;
 
 export interface RunningCapture {
   spec: CaptureSpec;
@@ -319,7 +318,7 @@ export async function startCapture(ctx: RunContext, spec: CaptureSpec): Promise<
     spec.file,
     ...(spec.filter.length ? ['--', ...spec.filter] : []),
   ];
-  const proc = new Proc(argv);
+  const proc = new Proc(argv, { gentle: true });
   const ready = await proc.waitUntil(() => /capturing on/.test(proc.stderr), CAPTURE_START_MS, ctx.signal);
   if (!ready) {
     await proc.stop();
@@ -333,9 +332,7 @@ export async function startCapture(ctx: RunContext, spec: CaptureSpec): Promise<
 
 /** Ends a capture as Ctrl-C would (it completes the file), and says how many packets it wrote. */
 export async function stopCapture(c: RunningCapture): Promise<string> {
-  c.proc.interrupt();
-  await Promise.race([c.proc.ended, sleep(CAPTURE_STOP_MS)]);
-  if (!c.proc.done) await c.proc.stop();
+  await c.proc.stop();
   const counted = /(\d+) packets? captured[^\n]*/.exec(c.proc.stderr);
   return `${c.spec.file}: ${counted ? counted[0] : `capture ended (${describeEnding(c.proc.done ?? {})}): ${lastLine(c.proc.stderr)}`}`;
 }

@@ -214,11 +214,12 @@ test('bad scenario files: exit 2, the file, field and reason, nothing started', 
   assert.deepEqual(ours(), [], 'nothing was started');
 });
 
-test('Ctrl-C in a terminal stops the background commands and takes the lab down: nothing is left', { skip }, async () => {
+test('Ctrl-C in a terminal stops the background commands and captures and takes the lab down: nothing is left', { skip }, async () => {
   const file = scenario(
     'interrupted.test.yaml',
     `lab: ${labFile()}
 machines: false
+capture: { on: c1-nat, file: ${join(dir, 'interrupted.pcapng')} }
 steps:
   - { name: a long-running command, background: { on: c1, command: [sleep, "3003"] } }
   - { name: a long wait, wait: 120 }
@@ -267,6 +268,8 @@ steps:
     tmux('kill-server');
   }
   assert.equal(processesWith('sleep 3003'), '', 'no background command is left');
+  assert.equal(processesWith(dir), '', 'no capture is left');
+  assert.equal(readFileSync(join(dir, 'interrupted.pcapng')).readUInt32LE(0), 0x0a0d0d0a, 'the capture completed its file');
   assert.deepEqual(ours(), [], 'no namespace is left');
   assert.deepEqual(stateFiles(), [], 'no state file is left');
 });

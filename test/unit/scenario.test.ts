@@ -17,6 +17,7 @@ import { formatSummary, runExitCode, type ScenarioRun } from '../../src/scenario
 import type { DeliverySpec, OutputExpectation } from '../../src/scenario/model.js';
 import { judgeCheck, judgeDelivery, judgeOutput, type StepResult } from '../../src/scenario/verdict.js';
 import { linkCommand } from '../../src/scenario/steps.js';
+import { describeEnding, liveProcesses, Proc, runCommand, stopAll } from '../../src/scenario/processes.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'labctl-scenario-unit-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -498,4 +499,39 @@ json.dump([len(list(v.iter_errors(i))) for i in r["instances"]], sys.stdout)
     (JSON.parse(r.stdout) as number[]).map((n) => n === 0),
     [true, false, false, true, false, false],
   );
+});
+
+describe('the processes a scenario starts', () => {
+  const alive = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    } catch {
+      return false;
+    }
+  };
+
+  test('a timeout stops the command and what it started', async () => {
+    const { ended, proc } = await runCommand(['sh', '-c', 'sleep 30 & echo $!; wait'], { timeoutMs: 300 });
+    assert.equal(ended.stopped, 'timeout');
+    assert.equal(describeEnding(ended, 300), 'timed out after 0.3 s (killed with SIGTERM)');
+    const child = Number(proc.stdout.trim());
+    assert.ok(child > 0 && !alive(child), 'the sleep it started is gone too');
+  });
+
+  test('a gentle process gets SIGINT first and ends by itself; stopAll stops the rest', async () => {
+    const gentle = new Proc(['sh', '-c', 'trap "echo got-int; exit 0" INT; echo ready; while :; do sleep 0.05; done'], { gentle: true });
+    const plain = new Proc(['sleep', '30']);
+    assert.ok(await gentle.waitUntil(() => gentle.stdout.includes('ready'), 5000));
+    await stopAll();
+    assert.match(gentle.stdout, /got-int/);
+    assert.equal(gentle.done?.exitCode, 0);
+    assert.equal(plain.done?.signal, 'SIGTERM');
+    assert.deepEqual(liveProcesses(), []);
+  });
+
+  test('a command that does not exist could not run', async () => {
+    const { ended } = await runCommand(['/nonexistent/labctl-test-command'], { timeoutMs: 5000 });
+    assert.match(describeEnding(ended), /^could not run: /);
+  });
 });
