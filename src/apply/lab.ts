@@ -3,9 +3,11 @@
 import { EXIT_INTERRUPTED, LabctlError, UsageError } from '../util/errors.js';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { Listr } from 'listr2';
-import type { Lab } from '../lab/model.js';
+import { Listr, type ListrTask } from 'listr2';
+import type { Lab, MachineSoftware } from '../lab/model.js';
 import { members } from '../lab/model.js';
+import { checkSoftwareSources } from '../lab/sources.js';
+import { needsSoftwareDir, startSoftware } from '../machine/software.js';
 import type { BackendName, MachineBackend, MachineSpec } from '../machine/backend.js';
 import { backendFor, chooseBackend } from '../machine/select.js';
 import { children, cmdline, nspawnPidsIn, nspawnPidsOf, signalTree, stopNotifyReceivers } from '../machine/proc.js';
@@ -19,12 +21,12 @@ import { planNetwork } from '../plan/network.js';
 import {
   allStates,
   type ImageUse,
-  imageUseOf,
+  imageUsesOf,
   isImagePinned,
   type MachineState,
   labRunDir,
   readState,
-  recordImageUse,
+  recordImageUses,
   withLabLock,
   writeState,
 } from '../host/state.js';
@@ -48,6 +50,8 @@ export interface PlannedMachine {
   name: string;
   member: string;
   netns: string;
+  /** What the lab file says runs in it, if anything. */
+  software?: MachineSoftware;
 }
 
 /**
@@ -120,7 +124,24 @@ class NotStartedError extends LabctlError {}
 export function plannedMachines(lab: Lab): PlannedMachine[] {
   return members(lab)
     .filter((m) => m.machine)
-    .map((m) => ({ name: `${lab.prefix}${m.name}`, member: m.name, netns: m.netns }));
+    .map((m) => ({ name: `${lab.prefix}${m.name}`, member: m.name, netns: m.netns, ...(m.software ? { software: m.software } : {}) }));
+}
+
+/**
+ * The image each machine boots: its own `image:`, else `--image`, else the lab's, else
+ * DEFAULT_IMAGE (`--image` stands in for the lab's image, not for a machine's own).
+ */
+export function machineImages(lab: Lab, machines: PlannedMachine[], forced?: string): Map<string, string> {
+  const labImage = forced ?? lab.image ?? DEFAULT_IMAGE;
+  return new Map(machines.map((m) => [m.name, m.software?.image ?? labImage]));
+}
+
+/** Where an image name came from, for the message when it is not built. */
+function imageSource(lab: Lab, image: string, machines: PlannedMachine[], forced?: string): string {
+  const own = machines.filter((m) => m.software?.image === image).map((m) => m.member);
+  if (own.length) return `${lab.source}: the image: of ${own.join(', ')}`;
+  if (forced) return `--image ${image}`;
+  return lab.image ? `${lab.source}: image: ${image}` : `the default image (${DEFAULT_IMAGE}; a lab file may name another with image:)`;
 }
 
 /**
@@ -175,7 +196,7 @@ async function settle(steps: Promise<unknown>): Promise<void> {
   while (commands.some(alive) && Date.now() < deadline) await sleep(20);
 }
 
-/** Stops machines (at once, each through its own backend), then sweeps the snapshots they leave. */
+/** Stops machines (at once, each through its own backend), then sweeps the snapshots they leave in their images. */
 async function stopMachines(machines: MachineState[], host: LabHost): Promise<void> {
   await Promise.all(
     machines.map(async (m) => {
@@ -207,13 +228,15 @@ function recordMachine(labName: string, m: MachineState): void {
 /**
  * What `up` of a lab that is already up says. Asked for another image or backend than its
  * machines run: that too, rather than seem to have done it (`image`: the one this `up` would
- * boot; `backend`: the one asked for, if any).
+ * boot, or each machine's by name; `backend`: the one asked for, if any).
  */
-export function alreadyUpMessage(labName: string, recorded: MachineState[], image: string, backend?: BackendName): string {
+export function alreadyUpMessage(labName: string, recorded: MachineState[], image: string | Map<string, string>, backend?: BackendName): string {
   const running = recorded[0];
+  const wanted = (m: MachineState) => (typeof image === 'string' ? image : (image.get(m.name) ?? m.image));
+  const otherImage = recorded.find((m) => m.image !== wanted(m));
   const differences = running
     ? [
-        ...(recorded.some((m) => m.image !== image) ? [`image ${running.image} (not ${image})`] : []),
+        ...(otherImage ? [`image ${otherImage.image} (not ${wanted(otherImage)})${typeof image === 'string' ? '' : ` in ${otherImage.name}`}`] : []),
         ...(backend && recorded.some((m) => m.backend !== backend) ? [`the ${running.backend} backend (not ${backend})`] : []),
       ]
     : [];
@@ -231,7 +254,10 @@ export interface UpResult {
 
 export async function labUp(lab: Lab, options: UpOptions = {}, host: LabHost = realHost): Promise<UpResult> {
   const machines = plannedMachines(lab);
-  const image = options.image ?? lab.image ?? DEFAULT_IMAGE;
+  const imageOf = machineImages(lab, machines, options.image);
+  const images = [...new Set(imageOf.values())];
+  // Before anything is created: every host path the machines' binds and files name exists.
+  checkSoftwareSources(lab);
   return withLabLock(lab.name, async () => {
     const previous = readState(lab.name);
     if (previous?.status === 'up' && previous.planHash !== planNetwork(lab).hash) {
@@ -251,7 +277,7 @@ export async function labUp(lab: Lab, options: UpOptions = {}, host: LabHost = r
           changed: false,
           backend: recorded[0]?.backend ?? '-',
           machines: machines.map((m) => m.name),
-          message: alreadyUpMessage(lab.name, recorded, image, options.backend),
+          message: alreadyUpMessage(lab.name, recorded, images.length === 1 ? images[0]! : imageOf, options.backend),
         };
       }
     }
@@ -259,7 +285,8 @@ export async function labUp(lab: Lab, options: UpOptions = {}, host: LabHost = r
     checkMachineNames(lab, machines, await backend.registered());
     const shortfall = host.machineLimit(machines.length - (previous?.machines?.length ?? 0));
     if (shortfall) throw new LabctlError(`cannot bring lab "${lab.name}" up: ${shortfall}`);
-    let directory = '';
+    /** Each image's mounted directory, once mounted. */
+    const directories = new Map<string, string>();
     const started: MachineState[] = [];
     const abort = new AbortController();
     const rollback = async () => {
@@ -267,7 +294,10 @@ export async function labUp(lab: Lab, options: UpOptions = {}, host: LabHost = r
       await stopMachines(started, host);
       // Machines whose start was cut short are not in `started`: stop them by name too.
       await stopMachines(
-        machines.map((m) => ({ name: m.name, netns: m.netns, image, directory, backend: backend.name })),
+        machines.map((m) => {
+          const image = imageOf.get(m.name)!;
+          return { name: m.name, netns: m.netns, image, directory: directories.get(image) ?? '', backend: backend.name };
+        }),
         host,
       );
       await host.netDown(lab.name);
@@ -319,26 +349,27 @@ export async function labUp(lab: Lab, options: UpOptions = {}, host: LabHost = r
         [
           {
             // First, and alone: a missing image stops `up` before it changes anything.
-            title: `image ${image}`,
+            title: `image ${images.join(', ')}`,
             task: async (_ctx, task) => {
-              // Recorded first: a `down` of another lab meanwhile leaves the image mounted.
-              recordImageUse(lab.name, { image, dataDir: resolveDataDir(options.dataDir) });
-              try {
-                directory = await host.mountImage(image, options.dataDir);
-              } catch (e) {
-                // Not built (or not usable): say where the name came from, so it can be changed there too.
-                if (!(e instanceof UsageError)) throw e;
-                const from = options.image
-                  ? `--image ${image}`
-                  : lab.image
-                    ? `${lab.source}: image: ${image}`
-                    : `the default image (${DEFAULT_IMAGE}; a lab file may name another with image:)`;
-                throw new UsageError(`${e.message}\n(the image comes from ${from})`);
+              // Recorded first: a `down` of another lab meanwhile leaves the images mounted.
+              const dataDir = resolveDataDir(options.dataDir);
+              recordImageUses(
+                lab.name,
+                images.map((image) => ({ image, dataDir })),
+              );
+              for (const image of images) {
+                try {
+                  directories.set(image, await host.mountImage(image, options.dataDir));
+                } catch (e) {
+                  // Not built (or not usable): say where the name came from, so it can be changed there too.
+                  if (!(e instanceof UsageError)) throw e;
+                  throw new UsageError(`${e.message}\n(the image comes from ${imageSource(lab, image, machines, options.image)})`);
+                }
+                // Snapshots of machines that died without cleaning up (a host reboot, SIGKILL
+                // of nspawn) stay in the image for good otherwise: swept while nothing boots from it.
+                await host.sweepSnapshots(directories.get(image)!);
               }
-              // Snapshots of machines that died without cleaning up (a host reboot, SIGKILL
-              // of nspawn) stay in the image for good otherwise: swept while nothing boots from it.
-              await host.sweepSnapshots(directory);
-              task.title = `image ${image}: ${directory}`;
+              task.title = `image ${images.map((i) => `${i}: ${directories.get(i)}`).join(', ')}`;
             },
           },
           {
@@ -365,15 +396,17 @@ export async function labUp(lab: Lab, options: UpOptions = {}, host: LabHost = r
                     title: `${m.name} in ${m.netns}`,
                     task: async () => {
                       await namespaces;
+                      const image = imageOf.get(m.name)!;
                       const spec: MachineSpec = {
                         name: m.name,
                         lab: lab.name,
                         netns: m.netns,
                         image,
-                        directory,
+                        directory: directories.get(image)!,
                         readyTimeoutMs: options.readyTimeoutMs ?? 60_000,
                         consoleLog: join(labRunDir(lab.name), `${m.name}.console`),
                         signal: abort.signal,
+                        ...(m.software ? { software: m.software, softwareDir: join(labRunDir(lab.name), 'machines', m.name) } : {}),
                       };
                       const state = await backend.start(spec);
                       started.push(state);
@@ -385,6 +418,7 @@ export async function labUp(lab: Lab, options: UpOptions = {}, host: LabHost = r
                 { concurrent: true, exitOnError: false },
               ),
           },
+          ...softwareTask(machines, started, backend, abort.signal),
         ],
         {
           renderer: options.renderer ?? (process.stdout.isTTY ? 'default' : 'simple'),
@@ -428,11 +462,47 @@ export async function labUp(lab: Lab, options: UpOptions = {}, host: LabHost = r
   });
 }
 
-/** Removes the lab's run dir (console logs, notify sockets), then releases the image it recorded. */
+/**
+ * Once every machine has booted and the network is up: each machine's services, commands
+ * and the check that its services run (machine/software.ts), the machines at once. None
+ * for a lab whose machines have none of these.
+ */
+function softwareTask(machines: PlannedMachine[], started: MachineState[], backend: MachineBackend, signal: AbortSignal): ListrTask[] {
+  const equipped = machines.filter((m) => m.software && (needsSoftwareDir(m.software) || m.software.commands.length));
+  if (!equipped.length) return [];
+  return [
+    {
+      title: `software: ${equipped.map((m) => m.name).join(', ')}`,
+      task: (_ctx, task) =>
+        task.newListr(
+          equipped.map((m) => ({
+            title: `${m.name}: ${describeSoftware(m.software!)}`,
+            task: async () => {
+              signal.throwIfAborted();
+              const state = started.find((s) => s.name === m.name)!;
+              await startSoftware(backend, state, m.software!);
+            },
+          })),
+          { concurrent: true, exitOnError: true },
+        ),
+    },
+  ];
+}
+
+const describeSoftware = (s: MachineSoftware) =>
+  [
+    s.files.length ? `${s.files.length} files` : '',
+    s.services.length ? `services ${s.services.map((x) => x.name).join(', ')}` : '',
+    s.commands.length ? `${s.commands.length} commands` : '',
+  ]
+    .filter(Boolean)
+    .join(', ');
+
+/** Removes the lab's run dir (console logs, notify sockets, machines' generated files), then releases the images it recorded. */
 async function removeRunDir(labName: string, host: LabHost): Promise<void> {
-  const use = imageUseOf(labName);
+  const uses = imageUsesOf(labName);
   rmSync(labRunDir(labName), { recursive: true, force: true });
-  if (use) await host.releaseImage(use);
+  for (const use of uses) await host.releaseImage(use);
 }
 
 export interface DownResult {

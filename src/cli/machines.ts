@@ -14,7 +14,7 @@ const backendOption = () =>
 const dataDirOption = () => new Option('--data-dir <dir>', 'where images live (default $LABCTL_DATA_DIR or /var/lib/labctl)');
 
 /** Finds a running machine by name in any lab's state. */
-async function findMachine(name: string) {
+export async function findMachine(name: string) {
   const { allStates } = await import('../host/state.js');
   for (const s of allStates()) {
     const m = s.machines?.find((x) => x.name === name);
@@ -34,7 +34,7 @@ const SIGNAL_NUMBERS: Partial<Record<NodeJS.Signals, number>> = { SIGHUP: 1, SIG
  * harness, a closed terminal) is passed on to the whole command tree inside the machine,
  * so nothing keeps running there after labctl is gone.
  */
-function passThrough(argv: string[]): Promise<number> {
+export function passThrough(argv: string[]): Promise<number> {
   return new Promise((resolve) => {
     const child = spawn(argv[0]!, argv.slice(1), { stdio: 'inherit' });
     const forward = (signal: NodeJS.Signals) => {
@@ -71,7 +71,7 @@ export function registerMachineCommands(program: Command): void {
       .description('bring a lab up: its network, its image, and one booted ephemeral machine per lab member marked as a machine')
       .argument('[file]', 'lab file, or the name of a built-in lab', 'article')
       .addOption(backendOption())
-      .option('--image <name>', "image to boot (default: the lab's `image:`, else bookworm)")
+      .option('--image <name>', "image to boot instead of the lab's `image:` (default bookworm); a machine's own `image:` still wins")
       .addOption(dataDirOption())
       .option('--timeout <seconds>', 'how long each machine may take to boot', '60')
       .option('--json', 'print the result as JSON')

@@ -4,6 +4,7 @@ import { registerNetCommands } from './net.js';
 import { registerLinkCommands } from './link.js';
 import { registerNatCommands } from './nat.js';
 import { registerMachineCommands } from './machines.js';
+import { registerLogsCommand } from './logs.js';
 import { registerConntrackCommand } from './conntrack.js';
 import { registerCaptureCommand } from './capture.js';
 import { registerCheckCommands } from './check.js';
@@ -38,6 +39,7 @@ Examples:
 `,
   );
 registerMachineCommands(program);
+registerLogsCommand(program);
 registerNetCommands(program);
 registerLinkCommands(program);
 registerNatCommands(program);

@@ -21,6 +21,8 @@ export interface MachineState {
   leaderPid?: number;
   unit?: string;
   startedAt?: string;
+  /** The lab file's `env:` for the machine: `labctl exec` and `shell` pass it in too. */
+  env?: Record<string, string>;
 }
 
 export interface LabState {
@@ -61,7 +63,7 @@ export const statePath = (lab: string) => join(runDir(), `${lab}.json`);
 /** Where a lab keeps its run files (console logs, notify sockets, ruleset files). */
 export const labRunDir = (lab: string) => join(runDir(), lab);
 
-/** The image a lab boots (an absolute data dir), recorded before `up` mounts it. */
+/** An image a lab boots (an absolute data dir), recorded before `up` mounts it. */
 export interface ImageUse {
   image: string;
   dataDir: string;
@@ -70,21 +72,23 @@ export interface ImageUse {
 const imageUseFile = (lab: string, dir = runDir()) => join(dir, lab, 'image.json');
 
 /**
- * Records that `lab` uses an image, in its run dir, before `up` mounts it: from then on
- * until `down` (or a failed `up`) removes the run dir, a `down` of another lab leaves the
- * image mounted even while this lab's machines are not recorded yet.
+ * Records which images `lab` uses (its machines may boot different ones), in its run dir,
+ * before `up` mounts them: from then on until `down` (or a failed `up`) removes the run
+ * dir, a `down` of another lab leaves them mounted even while this lab's machines are not
+ * recorded yet.
  */
-export function recordImageUse(lab: string, use: ImageUse): void {
+export function recordImageUses(lab: string, uses: ImageUse[]): void {
   mkdirSync(join(ensureRunDir(), lab), { recursive: true, mode: 0o700 });
-  writeFileSync(imageUseFile(lab), `${JSON.stringify(use)}\n`, { mode: 0o600 });
+  writeFileSync(imageUseFile(lab), `${JSON.stringify(uses)}\n`, { mode: 0o600 });
 }
 
-/** The image a lab recorded, if any. */
-export function imageUseOf(lab: string, dir = runDir()): ImageUse | undefined {
+/** The images a lab recorded (none: an empty list). A single record is what labctl before per-machine images wrote. */
+export function imageUsesOf(lab: string, dir = runDir()): ImageUse[] {
   try {
-    return JSON.parse(readFileSync(imageUseFile(lab, dir), 'utf8')) as ImageUse;
+    const recorded = JSON.parse(readFileSync(imageUseFile(lab, dir), 'utf8')) as ImageUse[] | ImageUse;
+    return Array.isArray(recorded) ? recorded : [recorded];
   } catch {
-    return undefined;
+    return [];
   }
 }
 
@@ -112,13 +116,10 @@ export function unpinImage(use: ImageUse): void {
 
 export const isImagePinned = (use: ImageUse, dir = runDir()): boolean => existsSync(pinFile(use, dir));
 
-/** Every lab's recorded image (`dir`: another run dir, for tests). */
+/** Every lab's recorded images, one entry each (`dir`: another run dir, for tests). */
 export function allImageUses(dir: string = runDir()): { lab: string; use: ImageUse }[] {
   if (!existsSync(dir)) return [];
-  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
-    const use = e.isDirectory() ? imageUseOf(e.name, dir) : undefined;
-    return use ? [{ lab: e.name, use }] : [];
-  });
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? imageUsesOf(e.name, dir).map((use) => ({ lab: e.name, use })) : []));
 }
 
 export function readState(lab: string): LabState | undefined {

@@ -2,6 +2,7 @@
 // only to this; which backend runs the machines is chosen once (systemd where systemd is
 // PID 1 and the system bus answers, else direct) and recorded per machine in the state file.
 import type { MachineState } from '../host/state.js';
+import type { MachineSoftware } from '../lab/model.js';
 
 export type BackendName = 'systemd' | 'direct';
 
@@ -20,6 +21,10 @@ export interface MachineSpec {
   consoleLog: string;
   /** Aborted when `up` is rolling back: a machine not yet started must not start. */
   signal?: AbortSignal;
+  /** What the lab file says runs in it: binds, files, env, services, commands (software.ts). */
+  software?: MachineSoftware;
+  /** The host directory labctl generates the machine's units and files in (needed with files or services). */
+  softwareDir?: string;
 }
 
 export interface MachineInfo {
@@ -37,8 +42,10 @@ export class MachineStartError extends Error {
     readonly machine: string,
     message: string,
     readonly consoleTail: string = '',
+    /** What the tail is: a machine's console by default, or a unit's journal, a command's output. */
+    tailLabel = 'last console lines',
   ) {
-    super(`machine ${machine}: ${message}${consoleTail ? `\nlast console lines:\n${consoleTail}` : ''}`);
+    super(`machine ${machine}: ${message}${consoleTail ? `\n${tailLabel}:\n${consoleTail}` : ''}`);
     this.name = 'MachineStartError';
   }
 }
@@ -90,9 +97,11 @@ const MACHINE_ENV = [
 
 /**
  * argv that runs `command` in the machine whose leader (PID 1, as the host sees it) is
- * `leader`, as root in root's home with MACHINE_ENV, the same with either backend.
+ * `leader`, as root in root's home with MACHINE_ENV and then the lab file's `env:` for the
+ * machine (`env`), the same with either backend.
  */
-export function nsenterArgv(leader: number, command: string[]): string[] {
+export function nsenterArgv(leader: number, command: string[], env: Record<string, string> = {}): string[] {
   // -r/-w: the machine's root and cwd; env -C then moves to root's home inside it.
-  return ['nsenter', '-t', String(leader), '-a', '-r', '-w', '--', '/usr/bin/env', '-i', '-C', '/root', ...MACHINE_ENV, ...command];
+  const own = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+  return ['nsenter', '-t', String(leader), '-a', '-r', '-w', '--', '/usr/bin/env', '-i', '-C', '/root', ...MACHINE_ENV, ...own, ...command];
 }

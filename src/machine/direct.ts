@@ -10,6 +10,7 @@ import { type MachineBackend, type MachineInfo, type MachineSpec, MachineStartEr
 import { alive, sleep } from '../util/process.js';
 import { containerLeader, isNspawnOf, nspawnDirectory, nspawnPidsIn, nspawnPidsOf } from './proc.js';
 import { nspawnArgs } from './nspawn.js';
+import { prepareSoftwareDir } from './software.js';
 import { type NotifyWatch, watchReady } from './notify.js';
 
 /** How long the machine's power-off may take before nspawn is told to end the machine at once. */
@@ -59,6 +60,7 @@ export class DirectBackend implements MachineBackend {
   }
 
   private async boot(spec: MachineSpec, watch: NotifyWatch | undefined): Promise<MachineState> {
+    prepareSoftwareDir(spec);
     const log = openSync(spec.consoleLog, 'w', 0o600);
     const argv = nspawnArgs(spec);
     if (spec.signal?.aborted) {
@@ -80,6 +82,7 @@ export class DirectBackend implements MachineBackend {
       backend: 'direct',
       nspawnPid,
       startedAt: new Date().toISOString(),
+      ...(spec.software && Object.keys(spec.software.env).length ? { env: spec.software.env } : {}),
     };
     const fail = async (why: string): Promise<never> => {
       const tail = consoleTail(spec.consoleLog);
@@ -195,14 +198,14 @@ export class DirectBackend implements MachineBackend {
   }
 
   async execArgv(m: MachineState, command: string[]): Promise<string[]> {
-    return nsenterArgv(this.leaderOf(m), command);
+    return nsenterArgv(this.leaderOf(m), command, m.env);
   }
 
   async shellCommand(m: MachineState): Promise<ShellCommand> {
     // A login shell with the machine's environment, on the user's own terminal (so resize
     // and Ctrl-C reach it as they would any program); TERM comes from that terminal, and
     // nsenter exits with the shell's status.
-    return { argv: nsenterArgv(this.leaderOf(m), [`TERM=${process.env.TERM ?? 'xterm'}`, '/bin/bash', '--login']) };
+    return { argv: nsenterArgv(this.leaderOf(m), [`TERM=${process.env.TERM ?? 'xterm'}`, '/bin/bash', '--login'], m.env) };
   }
 
   /** Nothing registers with machined here (--register=no). */

@@ -16,7 +16,9 @@ import { sleep } from '../util/process.js';
 import { MachineStartError, nsenterArgv, type MachineBackend, type MachineInfo, type MachineSpec, type ShellCommand } from './backend.js';
 import { Variant, systemBus, type DBusMessage, type SystemBus } from './dbus.js';
 import { journalTail } from './journal.js';
+import { machineArgs } from './nspawn.js';
 import { nspawnDirectory, nspawnPidsIn } from './proc.js';
+import { prepareSoftwareDir } from './software.js';
 import { orphanSnapshotsSince, removeSnapshot, snapshotHeldBy, snapshotNames, snapshotOf } from './snapshots.js';
 import {
   MACHINED,
@@ -67,6 +69,7 @@ export class SystemdBackend implements MachineBackend {
     if (!existsSync(netnsPath)) throw new MachineStartError(spec.name, `network namespace ${spec.netns} does not exist (${netnsPath})`);
     if (!existsSync(spec.directory))
       throw new MachineStartError(spec.name, `image directory ${spec.directory} does not exist (is image ${spec.image} mounted?)`);
+    prepareSoftwareDir(spec);
     const props = unitProperties(loadUnitTemplate(), {
       machine: spec.name,
       lab: spec.lab,
@@ -74,6 +77,7 @@ export class SystemdBackend implements MachineBackend {
       directory: spec.directory,
       image: spec.image,
       readyTimeoutMs: String(Math.max(1, Math.round(spec.readyTimeoutMs))),
+      machineArgs: machineArgs(spec),
     });
     const bus = systemBus();
     return bus.busy(async () => {
@@ -180,6 +184,7 @@ export class SystemdBackend implements MachineBackend {
         unit,
         leaderPid: machine.leader,
         startedAt: startedAt.toISOString(),
+        ...(spec.software && Object.keys(spec.software.env).length ? { env: spec.software.env } : {}),
       };
     });
   }
@@ -290,7 +295,7 @@ export class SystemdBackend implements MachineBackend {
   async execArgv(m: MachineState, command: string[]): Promise<string[]> {
     if (!command.length) throw new Error('execArgv: empty command');
     // As the direct backend: in root's home, where `machinectl shell` (labctl shell) starts too.
-    return nsenterArgv(await this.leaderOf(m), command);
+    return nsenterArgv(await this.leaderOf(m), command, m.env);
   }
 
   async shellCommand(m: MachineState): Promise<ShellCommand> {
@@ -300,7 +305,17 @@ export class SystemdBackend implements MachineBackend {
     const leader = await this.leaderOf(m);
     const token = randomBytes(8).toString('hex');
     return {
-      argv: ['machinectl', 'shell', `root@${m.name}`, '/bin/sh', '-c', SHELL_WRAPPER, 'labctl-shell', token],
+      argv: [
+        'machinectl',
+        'shell',
+        ...Object.entries(m.env ?? {}).map(([k, v]) => `--setenv=${k}=${v}`),
+        `root@${m.name}`,
+        '/bin/sh',
+        '-c',
+        SHELL_WRAPPER,
+        'labctl-shell',
+        token,
+      ],
       statusFile: `/proc/${leader}/root/run/labctl-shell.${token}.status`,
     };
   }

@@ -37,6 +37,8 @@ export interface UnitVars {
   directory: string;
   image: string;
   readyTimeoutMs: string;
+  /** The machine's own nspawn options (nspawn.ts machineArgs): {machineArgs}, a word of ExecStart= alone, becomes these words. */
+  machineArgs?: string[];
 }
 
 export interface TemplateEntry {
@@ -57,7 +59,9 @@ export class UnitTemplateError extends Error {
 }
 
 const PLACEHOLDER_RE = /\{([A-Za-z]+)\}/g;
-const PLACEHOLDERS: readonly (keyof UnitVars)[] = ['machine', 'lab', 'netns', 'directory', 'image', 'readyTimeoutMs'];
+const PLACEHOLDERS: readonly (keyof UnitVars)[] = ['machine', 'lab', 'netns', 'directory', 'image', 'readyTimeoutMs', 'machineArgs'];
+/** The one placeholder that stands for several words (or none): only as a word of ExecStart= on its own. */
+const WORDS_PLACEHOLDER = '{machineArgs}';
 
 /** Parses the template text (unit-file syntax); every problem is reported with its line. */
 export function parseUnitTemplate(text: string, file = UNIT_PROPERTIES_FILE): TemplateEntry[] {
@@ -93,6 +97,11 @@ export function parseUnitTemplate(text: string, file = UNIT_PROPERTIES_FILE): Te
       if (!PLACEHOLDERS.includes(m[1] as keyof UnitVars))
         problems.push(`line ${n}: unknown placeholder {${m[1]}} (known: ${PLACEHOLDERS.map((p) => `{${p}}`).join(' ')})`);
     }
+    if (
+      value.includes(WORDS_PLACEHOLDER) &&
+      !(known?.kind === 'exec' && value.split(/\s+/).every((w) => w === WORDS_PLACEHOLDER || !w.includes(WORDS_PLACEHOLDER)))
+    )
+      problems.push(`line ${n}: ${WORDS_PLACEHOLDER} stands for several words: only as a word of ExecStart= on its own`);
     entries.push({ section, key, value, line: n });
   });
   if (!entries.some((e) => e.key === 'ExecStart')) problems.push('no ExecStart= line');
@@ -112,7 +121,7 @@ export function loadUnitTemplate(file = UNIT_PROPERTIES_FILE): TemplateEntry[] {
 }
 
 function fill(value: string, vars: UnitVars): string {
-  return value.replace(PLACEHOLDER_RE, (_, name: string) => vars[name as keyof UnitVars]);
+  return value.replace(PLACEHOLDER_RE, (_, name: string) => String(vars[name as keyof UnitVars] ?? ''));
 }
 
 const USEC_UNITS: Record<string, number> = {
@@ -238,7 +247,7 @@ export function unitProperties(entries: TemplateEntry[], vars: UnitVars, resolve
           const words = e.value
             .split(/\s+/)
             .filter(Boolean)
-            .map((w) => fill(w, vars));
+            .flatMap((w) => (w === WORDS_PLACEHOLDER ? (vars.machineArgs ?? []) : [fill(w, vars)]));
           const program = resolveExe(words[0]!);
           set({ name, signature: 'a(sasb)', value: [[program, [program, ...words.slice(1)], false]] });
           break;

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import { labDown, labUp, type LabHost } from '../../src/apply/lab.js';
-import { imageUseOf, labRunDir, readState, removeState, writeState, type LabState, type MachineState } from '../../src/host/state.js';
+import { imageUsesOf, labRunDir, readState, removeState, writeState, type LabState, type MachineState } from '../../src/host/state.js';
 import { parseLab } from '../../src/lab/resolve.js';
 import type { Lab } from '../../src/lab/model.js';
 import { MachineStartError, type BackendName, type MachineBackend, type MachineInfo, type MachineSpec } from '../../src/machine/backend.js';
@@ -373,7 +373,7 @@ describe('labDown', () => {
     const world = new World();
     const up = await labUp(LAB, { renderer: 'silent' }, standInHost(world));
     assert.equal(up.changed, true);
-    assert.deepEqual(imageUseOf(LAB.name), { image: 'bookworm', dataDir: '/var/lib/labctl' }, 'recorded in the run dir');
+    assert.deepEqual(imageUsesOf(LAB.name), [{ image: 'bookworm', dataDir: '/var/lib/labctl' }], 'recorded in the run dir');
     const events = world.events.length;
     await labDown(LAB.name, { lab: LAB }, standInHost(world));
     assert.deepEqual(world.events.slice(events).slice(-2), ['net down', 'release bookworm']);

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { parseLab } from '../../src/lab/resolve.js';
 import { softwareSourceIssues } from '../../src/lab/sources.js';
+import { machineImages, plannedMachines } from '../../src/apply/lab.js';
 import { UsageError } from '../../src/util/errors.js';
 
 const SOURCE = '/labs/mine/lab.yaml';
@@ -95,6 +96,15 @@ nodes:
     assert.equal(l.nats[0]!.software?.image, 'router');
     assert.deepEqual(l.nats[0]!.software?.commands, [['nft', 'list', 'ruleset']]);
     assert.deepEqual(l.nodes.find((n) => n.name === 'server')!.software?.env, { X: '1' });
+  });
+
+  it('gives each machine its own image, else --image, else the lab image, else bookworm', () => {
+    const l = parseLab(`image: labimg\n${lab('image: alt')}`, SOURCE);
+    const planned = plannedMachines(l);
+    assert.deepEqual(Object.fromEntries(machineImages(l, planned)), { dev: 'alt', server: 'labimg', 'home-nat': 'labimg' });
+    assert.deepEqual(Object.fromEntries(machineImages(l, planned, 'noble')), { dev: 'alt', server: 'noble', 'home-nat': 'noble' });
+    const bare = parseLab(lab('machine: true'), SOURCE);
+    assert.deepEqual([...new Set(machineImages(bare, plannedMachines(bare)).values())], ['bookworm']);
   });
 
   it('names the field of every problem, all at once', () => {

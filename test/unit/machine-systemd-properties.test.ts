@@ -132,7 +132,7 @@ describe('the shipped unit template', () => {
  */
 function unitFileText(entries: TemplateEntry[], vars: UnitVars): string {
   const escapePercent = (v: string) => v.replace(/%/g, '%%');
-  const fill = (v: string) => v.replace(/\{([A-Za-z]+)\}/g, (_, name: string) => vars[name as keyof UnitVars]);
+  const fill = (v: string) => v.replace(/\{([A-Za-z]+)\}/g, (_, name: string) => String(vars[name as keyof UnitVars] ?? ''));
   const [exec] = unitProperties(
     entries.filter((e) => e.key === 'ExecStart'),
     vars,
