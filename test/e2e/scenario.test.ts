@@ -153,7 +153,9 @@ steps:
   assert.deepEqual(ours(), []);
 });
 
-test('params reach the NAT timers; a link outage drops, its end delivers; background output and captures are kept', { skip }, async () => {
+test('params reach the NAT timers; a link outage drops, its end delivers; wait until, tcp, check; background output and captures are kept', {
+  skip,
+}, async () => {
   const lab = labFile(`\n      udp-timeouts: { unreplied: "\${udp_timeout}", stream: "\${udp_timeout}" }`);
   const file = scenario(
     'features.test.yaml',
@@ -174,6 +176,12 @@ steps:
   - name: delivered again
     expect-udp: { from: c1, from-port: 12345, to: "100.64.1.100:54321" }
     capture: { on: c0-nat, file: "\${out}/step.pcapng", filter: [udp] }
+  - name: c1-nat's conntrack shows the flow
+    wait: { until: { on: c1-nat, command: [conntrack, -L, -p, udp], expect: { stdout: "dport=54321" } }, timeout: 5 }
+  - name: tcp through the full cone's forward
+    expect-tcp: { from: c1, to: "100.64.1.100:54321" }
+  - name: c1-nat measures as a restricted cone
+    check: { nat: c1-nat, expect: { type: restricted-cone } }
 `,
   );
   const junit = join(dir, 'features.xml');
@@ -185,6 +193,8 @@ steps:
   assert.match(cases[1]!.out!, /bg-started-3002/, "the background command's output is in the report");
   assert.match(cases[1]!.out!, /stopped at the end of the run/);
   assert.match(cases[2]!.out!, /c1-nat--inet is down/);
+  assert.match(cases[7]!.out!, /arrived at c0:12345/, 'tcp to the forward reached c0');
+  assert.match(cases[8]!.out!, /c1-nat: mapping endpoint-independent, filtering address-dependent/);
   for (const f of ['run.pcapng', 'step.pcapng']) {
     const bytes = readFileSync(join(dir, f));
     assert.equal(bytes.readUInt32LE(0), 0x0a0d0d0a, `${f} is pcapng`);
