@@ -1,4 +1,4 @@
-// `labctl test FILE`: runs a scenario (src/scenario): the lab it needs, then its steps, each
+// `labctl test SCENARIO`: runs a scenario (src/scenario): the lab it needs, then its steps, each
 // passed or failed, with JUnit XML and JSON for CI. Exit 0 every step passed, 1 a step
 // failed (or the lab could not come up), 2 a bad scenario (nothing started), 130 Ctrl-C.
 import { existsSync, statSync, writeFileSync } from 'node:fs';
@@ -34,7 +34,7 @@ export function registerTestCommand(program: Command): void {
       .description(
         'run a scenario: bring its lab up if it is not, run its steps in order (exec, background, wait, expect-udp/-tcp, flush, check, link) and judge each; exit 0 all passed, 1 a step failed, 2 a bad scenario',
       )
-      .argument('<file>', 'scenario file (YAML; see README "Scenarios (labctl test)")')
+      .argument('<scenario>', 'scenario file (YAML; see README "Scenarios (labctl test)")')
       .option('--keep', 'leave the lab up at the end (when the scenario brought it up)')
       .option('--junit <file>', 'write JUnit XML there: one test case per step, failures with what was expected and what happened')
       .option('--json', 'print the run as one JSON document instead of the progress list and summary')

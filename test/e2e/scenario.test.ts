@@ -2,7 +2,9 @@
 // passes; a scenario that fails says in its JUnit file which step and why; a step that
 // times out; params reaching the lab's NAT timers, link outages, background output and
 // captures; bad scenario files (exit 2, the field named, nothing started); and Ctrl-C in a
-// real terminal (tmux) leaves no process, namespace or state file.
+// real terminal (tmux) leaves no process, namespace or state file. The shipped scenario
+// brings up the article's lab under its own names, as other test files do: run this under
+// `flock /tmp/labctl-e2e.lock flock /tmp/labctl-article-names.lock`.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
