@@ -10,6 +10,9 @@
 //       shell driven through tmux; an `up` killed while its machines boot, then `down`,
 //       and then `up` again (the machines it left are found through machined).
 //   (c) systemd/labctl@.service installed in the host: start/stop of the unit.
+//   (d) the user's software in the machines (test/support/software-lab.ts): binds, files,
+//       env, services, commands and a machine booting a second image; a service that does
+//       not start fails `up`, which rolls back.
 // Finally the host is stopped and the real host must be clean.
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, statSync } from 'node:fs';
@@ -33,6 +36,9 @@ import {
   type SystemdHost,
 } from '../support/systemd-host.js';
 import { driveShellInTmux } from '../support/tmux-shell.js';
+import { ALT_IMAGE } from '../support/alt-image.js';
+import { checkSoftwareLab, SOFTWARE_LAB_DIR, writeFailingServiceLab, writeSoftwareLab } from '../support/software-lab.js';
+import { imagePaths } from '../../src/image/paths.js';
 
 const isRoot = process.getuid?.() === 0;
 const LABCTL = ['node', `${HOST_PROJECT}/bin/labctl.js`];
@@ -484,6 +490,41 @@ describe('systemd backend inside a systemd host', { skip: !isRoot && 'needs root
       await hostRun(['systemctl', 'daemon-reload']);
     }
     assert.deepEqual(innerSnapshots(), []);
+  });
+
+  it('(d) software in the machines: binds, files, env, services, commands, a second image; a service that does not start', {
+    timeout: 10 * 60_000,
+  }, async (t) => {
+    // The harness built the second image into the host's data dir and pinned it there (as `labctl image mount`).
+    const altMount = imagePaths(HOST_DATA_DIR, ALT_IMAGE).mountDir;
+    const up = ['--backend', 'systemd', '--data-dir', HOST_DATA_DIR];
+    try {
+      const r = await hostRun([...LABCTL, 'up', writeSoftwareLab(), ...up]);
+      assert.equal(r.exitCode, 0, `${r.stdout}\n${r.stderr}`);
+      t.diagnostic(r.stdout.trim().split('\n').pop() ?? '');
+      const st = await hostRun([...LABCTL, 'status', 'software', '--json']);
+      assert.equal(st.exitCode, 0, st.stderr);
+      await checkSoftwareLab((machine, argv) => hostRun([...LABCTL, 'exec', machine, '--', ...argv]), st.stdout);
+      // The unit's nspawn has the machine's own options (the template's {machineArgs}).
+      const exec = await hostRun(['systemctl', 'show', 'labctl-sw-server.service', '-p', 'ExecStart', '--value']);
+      assert.ok(exec.stdout.includes(`--bind-ro=${SOFTWARE_LAB_DIR}/build:/opt/app`), exec.stdout);
+      assert.ok(exec.stdout.includes('--bind-ro=/run/labctl/software/machines/sw-server/units:/run/systemd/system.attached'), exec.stdout);
+      const logs = await hostRun([...LABCTL, 'logs', 'sw-server', 'args']);
+      assert.match(logs.stdout, /args-started/);
+    } finally {
+      await hostRun([...LABCTL, 'down', 'software']);
+    }
+    assert.deepEqual(await machinesListed(), [], 'no machine left');
+    assert.equal((await hostRun(['findmnt', altMount])).exitCode, 0, `${ALT_IMAGE} stays: mounted by hand (pinned)`);
+
+    const failed = await hostRun([...LABCTL, 'up', writeFailingServiceLab(`${SOFTWARE_LAB_DIR}/fail/lab.yaml`), ...up]);
+    assert.equal(failed.exitCode, 1, failed.stdout + failed.stderr);
+    assert.match(failed.stderr, /machine swf-box: service bad did not start/);
+    assert.match(failed.stderr, /bad-service-says-why/);
+    assert.match(failed.stderr, /rolled back/);
+    assert.deepEqual(await machinesListed(), [], 'the rollback left no machine');
+    assert.deepEqual(await labctlUnits(), [], 'the rollback left no unit');
+    assert.deepEqual(innerSnapshots(), [], 'the rollback left no snapshot');
   });
 
   it('stopping the host leaves nothing on the real host', { timeout: 120_000 }, async (t) => {

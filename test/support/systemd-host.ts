@@ -28,7 +28,12 @@
 //                             it on the real host is not there)
 //   HOST_DATA_DIR             (TEST_DATA_DIR/systemd-host/data) the host's own
 //                             data dir, with its own bookworm image, mounted: what labctl
-//                             and the nested machines use inside (--data-dir HOST_DATA_DIR)
+//                             and the nested machines use inside (--data-dir HOST_DATA_DIR),
+//                             and a second image (ALT_IMAGE, test/support/alt-image.ts) for
+//                             labs whose machines boot different images. Both are pinned
+//                             inside (`labctl image mount`: mounted by hand, as far as labctl
+//                             there knows), so that `down` inside leaves them mounted: labctl
+//                             in the host cannot mount them itself (no loop devices there)
 // It has its own network namespace (--private-network) and its own /run (a tmpfs), so
 // nothing labctl creates inside (namespaces, veths) appears on the real host.
 //
@@ -58,6 +63,7 @@ import { acquireLock, withLock } from '../../src/host/lock.js';
 import { loopsFor, parseMountinfo } from '../../src/image/mount.js';
 import { TEST_CACHE_DIR, TEST_DATA_DIR, TEST_MIRROR } from './test-image.js';
 import { pids } from '../../src/util/process.js';
+import { ALT_IMAGE, ensureAltImage } from './alt-image.js';
 
 export const HOST_IMAGE = 'systemd-host';
 export const HOST_MACHINE = 'labctl-sdhost';
@@ -170,6 +176,9 @@ async function ensureImage(name: string, dataDir: string): Promise<{ imageFile: 
 export const ensureHostImage = () => ensureImage(HOST_IMAGE, TEST_DATA_DIR);
 /** The image the host's machines boot: bookworm in HOST_DATA_DIR. */
 export const ensureInnerImage = () => ensureImage(INNER_IMAGE, HOST_DATA_DIR);
+/** The images of the harness: the host's tree, and the two its machines boot. */
+const harnessImages = () => [imagePaths(TEST_DATA_DIR, HOST_IMAGE), ...innerImages()];
+const innerImages = () => [imagePaths(HOST_DATA_DIR, INNER_IMAGE), imagePaths(HOST_DATA_DIR, ALT_IMAGE)];
 
 // ---------------------------------------------------------------------------------
 // /proc helpers
@@ -286,8 +295,8 @@ function harnessProcesses(): number[] {
  */
 export function innerSnapshots(): string[] {
   if (!current) return [];
-  const mountDir = imagePaths(HOST_DATA_DIR, INNER_IMAGE).mountDir;
-  return snapshotsIn(`/proc/${current.host.holderPid}/root${mountDir}`).map((p) => join(mountDir, p.split('/').pop()!));
+  const holder = current.host.holderPid;
+  return innerImages().flatMap(({ mountDir }) => snapshotsIn(`/proc/${holder}/root${mountDir}`).map((p) => join(mountDir, p.split('/').pop()!)));
 }
 
 // ---------------------------------------------------------------------------------
@@ -379,10 +388,11 @@ export async function startHost(): Promise<SystemdHost> {
     await killLeftovers();
     const image = await ensureHostImage();
     const inner = await ensureInnerImage();
-    const loopsBefore = new Set([...loopsFor(image.imageFile), ...loopsFor(inner.imageFile)].map((l) => l.device));
+    const alt = { ...imagePaths(HOST_DATA_DIR, ALT_IMAGE), buildSeconds: (await ensureAltImage(HOST_DATA_DIR)).seconds };
+    const loopsBefore = new Set([image, inner, alt].flatMap((img) => loopsFor(img.imageFile)).map((l) => l.device));
     holder = await startHolder();
     await dropForeignMounts(holder.pid!);
-    for (const img of [image, inner]) {
+    for (const img of [image, inner, alt]) {
       mkdirSync(img.mountDir, { recursive: true });
       await run(inHolder(holder.pid!, ['mount', '-t', 'btrfs', '-o', 'loop,noatime', img.imageFile, img.mountDir]), { step: 'systemd host: mount an image' });
     }
@@ -409,6 +419,7 @@ export async function startHost(): Promise<SystemdHost> {
       // systemd would try to unmount all of that at poweroff).
       `--bind=${TEST_DATA_DIR}:${TEST_DATA_DIR}:norbind`,
       `--bind=${inner.mountDir}`,
+      `--bind=${alt.mountDir}`,
     ];
     const started = Date.now();
     const child = spawn('nsenter', ['-t', String(holder.pid), '-m', '--', 'systemd-nspawn', ...args], { stdio: ['ignore', logFd, logFd], env: markedEnv() });
@@ -425,7 +436,7 @@ export async function startHost(): Promise<SystemdHost> {
       holderPid: holder.pid!,
       tree: image.rootfs,
       image: { dataDir: HOST_DATA_DIR, name: INNER_IMAGE, path: inner.rootfs },
-      buildSeconds: image.buildSeconds + inner.buildSeconds,
+      buildSeconds: image.buildSeconds + inner.buildSeconds + alt.buildSeconds,
       bootSeconds: 0,
       systemState: '',
       logFile,
@@ -454,6 +465,12 @@ export async function startHost(): Promise<SystemdHost> {
         await sleep(100);
       }
       hostInfo.bootSeconds = (Date.now() - started) / 1000;
+      for (const name of [INNER_IMAGE, ALT_IMAGE]) {
+        await execInHost(['node', `${HOST_PROJECT}/bin/labctl.js`, 'image', 'mount', name, '--data-dir', HOST_DATA_DIR], {
+          env: { LABCTL_FROM_SOURCE: '1' },
+          step: 'systemd host: pin an image inside',
+        });
+      }
       if (hostInfo.systemState === 'degraded') {
         const failed = await execInHost(['systemctl', '--failed', '--no-legend', '--plain'], { allowFailure: true });
         log(`booted degraded; failed units: ${failed.stdout.trim().replace(/\n/g, '; ')}`);
@@ -540,9 +557,9 @@ export function noteInside(): void {
 
 const inHolder = (holderPid: number, argv: string[]) => ['nsenter', '-t', String(holderPid), '-m', '--', ...argv];
 
-/** Deletes every ephemeral snapshot in the host's two images (only the harness uses them). */
+/** Deletes every ephemeral snapshot in the harness's images (only the harness uses them). */
 async function removeSnapshotsInHolder(holderPid: number): Promise<void> {
-  for (const img of [imagePaths(TEST_DATA_DIR, HOST_IMAGE), imagePaths(HOST_DATA_DIR, INNER_IMAGE)]) {
+  for (const img of harnessImages()) {
     const root = `/proc/${holderPid}/root${img.mountDir}`;
     for (const s of snapshotsIn(root)) {
       const name = s.split('/').pop()!;
@@ -569,11 +586,9 @@ async function deleteSubvolumeTree(holderPid: number, mountDir: string, rel: str
   await run(inHolder(holderPid, ['btrfs', 'subvolume', 'delete', join(mountDir, rel)]), { step: 'systemd host: remove a snapshot', allowFailure: true });
 }
 
-/** Snapshots left in the host's two images (read through the holder's mount namespace). */
+/** Snapshots left in the harness's images (read through the holder's mount namespace). */
 function snapshotsInHolder(holderPid: number): string[] {
-  return [imagePaths(TEST_DATA_DIR, HOST_IMAGE), imagePaths(HOST_DATA_DIR, INNER_IMAGE)].flatMap((img) =>
-    snapshotsIn(`/proc/${holderPid}/root${img.mountDir}`).map((s) => join(img.mountDir, s.split('/').pop()!)),
-  );
+  return harnessImages().flatMap((img) => snapshotsIn(`/proc/${holderPid}/root${img.mountDir}`).map((s) => join(img.mountDir, s.split('/').pop()!)));
 }
 
 /** nspawn's per-machine dirs on the real host's /run: it cannot remove them because /run here is no tmpfs. */
@@ -634,7 +649,7 @@ export async function stopHost(): Promise<LeakReport> {
       if (process.env.LABCTL_HARNESS_DEBUG) log(`snapshots after nspawn exited: ${snapshotsInHolder(holder.pid).join(' ') || 'none'}`);
       await removeSnapshotsInHolder(holder.pid);
       snapshotsLeft = snapshotsInHolder(holder.pid);
-      for (const img of [imagePaths(TEST_DATA_DIR, HOST_IMAGE), imagePaths(HOST_DATA_DIR, INNER_IMAGE)]) {
+      for (const img of harnessImages()) {
         await run(inHolder(holder.pid, ['umount', img.mountDir]), { step: 'systemd host: unmount an image', allowFailure: true });
       }
       kill(holder.pid, 'SIGKILL');
@@ -653,7 +668,7 @@ export async function stopHost(): Promise<LeakReport> {
   }
 }
 
-const imageFiles = () => [imagePaths(TEST_DATA_DIR, HOST_IMAGE), imagePaths(HOST_DATA_DIR, INNER_IMAGE)].flatMap((p) => [p.imageFile, p.newImageFile]);
+const imageFiles = () => harnessImages().flatMap((p) => [p.imageFile, p.newImageFile]);
 const ourLoops = (before: Set<string>) =>
   imageFiles()
     .flatMap((f) => loopsFor(f))
