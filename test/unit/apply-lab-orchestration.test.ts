@@ -383,6 +383,23 @@ describe('labDown', () => {
     assert.ok(!world.events.slice(again).includes('release bookworm'), 'a second down releases nothing');
   });
 
+  test('machines of one lab may boot different images: each mounted and recorded, each machine booted from its own, each released on down', async () => {
+    const world = new World();
+    const lab = parseLab('name: ut\nprefix: ut-\nnodes:\n  - { name: a, image: alt }\n  - { name: b }\n  - { name: c }\n', 'ut.yaml');
+    await labUp(lab, { renderer: 'silent' }, standInHost(world));
+    assert.deepEqual(
+      world.events.filter((e) => e.startsWith('mount')),
+      ['mount alt', 'mount bookworm'],
+    );
+    assert.deepEqual(
+      imageUsesOf(lab.name).map((u) => u.image),
+      ['alt', 'bookworm'],
+    );
+    assert.deepEqual(Object.fromEntries(world.starts.map((s) => [s.spec.name, s.spec.image])), { [A]: 'alt', [B]: 'bookworm', [C]: 'bookworm' });
+    await labDown(lab.name, { lab }, standInHost(world));
+    assert.deepEqual(world.events.filter((e) => e.startsWith('release')).sort(), ['release alt', 'release bookworm']);
+  });
+
   test('without a state file, leaves machines alone unless --force', async () => {
     const world = new World();
     world.running.set(A, machineState(A));

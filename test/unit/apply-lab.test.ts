@@ -39,4 +39,17 @@ describe('alreadyUpMessage', () => {
       'lab "article" is already up with 4 machines; nothing changed: it uses image bookworm (not jammy) and the direct backend (not systemd); `labctl down` first to change that',
     );
   });
+
+  test('machines of their own images: each compared with its own, and the one that differs named', () => {
+    const mixed = [machine('dev', { image: 'alt' }), machine('srv')];
+    const wanted = new Map([
+      ['dev', 'alt'],
+      ['srv', 'bookworm'],
+    ]);
+    assert.equal(alreadyUpMessage('mixed', mixed, wanted), 'lab "mixed" is already up with 2 machines; nothing changed');
+    assert.equal(
+      alreadyUpMessage('mixed', mixed, new Map([...wanted, ['srv', 'noble']])),
+      'lab "mixed" is already up with 2 machines; nothing changed: it uses image bookworm (not noble) in srv; `labctl down` first to change that',
+    );
+  });
 });
