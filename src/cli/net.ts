@@ -24,7 +24,7 @@ export function registerNetCommands(program: Command): void {
             `  internet ${lab.internet.name} (${lab.internet.netns})`,
             ...lab.nats.map(
               (n) =>
-                `  nat ${n.name} (${n.netns}): ${n.behaviour.declaredAs ?? ''} mapping ${n.behaviour.mapping}, filtering ${n.behaviour.filtering}; outside ${n.outside.address}/${n.outside.prefix} on ${n.outside.ifname}, inside ${n.lan.address}/${n.lan.prefix} on ${n.lan.ifname}`,
+                `  nat ${n.name} (${n.netns}): ${[n.behaviour.profile && `profile ${n.behaviour.profile},`, n.behaviour.declaredAs, 'mapping'].filter(Boolean).join(' ')} ${n.behaviour.mapping}, filtering ${n.behaviour.filtering}; outside ${n.outside.address}/${n.outside.prefix} on ${n.outside.ifname}, inside ${n.lan.address}/${n.lan.prefix} on ${n.lan.ifname}`,
             ),
             ...lab.nodes.map(
               (n) => `  node ${n.name} (${n.netns}): ${n.link.address}/${n.link.prefix} on ${n.link.ifname} via ${n.link.gateway} (${n.router})`,

@@ -252,10 +252,11 @@ test('the listing: a table and --json; in c0-nat the port forward shows as DNAT'
   const inbound = await labctlOk(['conntrack', 'c0-nat', file]);
   assert.match(inbound.stdout, /^tcp\s+ESTABLISHED ASSURED\s+\d+s\s+c1-nat 100\.64\.2\.100:54321 -> 100\.64\.1\.100:54321 -> 10\.0\.1\.1:12345 c0$/m);
 
-  // The human --follow line: time of day, event, protocol, timeout, state, translation.
+  // The human --follow line: time of day, event, protocol, timeout, state, translation. A
+  // SYN_SENT flow has the NAT's transitory TCP timer (labctl's default, RFC 5382's 240 s).
   assert.match(
     watchC0.out(),
-    /^\d\d:\d\d:\d\d\.\d{3} NEW +tcp +120s SYN_SENT UNREPLIED +c1-nat 100\.64\.2\.100:54321 -> 100\.64\.1\.100:54321 -> 10\.0\.1\.1:12345 c0$/m,
+    /^\d\d:\d\d:\d\d\.\d{3} NEW +tcp +240s SYN_SENT UNREPLIED +c1-nat 100\.64\.2\.100:54321 -> 100\.64\.1\.100:54321 -> 10\.0\.1\.1:12345 c0$/m,
   );
   assert.match(watchC0.out(), /^\d\d:\d\d:\d\d\.\d{3} UPDATE +tcp +\d+s ESTABLISHED ASSURED +c1-nat /m);
   watchC0.child.kill('SIGINT');
