@@ -10,15 +10,17 @@
 // that keeps a mapping through every NAT on the path.
 import { run } from '../exec/run.js';
 import { inNetns } from '../host/netns.js';
-import type { LifetimeProbeResult, LifetimeResult } from '../stun/probes.js';
+import type { LifetimeProbeResult, LifetimeResult, ServerInstance } from '../stun/probes.js';
 import type { PathHop, ServerInfo, Target } from './model.js';
+import type { RetransmitOptions } from '../stun/client.js';
+import { type PathTiming, pathTiming, type RttSamples } from './impaired.js';
 import { assignSlots, resolveTargets, targetsSession, type CheckOptions } from './run.js';
 import { serverLine } from './report.js';
 import { flushHops, trace, withSession } from './session.js';
 import { table } from '../report/table.js';
 
 type FlowKind = 'unreplied' | 'stream';
-const KINDS: FlowKind[] = ['unreplied', 'stream'];
+export const KINDS: FlowKind[] = ['unreplied', 'stream'];
 /**
  * Checks at k + OFFSET seconds of idleness: a whole-second timeout falls between two checks,
  * not on one. Idleness counts from the answer's arrival, just after the NAT saw it, so a
@@ -30,6 +32,42 @@ const GRID_OFFSET = 0.03;
 /** Probes per idle time (they must agree). */
 const PER_POINT = 2;
 const LINUX_DEFAULTS = { unreplied: 30, stream: 120 };
+
+/**
+ * How long to look for a mapping's end, seconds: maxSeconds when given (--lifetime-max),
+ * else past the expected lifetime (Linux's default without one) by half or 5 s, whichever
+ * is more.
+ */
+export function lifetimeCap(kind: FlowKind, expected: number | undefined, maxSeconds?: number): number {
+  if (maxSeconds !== undefined) return maxSeconds;
+  const e = expected ?? LINUX_DEFAULTS[kind];
+  return Math.ceil(Math.max(e * 1.5, e + 5));
+}
+
+/** The probes' calls: lifetime ops through one agent, or in this process (`labctl probe`). */
+export type ProbeCall = <T>(op: string, args: unknown, timeoutMs?: number) => Promise<T>;
+
+/**
+ * Both kinds of lifetime from one place at once: PER_POINT probes per idle time of each
+ * kind's grid (up to caps[kind] seconds), every probe on the server instance nextServer()
+ * gives it. Resolves when every kind has seen its mapping gone or reached its cap.
+ */
+export function measureLifetimes(
+  call: ProbeCall,
+  caps: Record<FlowKind, number>,
+  nextServer: () => ServerInstance,
+  // The path's round trip (src/check/impaired.ts): checks leave it early, and idle times count it.
+  timing: { rttMs?: number; retransmit?: Partial<RetransmitOptions> } = {},
+): Promise<LifetimeResult[]> {
+  return Promise.all(
+    KINDS.map((kind) => {
+      const idle = idleGrid(caps[kind]).flatMap((x) => Array<number>(PER_POINT).fill(x));
+      const servers = idle.map(() => nextServer());
+      const timeout = (Math.max(...idle) + 30) * 1000;
+      return call<LifetimeResult>('lifetime', { servers, idle, kind, stopAtDead: true, ...timing }, timeout);
+    }),
+  );
+}
 
 export interface LifetimeEstimate {
   /** Longest idle time at which a mapping was still there, seconds (0: none checked alive). */
@@ -229,11 +267,7 @@ export async function runLifetime(options: CheckOptions & { maxSeconds?: number 
       expected.set(t, s ? { ...s, from: 'sysctl' } : undefined);
     }
   }
-  const capFor = (t: Target, kind: FlowKind) => {
-    if (options.maxSeconds !== undefined) return options.maxSeconds;
-    const e = expected.get(t)?.[kind] ?? LINUX_DEFAULTS[kind];
-    return Math.ceil(Math.max(e * 1.5, e + 5));
-  };
+  const capFor = (t: Target, kind: FlowKind) => lifetimeCap(kind, expected.get(t)?.[kind], options.maxSeconds);
   const grids = new Map<Target, Record<FlowKind, number[]>>();
   for (const t of targets) grids.set(t, { unreplied: idleGrid(capFor(t, 'unreplied')), stream: idleGrid(capFor(t, 'stream')) });
   const perTarget = Math.max(...targets.map((t) => (grids.get(t)!.unreplied.length + grids.get(t)!.stream.length) * PER_POINT));
@@ -244,18 +278,31 @@ export async function runLifetime(options: CheckOptions & { maxSeconds?: number 
         `--lifetime needs one server port pair per probe (${perTarget}); a third-party server has ${session.instances.length}: run it without --server`,
       );
     }
+    // Each path's round trip first (a 300 ms one would otherwise shift every idle time by 0.3 s), then NATs forget that flow.
+    const timings = new Map<Target, PathTiming>();
+    await Promise.all(
+      targets.map(async (t) => {
+        const inst = session.instances[slots.get(t)!]!;
+        const m = await session.agent(t.probe.netns).call<RttSamples>('rtt', { to: { address: inst.a1, port: inst.p1 } });
+        timings.set(t, pathTiming(m, 1));
+      }),
+    );
+    await flushHops(hops);
     trace('flushed; lifetime probes start');
     const results = await Promise.all(
       targets.map(async (t) => {
         const a = session.agent(t.probe.netns);
         let slot = slots.get(t)!;
-        const calls = KINDS.map((kind) => {
-          const idle = grids.get(t)![kind].flatMap((x) => Array<number>(PER_POINT).fill(x));
-          const servers = idle.map(() => session.instances[slot++]!);
-          const timeout = (Math.max(...idle) + 30) * 1000;
-          return a.call<LifetimeResult>('lifetime', { servers, idle, kind, stopAtDead: true }, timeout);
-        });
-        return { t, results: await Promise.all(calls) };
+        const caps = { unreplied: capFor(t, 'unreplied'), stream: capFor(t, 'stream') };
+        return {
+          t,
+          results: await measureLifetimes(
+            (op, args, ms) => a.call(op, args, ms),
+            caps,
+            () => session.instances[slot++]!,
+            { rttMs: timings.get(t)!.rttMs, retransmit: timings.get(t)!.retransmit },
+          ),
+        };
       }),
     );
     trace('lifetime probes done');

@@ -22,6 +22,7 @@ import type { FilteringResult, HairpinResult, MappingResult, ServerInstance } fr
 import { analyse, type TargetRuns } from './classify.js';
 import { labTargets } from './declared.js';
 import { discoverPath } from './discover.js';
+import { filteringUnderLoss, type PathTiming, pathIsLossy, pathTiming, type RttSamples, sendTime, withFilteringUnderLoss } from './impaired.js';
 import type { CheckReport, Declared, PathHop, Target, TargetReport } from './model.js';
 import { flushHops, type Session, type SessionOptions, trace, untilSignal, withSession } from './session.js';
 
@@ -182,17 +183,40 @@ export async function runCheck(options: CheckOptions): Promise<CheckReport> {
     await Promise.all(heldPorts.map((t) => session.agent(t.probe.netns).call('hold', { port: t.localPort })));
     const lp = (t: Target) => (t.localPort !== undefined ? { localPort: t.localPort } : {});
     trace('flushed');
+    // Each path's round trip and loss first (src/check/impaired.ts): the probes' timeouts
+    // follow it. Then NATs forget those flows (a NAT with one outside port for every flow
+    // would have one of them on a server endpoint a probe uses).
+    const timings = new Map<Target, PathTiming>();
+    await Promise.all(
+      targets.map(async (t) => {
+        const inst = session.instances[slots.get(t)! % session.instances.length]!;
+        const m = await session.agent(t.probe.netns).call<RttSamples>('rtt', { to: { address: inst.a1, port: inst.p1 } });
+        timings.set(t, pathTiming(m, R));
+      }),
+    );
+    await flushHops(hops);
+    trace('round trips measured');
+    const rt = (t: Target) => ({ retransmit: timings.get(t)!.retransmit });
+    const filteringTiming = (t: Target) => {
+      const tm = timings.get(t)!;
+      // Every changed request has its tries and their round trips before no answer counts.
+      return { ...rt(t), graceMs: tm.sentinelGraceMs, holdMs: sendTime(tm.retransmit, tm.filteringTries - 1) + tm.medianMs + 50 };
+    };
     // Phase 1: filtering and hairpinning.
     const filtering: Task<FilteringResult>[] = [];
     const hairpin: Task<HairpinResult>[] = [];
     for (const t of targets) {
       const a = session.agent(t.probe.netns);
       for (let k = 0; k < R; k++) {
-        filtering.push({ target: t, slot: slots.get(t)! + k, run: (server) => a.call<FilteringResult>('filtering', { server, ...lp(t) }) });
+        filtering.push({
+          target: t,
+          slot: slots.get(t)! + k,
+          run: (server) => a.call<FilteringResult>('filtering', { server, ...lp(t), ...filteringTiming(t) }),
+        });
         hairpin.push({
           target: t,
           slot: slots.get(t)! + R + k,
-          run: (server) => a.call<HairpinResult>('hairpin', { server, ...(t.localPort !== undefined ? { localPortA: t.localPort } : {}) }),
+          run: (server) => a.call<HairpinResult>('hairpin', { server, ...rt(t), ...(t.localPort !== undefined ? { localPortA: t.localPort } : {}) }),
         });
       }
     }
@@ -205,7 +229,8 @@ export async function runCheck(options: CheckOptions): Promise<CheckReport> {
     for (const t of targets) {
       const a = session.agent(t.probe.netns);
       const mp = t.mappingPort !== undefined ? { localPort: t.mappingPort } : {};
-      for (let k = 0; k < R; k++) mapping.push({ target: t, slot: mapSlots.get(t)! + k, run: (server) => a.call<MappingResult>('mapping', { server, ...mp }) });
+      for (let k = 0; k < R; k++)
+        mapping.push({ target: t, slot: mapSlots.get(t)! + k, run: (server) => a.call<MappingResult>('mapping', { server, ...mp, ...rt(t) }) });
     }
     await runWaves(session, mapping, hops);
     trace('phase 2 (mapping) done');
@@ -219,15 +244,23 @@ export async function runCheck(options: CheckOptions): Promise<CheckReport> {
         hairpin: hairpin.filter((x) => x.target === t).map((x) => x.result!),
         mapping: mapping.filter((x) => x.target === t).map((x) => x.result!),
       };
+      const tm = timings.get(t)!;
       const a = analyse(runs, t.declared);
-      return {
+      const pathNote =
+        tm.rttMs >= 5 || tm.lost > 0
+          ? [
+              `path to the server: round trip ${tm.rttMs} ms (median ${tm.medianMs} ms), ${tm.lost} of ${tm.sent} single requests lost; retransmission after ${tm.retransmit.rto} ms, ${tm.filteringTries} tries per filtering request`,
+            ]
+          : [];
+      const report = {
         name: t.name,
         probe: t.probe,
         path: t.path.map((h) => h.name),
         ...(t.declared ? { declared: t.declared } : {}),
         ...a,
-        notes: [...t.notes, ...a.notes],
+        notes: [...t.notes, ...pathNote, ...a.notes],
       };
+      return pathIsLossy(tm, runs.filtering) ? withFilteringUnderLoss(report, filteringUnderLoss(runs.filtering, tm.filteringTries, tm)) : report;
     });
     return {
       ...(lab ? { lab } : {}),

@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { networkInterfaces } from 'node:os';
 import { type BindingOptions, type BindingResult, type Datagram, rawBindingRequest, requestId, type RetransmitOptions, StunSocket } from './client.js';
 import type { TransportAddress } from './message.js';
+import { rttProbe } from './rtt.js';
 
 /** The server's two addresses and one of its port pairs: an RFC 5780 server. */
 export interface ServerInstance {
@@ -73,12 +74,12 @@ function close(...ss: StunSocket[]): void {
  * port and forwards that port to one inside port needs all its probes on that inside port.
  */
 async function holdPort(args: { port: number }): Promise<{ port: number }> {
-  if (!held.has(args.port)) {
-    const s = await StunSocket.open(args.port);
-    sockets.add(s);
-    held.set(args.port, s);
-  }
-  return { port: args.port };
+  if (args.port && held.has(args.port)) return { port: args.port };
+  // Port 0: a free port of the kernel's choosing, held under its number.
+  const s = await StunSocket.open(args.port);
+  sockets.add(s);
+  held.set(s.port, s);
+  return { port: s.port };
 }
 
 function releasePort(args: { port: number }): { released: boolean } {
@@ -134,12 +135,15 @@ async function withSentinel(
   requests: BindingOptions[],
   sentinelVia: StunSocket = socket,
   graceMs = SENTINEL_GRACE_MS,
+  // Over a lossy link: retransmission timed to the path, and no giving up before holdMs (the requests' tries, see src/check/impaired.ts).
+  timing: { retransmit?: Partial<RetransmitOptions>; holdMs?: number } = {},
 ): Promise<{ sentinel: BindingResult | undefined; answers: (BindingResult | undefined)[] }> {
   const ctrl = new AbortController();
-  const patient: Partial<RetransmitOptions> = { rto: 100, maxTransmits: 5, finalWaitFactor: 8 };
+  const started = Date.now();
+  const patient: Partial<RetransmitOptions> = timing.retransmit ?? { rto: 100, maxTransmits: 5, finalWaitFactor: 8 };
   const pendingAnswers = requests.map((o) => socket.binding(to, { retransmit: patient, ...o, signal: ctrl.signal }));
   const sentinel = await sentinelVia.binding(to, { retransmit: patient });
-  if (sentinel) await sleep(graceMs);
+  if (sentinel) await sleep(Math.max(graceMs, started + (timing.holdMs ?? 0) - Date.now()));
   ctrl.abort();
   const answers = await Promise.all(pendingAnswers);
   return { sentinel, answers };
@@ -195,12 +199,14 @@ export interface FilteringResult {
  * server to answer from A1:P2 (port changed), A2:P1 (address changed) and A2:P2 (both).
  * Everything goes to A1 only, so the NAT learns no other server address.
  */
-async function filteringProbe(args: { server: ServerInstance } & ProbeOptions): Promise<FilteringResult> {
+async function filteringProbe(args: { server: ServerInstance; graceMs?: number; holdMs?: number } & ProbeOptions): Promise<FilteringResult> {
   const s = await open(args.localPort);
   try {
     const to = { address: args.server.a1, port: args.server.p1 };
     // The requests for changed answers go first; the plain request after them is test I and the sentinel.
-    const { sentinel, answers } = await withSentinel(s, to, [{ changePort: true }, { changeIp: true }, { changeIp: true, changePort: true }]);
+    const changed = [{ changePort: true }, { changeIp: true }, { changeIp: true, changePort: true }];
+    const timing = { ...(args.retransmit ? { retransmit: args.retransmit } : {}), ...(args.holdMs ? { holdMs: args.holdMs } : {}) };
+    const { sentinel, answers } = await withSentinel(s, to, changed, s, args.graceMs ?? SENTINEL_GRACE_MS, timing);
     const [changePort, changeAddress, changeBoth] = answers;
     const unknown = !sentinel;
     return {
@@ -219,7 +225,8 @@ async function filteringProbe(args: { server: ServerInstance } & ProbeOptions): 
 
 export interface HairpinResult {
   a: { local: number; mapped?: TransportAddress };
-  b: { local: number; mapped?: TransportAddress };
+  /** unasked: B did not ask the server for its mapping (see hairpinProbe's learnB). */
+  b: { local: number; mapped?: TransportAddress; unasked?: true };
   /** B's request to A's mapped address came back into the LAN. */
   delivered: boolean;
   /** Local port it arrived at (A's, or another probe socket's). */
@@ -233,18 +240,30 @@ export interface HairpinResult {
  * (Binding to A1:P2, another remote endpoint so that a NAT with one outside port for every
  * flow does not collide them), then B sends a Binding request to A's mapped address.
  */
-async function hairpinProbe(args: { server: ServerInstance; localPortA?: number; retransmit?: Partial<RetransmitOptions> }): Promise<HairpinResult> {
+async function hairpinProbe(args: {
+  server: ServerInstance;
+  localPortA?: number;
+  localPortB?: number;
+  /**
+   * false: B does not learn its own mapping first. On a NAT that sends every flow from one
+   * outside port, B's flow to the server would take a server endpoint that A's flows (or the
+   * answers let in to A) use, which the NAT cannot tell apart without a flush.
+   */
+  learnB?: boolean;
+  retransmit?: Partial<RetransmitOptions>;
+}): Promise<HairpinResult> {
   const a = await open(args.localPortA);
-  const b = await open();
+  const b = await open(args.localPortB);
   try {
     const rt = args.retransmit ? { retransmit: args.retransmit } : {};
+    const learnB = args.learnB !== false;
     const [ra, rb] = await Promise.all([
       a.binding({ address: args.server.a1, port: args.server.p1 }, rt),
-      b.binding({ address: args.server.a1, port: args.server.p2 }, rt),
+      learnB ? b.binding({ address: args.server.a1, port: args.server.p2 }, rt) : undefined,
     ]);
     const result: HairpinResult = {
       a: { local: a.port, ...(ra?.reflexive ? { mapped: ra.reflexive } : {}) },
-      b: { local: b.port, ...(rb?.reflexive ? { mapped: rb.reflexive } : {}) },
+      b: { local: b.port, ...(rb?.reflexive ? { mapped: rb.reflexive } : {}), ...(learnB ? {} : { unasked: true as const }) },
       delivered: false,
     };
     if (!ra?.reflexive) return result;
@@ -282,6 +301,9 @@ interface LifetimeArgs {
   warmupMs?: number;
   /** Skip the checks after the first group in which a mapping was gone. */
   stopAtDead?: boolean;
+  /** The path's round trip, ms: a check's answer reaches the NAT this long after the check leaves, counted from the mapping's answer. */
+  rttMs?: number;
+  retransmit?: Partial<RetransmitOptions>;
 }
 
 export interface LifetimeProbeResult {
@@ -328,7 +350,8 @@ async function lifetimeProbe(args: LifetimeArgs): Promise<LifetimeResult> {
   const y = await open();
   const results: LifetimeProbeResult[] = args.idle.map((idle, i) => ({ idle, local: xs[i]!.port }));
   const idleStart: number[] = args.idle.map(() => 0);
-  const patient: Partial<RetransmitOptions> = { rto: 100, maxTransmits: 5, finalWaitFactor: 8 };
+  const patient: Partial<RetransmitOptions> = args.retransmit ?? { rto: 100, maxTransmits: 5, finalWaitFactor: 8 };
+  const rtt = args.rttMs ?? 0;
   try {
     // Create every mapping (and, for stream, keep each flow busy both ways past warmupMs).
     await Promise.all(
@@ -372,13 +395,14 @@ async function lifetimeProbe(args: LifetimeArgs): Promise<LifetimeResult> {
             members.map(async (i) => {
               const r = results[i]!;
               if (!r.mapped) return;
-              await sleepUnless(idleStart[i]! + idle * 1000 - Date.now(), stop.signal);
+              await sleepUnless(idleStart[i]! + idle * 1000 - rtt - Date.now(), stop.signal);
               if (stop.signal.aborted) {
                 r.skipped = true;
                 return;
               }
               const inst = args.servers[i]!;
-              r.checkedAt = (Date.now() - idleStart[i]!) / 1000;
+              // The NAT's idle time: the check's answer reaches it one round trip after the client's clock says (src/check/impaired.ts natIdleSeconds).
+              r.checkedAt = (Date.now() - idleStart[i]! + rtt) / 1000;
               // labctl's own server, inside the lab (--lifetime needs one port pair per probe):
               // an answer sent before the sentinel's arrives within milliseconds.
               const { sentinel, answers } = await withSentinel(
@@ -567,6 +591,8 @@ export const PROBES = {
   binding: bindingProbe,
   hold: holdPort,
   release: releasePort,
+  hosts: () => ({ hosts: hostAddresses() }),
+  rtt: rttProbe,
 } as const;
 
 export type ProbeName = keyof typeof PROBES;
