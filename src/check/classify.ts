@@ -82,10 +82,12 @@ export function classifyFilteringRun(r: FilteringResult): RepVerdict<Dependency>
 // ------------------------------------------------------------------ hairpinning
 
 export function classifyHairpinRun(r: HairpinResult): RepVerdict<boolean> & { source?: 'outside' | 'inside' | 'other' } {
-  if (!r.a.mapped || !r.b.mapped) return { value: 'unknown', detail: `no mapping learned (a ${formatEndpoint(r.a.mapped)}, b ${formatEndpoint(r.b.mapped)})` };
+  // B's own mapping only shows whose the hairpinned packet's source is; a run that did not ask for it (b.unasked) still tells.
+  if (!r.a.mapped || (!r.b.mapped && !r.b.unasked))
+    return { value: 'unknown', detail: `no mapping learned (a ${formatEndpoint(r.a.mapped)}, b ${formatEndpoint(r.b.mapped)})` };
   if (!r.delivered) return { value: false, detail: `:${r.b.local} -> ${formatEndpoint(r.a.mapped)} did not come back` };
   const src = r.shownSource!;
-  const source = src.address === r.b.mapped.address ? 'outside' : src.address === r.a.mapped.address ? 'outside' : isPrivate(src.address) ? 'inside' : 'other';
+  const source = src.address === r.b.mapped?.address ? 'outside' : src.address === r.a.mapped.address ? 'outside' : isPrivate(src.address) ? 'inside' : 'other';
   const where = r.receivedOn === r.a.local ? '' : ` (arrived at inside port ${r.receivedOn}, not ${r.a.local})`;
   return {
     value: true,

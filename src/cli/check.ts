@@ -107,16 +107,14 @@ async function checkCommand(file: string | undefined, opts: CheckCliOptions): Pr
   };
   if (opts.serve) {
     const { runServe } = await import('../check/run.js');
+    const { listeningLine } = await import('../stun/serve.js');
     const seconds = intOption('--serve-seconds', opts.serveSeconds, 1, 86400);
     await runServe({ ...common, ...(seconds !== undefined ? { seconds } : {}) }, (server) => {
       if (opts.json) process.stdout.write(`${JSON.stringify({ event: 'ready', server })}\n`);
       else {
-        const [a1, a2] = server.addresses;
-        const [p1, p2] = server.ports;
-        process.stdout.write(
-          `labctl's STUN server (RFC 5389, RFC 5780) is listening in ${server.netns} on ${a1}:${p1}, ${a1}:${p2}, ${a2}:${p1} and ${a2}:${p2}\n`,
-        );
-        process.stdout.write(`  e.g. ip netns exec NODE-NS turnutils_natdiscovery -m -f -L NODE-ADDRESS ${a1}\n`);
+        process.stdout.write(`${listeningLine(server.addresses, server.ports, server.netns)}\n`);
+        process.stdout.write(`  e.g. ip netns exec NODE-NS turnutils_natdiscovery -m -f -L NODE-ADDRESS ${server.addresses[0]}\n`);
+        process.stdout.write(`  or   sudo labctl probe --namespace NODE-NS --server ${server.addresses[0]}:${server.ports[0]}\n`);
         process.stdout.write(seconds ? `stopping in ${seconds} s\n` : 'Ctrl-C stops it and removes its addresses\n');
       }
     });

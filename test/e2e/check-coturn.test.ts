@@ -7,10 +7,8 @@
 // /etc/turnserver.conf, which turns on syslog (nothing is printed where no syslog daemon
 // runs) and no-rfc5780 (only the primary port opens and no OTHER-ADDRESS is sent). It
 // reports its second -L address as OTHER-ADDRESS whatever address a request came to, so
-// clients are pointed at the first. turnutils_natdiscovery takes a lost reply to its second
-// mapping test for endpoint-independent mapping, so its mapping verdict is checked against
-// the reflexive addresses it prints; it binds a new port for every test unless given -L
-// (and -l for a NAT that maps one fixed inside port).
+// clients are pointed at the first. turnutils_natdiscovery's own quirks are with the code
+// that runs and reads it (test/fixtures/check/natdiscovery.ts).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -22,6 +20,7 @@ import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 import { BIN, isRoot, labctl, labctlOk, netnsList } from '../support/cli.js';
 import { check, leftovers } from '../fixtures/check/support.js';
+import { type Discovery, mappingFromReflexive, natdiscovery } from '../fixtures/check/natdiscovery.js';
 
 const run = promisify(execFile);
 const skip = isRoot ? false : 'needs root';
@@ -87,75 +86,9 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const DEP: Record<string, string> = {
-  'Endpoint Independent': 'endpoint-independent',
-  'Address Dependent': 'address-dependent',
-  'Address and Port Dependent': 'address-and-port-dependent',
-};
-
-interface Discovery {
-  mappingVerdict?: string;
-  filteringVerdict?: string;
-  /** Reflexive addresses its mapping test printed: towards A1:P1, A2:P1, A2:P2. */
-  mappingReflexive: string[];
-  hairpinning: boolean;
-  text: string;
-}
-
-function parseNatDiscovery(text: string): Discovery {
-  const section = (name: string) => {
-    const start = text.indexOf(`-= ${name} Behavior Discovery =-`);
-    if (start < 0) return '';
-    const end = text.indexOf('-= ', start + 5);
-    return text.slice(start, end < 0 ? undefined : end);
-  };
-  const m = section('Mapping');
-  const f = section('Filtering');
-  const verdict = (s: string, what: string) => {
-    const v = new RegExp(`NAT with (.+) ${what}!`).exec(s)?.[1];
-    return v ? DEP[v] : undefined;
-  };
-  return {
-    ...(verdict(m, 'Mapping') ? { mappingVerdict: verdict(m, 'Mapping')! } : {}),
-    ...(verdict(f, 'Filtering') ? { filteringVerdict: verdict(f, 'Filtering')! } : {}),
-    mappingReflexive: [...m.matchAll(/UDP reflexive addr: ?(\S+)/g)].map((x) => x[1]!),
-    hairpinning: section('Hairpinning').includes('Received a request (maybe a successful hairpinning)'),
-    text,
-  };
-}
-
-/** The mapping from the reflexive addresses natdiscovery printed, as RFC 5780 4.3 reads them. */
-function mappingFromReflexive(r: string[]): string | undefined {
-  if (r.length === 2 && r[0] === r[1]) return 'endpoint-independent';
-  if (r.length !== 3) return undefined;
-  if (r[0] === r[1]) return undefined; // it stops after two when they agree
-  return r[1] === r[2] ? 'address-dependent' : 'address-and-port-dependent';
-}
-
-/**
- * natdiscovery's tests one invocation each: only its first test binds -l PORT (later ones
- * take a fresh port), and a fixed-port NAT forwards to that port only.
- */
-async function natdiscovery(site: Site, server: string): Promise<Discovery> {
-  const ns = `ns-${PREFIX}${site.name}-n`;
-  let text = '';
-  for (const flag of ['-m', '-f', '-H']) {
-    const args = [
-      'netns',
-      'exec',
-      ns,
-      'timeout',
-      '60',
-      'turnutils_natdiscovery',
-      flag,
-      '-L',
-      nodeAddress.get(`${site.name}-n`)!,
-      ...(site.port ? ['-l', String(site.port)] : []),
-      server,
-    ];
-    text += (await run('ip', args, { encoding: 'utf8' })).stdout;
-  }
-  return parseNatDiscovery(text);
+/** natdiscovery from a site's node, bound to its address (and the port a fixed-port NAT forwards). */
+function discover(site: Site, server: string): Promise<Discovery> {
+  return natdiscovery(`ns-${PREFIX}${site.name}-n`, nodeAddress.get(`${site.name}-n`)!, server, site.port);
 }
 
 test("coturn's clients against labctl's server (labctl check --serve) agree with labctl", { skip }, async () => {
@@ -197,8 +130,8 @@ test("coturn's clients against labctl's server (labctl check --serve) agree with
     // other: two at once from one fixed inside port would collide), all NATs at once.
     const perSite = await Promise.all(
       SITES.map(async (s) => [
-        { site: s, d: await natdiscovery(s, a1!) },
-        { site: s, d: await natdiscovery(s, a1!) },
+        { site: s, d: await discover(s, a1!) },
+        { site: s, d: await discover(s, a1!) },
       ]),
     );
     const results = perSite.flat();
