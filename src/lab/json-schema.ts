@@ -104,10 +104,12 @@ const LAB_DESCRIPTIONS: Record<string, string> = {
   'sites[].nat.udp-timeouts.unreplied': 'A flow that has had no reply (default 30 s).',
   'sites[].nat.udp-timeouts.stream': 'A flow that has had replies (default 120 s); not shorter than unreplied.',
   'sites[].nat.tcp-mapping-timeout': 'Established TCP mapping lifetime in seconds (default 7440, RFC 5382); the same as tcp-timeouts.established.',
-  'sites[].nat.profile': 'A NAT as it is in the field (`labctl nat profiles`): linux-masquerade, openwrt, pfsense, cgnat-rfc6888, aws-nat-gateway, gcp-cloud-nat, ...; the fields beside it override its values.',
-  'sites[].nat.port-allocation': 'How a new mapping gets its outside port: preserve (the inside port where free; default under endpoint-independent mapping), sequential, random.',
+  'sites[].nat.profile':
+    'A NAT as it is in the field (`labctl nat profiles`): linux-masquerade, openwrt, pfsense, cgnat-rfc6888, aws-nat-gateway, gcp-cloud-nat, ...; the fields beside it override its values.',
+  'sites[].nat.port-allocation':
+    'How a new mapping gets its outside port: preserve (the inside port where free; default under endpoint-independent mapping), sequential, random.',
   'sites[].nat.ports': 'The outside ports mappings take, LOW-HIGH (default 1024-65535).',
-  'sites[].nat.outside': 'Outside addresses flows leave from: how many (planned in the uplink\'s subnet, the NAT\'s own first) or which.',
+  'sites[].nat.outside': "Outside addresses flows leave from: how many (planned in the uplink's subnet, the NAT's own first) or which.",
   'sites[].nat.pooling': 'With several outside addresses: paired (an inside address always leaves from the same one; default) or arbitrary (any, per mapping).',
   'sites[].nat.port-block': 'RFC 7422 port blocks: each inside address of the lab holds max-blocks blocks of size outside ports, on one outside address.',
   'sites[].nat.port-block.size': 'Ports per block.',
