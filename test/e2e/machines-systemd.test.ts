@@ -15,8 +15,8 @@
 //       not start fails `up`, which rolls back.
 // Finally the host is stopped and the real host must be clean.
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, statSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { MachineState } from '../../src/host/state.js';
 import type { MachineInfo } from '../../src/machine/backend.js';
@@ -39,6 +39,7 @@ import { driveShellInTmux } from '../support/tmux-shell.js';
 import { ALT_IMAGE } from '../support/alt-image.js';
 import { checkSoftwareLab, SOFTWARE_LAB_DIR, writeFailingServiceLab, writeSoftwareLab } from '../support/software-lab.js';
 import { imagePaths } from '../../src/image/paths.js';
+import { ROOT } from '../support/cli.js';
 
 const isRoot = process.getuid?.() === 0;
 const LABCTL = ['node', `${HOST_PROJECT}/bin/labctl.js`];
@@ -473,20 +474,26 @@ describe('systemd backend inside a systemd host', { skip: !isRoot && 'needs root
     await ok(['tee', '/etc/systemd/system/labctl@.service.d/test.conf'], {
       input: `[Service]\nEnvironment=LABCTL_DATA_DIR=${HOST_DATA_DIR} LABCTL_FROM_SOURCE=1\n`,
     });
+    // The article's lab as a lab file of the host's own (the unit's documented second form):
+    // it boots noble, and the host has the bookworm image, so this copy names bookworm.
+    const article = readFileSync(join(ROOT, 'machines', 'article.yaml'), 'utf8').replace(/^image: noble$/m, 'image: bookworm');
+    await ok(['mkdir', '-p', '/etc/labctl']);
+    await ok(['tee', '/etc/labctl/article.yaml'], { input: article });
+    const unit = `labctl@${(await ok(['systemd-escape', '--path', '/etc/labctl/article.yaml'])).stdout.trim()}.service`;
     await ok(['systemctl', 'daemon-reload']);
     try {
-      await ok(['systemctl', 'start', 'labctl@article.service'], { timeoutMs: 300_000 });
-      assert.equal((await hostRun(['systemctl', 'is-active', 'labctl@article.service'])).stdout.trim(), 'active');
+      await ok(['systemctl', 'start', unit], { timeoutMs: 300_000 });
+      assert.equal((await hostRun(['systemctl', 'is-active', unit])).stdout.trim(), 'active');
       assert.deepEqual((await machinesListed()).sort(), [...LAB_MACHINES].sort());
       const st = await ok([...LABCTL, 'status', '--json']);
       assert.ok((JSON.parse(st.stdout) as { machines: { backend: string }[] }[])[0]?.machines.every((m) => m.backend === 'systemd'));
-      await ok(['systemctl', 'stop', 'labctl@article.service'], { timeoutMs: 300_000 });
+      await ok(['systemctl', 'stop', unit], { timeoutMs: 300_000 });
       assert.deepEqual(await machinesListed(), []);
       assert.deepEqual(await labctlUnits(), []);
     } finally {
-      await hostRun(['systemctl', 'stop', 'labctl@article.service']);
+      await hostRun(['systemctl', 'stop', unit]);
       await hostRun([...LABCTL, 'down']);
-      await hostRun(['rm', '-rf', '/etc/systemd/system/labctl@.service', '/etc/systemd/system/labctl@.service.d', '/usr/local/bin/labctl']);
+      await hostRun(['rm', '-rf', '/etc/systemd/system/labctl@.service', '/etc/systemd/system/labctl@.service.d', '/usr/local/bin/labctl', '/etc/labctl']);
       await hostRun(['systemctl', 'daemon-reload']);
     }
     assert.deepEqual(innerSnapshots(), []);
