@@ -18,7 +18,7 @@
 //                        port range) or when it lies in the range; otherwise it reuses the port
 //                        of a live mapping of the same inside endpoint, or picks a random free
 //                        one in the range. A port another endpoint already holds gets a hashed
-//                        port instead (the @owners guard in compile.ts: no port overloading)
+//                        port instead (PORT_OWNED_BY_ANOTHER below: no port overloading)
 //   random               a hash of the mapping's key (inside address . port, and the remote
 //                        address under address-dependent mapping): random-looking, and the same
 //                        for every flow of the mapping; under address-and-port-dependent
