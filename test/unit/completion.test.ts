@@ -255,7 +255,7 @@ describe('zsh', { skip: zsh ? false : 'zsh is not installed (scripts/install.sh 
     assert.ok(zshComplete('labctl', 'up', '--').includes('--backend'));
     assert.deepEqual(zshComplete('labctl', 'up', '--backend', ''), ['systemd', 'direct']);
     assert.deepEqual(zshComplete('labctl', 'up', '--backend=d'), ['systemd', 'direct']);
-    assert.deepEqual(zshComplete('labctl', 'up', ''), ['article', 'demo', '<files>']);
+    assert.deepEqual(zshComplete('labctl', 'up', ''), ['article', 'demo', 'wireguard', '<files>']);
     assert.deepEqual(zshComplete('labctl', 'shell', ''), ['d-c0']);
     assert.deepEqual(zshComplete('labctl', 'net', 'rules', ''), ['c0', 'c0-nat', 'inet']);
   });
