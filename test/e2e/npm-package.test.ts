@@ -64,6 +64,7 @@ describe('npm pack', () => {
       'images/bookworm.yaml',
       'systemd/labctl@.service',
       'systemd/labctl-machine.unit-properties',
+      'systemd/labctl-stun-server.service',
       'schema/lab.schema.json',
       'schema/recipe.schema.json',
     ]) {
