@@ -20,6 +20,7 @@ PACKAGES=(
   dbus              # a private dbus-daemon in the systemd backend's unit tests
   netcat-openbsd    # the article's experiments
   socat
+  tcpdump           # labctl capture
   iperf3            # bulk transfers that measure link rate limits in tests
   tmux              # driving `labctl shell` in tests
   coturn            # a third-party STUN client and server for `labctl check` tests
