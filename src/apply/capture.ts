@@ -17,7 +17,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { accessSync, constants, statSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { run, spawnArgv } from '../exec/run.js';
-import { inNetns, NETNS_DIR } from '../host/netns.js';
+import { inNetns, netnsIdentity } from '../host/netns.js';
 import { LabctlError, UsageError } from '../util/errors.js';
 import { whichExecutable } from '../util/process.js';
 import { PcapngMerger } from '../capture/merge.js';
@@ -88,16 +88,6 @@ export interface CaptureResult {
   packets: number;
   /** What the tcpdumps said the kernel dropped. */
   dropped: number;
-}
-
-/** Identity of a named namespace (its nsfs inode), or undefined when it is gone. */
-function netnsIdentity(netns: string): string | undefined {
-  try {
-    const s = statSync(`${NETNS_DIR}/${netns}`);
-    return `${s.dev}:${s.ino}`;
-  } catch {
-    return undefined;
-  }
 }
 
 function tcpdumpArgv(tcpdump: string, ifname: string, filter: string[], pcap: boolean): string[] {

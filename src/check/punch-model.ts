@@ -258,36 +258,41 @@ export function predictPunching(nodes: ModelNode[], server: Ep = { addr: 'stun',
     }
     return got;
   };
+  for (const { a, b, aFirst, bFirst, directions } of bothOrders(nodes, run)) {
+    for (const [x, y] of directions) {
+      const key = `${x.name}>${y.name}`;
+      const p = aFirst.get(key)!;
+      const q = bFirst.get(key)!;
+      const r = p.delivered ? q.last : p.last; // explain the failing order when they differ
+      const v: Verdict = {
+        delivered: p.delivered && q.delivered,
+        from: r.from,
+        ...(p.delivered !== q.delivered ? { timing: true } : {}),
+      };
+      if (!v.delivered) {
+        if (r.droppedBy) v.droppedBy = r.droppedBy;
+        v.reason = r.reason ?? (r.to ? `arrives at ${r.to.node}, not ${y.name}` : 'lost');
+        if (v.timing)
+          v.reason = `depends on whose packet the NATs see first: it arrives when ${p.delivered ? a.name : b.name} sends first, otherwise ${v.reason}`;
+      }
+      out.push({ from: x.name, to: y.name, verdict: v });
+    }
+  }
+  return out;
+}
+
+/**
+ * Each pair of nodes once, with what happens when either sends first (`run(a, b)`: a's
+ * packets reach the NATs first) and the pair's two directions to report on.
+ */
+function* bothOrders<N, R>(nodes: N[], run: (first: N, second: N) => R): Generator<{ a: N; b: N; aFirst: R; bFirst: R; directions: (readonly [N, N])[] }> {
   for (let i = 0; i < nodes.length; i++) {
     for (let j = i + 1; j < nodes.length; j++) {
       const a = nodes[i]!;
       const b = nodes[j]!;
-      const aFirst = run(a, b);
-      const bFirst = run(b, a);
-      for (const [x, y] of [
-        [a, b],
-        [b, a],
-      ] as const) {
-        const key = `${x.name}>${y.name}`;
-        const p = aFirst.get(key)!;
-        const q = bFirst.get(key)!;
-        const r = p.delivered ? q.last : p.last; // explain the failing order when they differ
-        const v: Verdict = {
-          delivered: p.delivered && q.delivered,
-          from: r.from,
-          ...(p.delivered !== q.delivered ? { timing: true } : {}),
-        };
-        if (!v.delivered) {
-          if (r.droppedBy) v.droppedBy = r.droppedBy;
-          v.reason = r.reason ?? (r.to ? `arrives at ${r.to.node}, not ${y.name}` : 'lost');
-          if (v.timing)
-            v.reason = `depends on whose packet the NATs see first: it arrives when ${p.delivered ? a.name : b.name} sends first, otherwise ${v.reason}`;
-        }
-        out.push({ from: x.name, to: y.name, verdict: v });
-      }
+      yield { a, b, aFirst: run(a, b), bFirst: run(b, a), directions: [[a, b] as const, [b, a] as const] };
     }
   }
-  return out;
 }
 
 /** Why a direction fails, in words: the dropping NAT's reason, and whose mapping made the port a stranger. */
@@ -457,57 +462,48 @@ export function predictChecks(
   };
   const checks: CheckPrediction[] = [];
   const pairs: PairTalkPrediction[] = [];
-  for (let i = 0; i < nodes.length; i++) {
-    for (let j = i + 1; j < nodes.length; j++) {
-      const a = nodes[i]!;
-      const b = nodes[j]!;
-      const aFirst = run(a, b);
-      const bFirst = run(b, a);
-      const mine: CheckPrediction[] = [];
-      for (const [x, y] of [
-        [a, b],
-        [b, a],
-      ] as const) {
-        for (const c of cands.get(y.name)!) {
-          const key = `${x.name}>${y.name}>${c.kind}`;
-          const p = aFirst.get(key)!;
-          const q = bFirst.get(key)!;
-          const timing = p.delivered !== q.delivered || p.answered !== q.answered;
-          // Explain the order that fails when they differ; describe the one that works.
-          const failing = p.answered ? q : p;
-          const working = p.delivered ? p : q;
-          const v: CheckPrediction = {
-            from: x.name,
-            to: y.name,
-            candidate: c.kind,
-            delivered: p.delivered === q.delivered ? p.delivered : 'either',
-            answered: p.answered === q.answered ? p.answered : 'either',
-            ...(timing ? { timing } : {}),
-            ...(working.seenAs ? { seenAs: working.seenAs, path: working.path! } : {}),
-          };
-          if (v.answered !== true) {
-            if (failing.droppedBy) v.droppedBy = failing.droppedBy;
-            const reason = failing.reason ?? 'lost';
-            const starter = (p.answered ? a : b).name;
-            v.reason = timing ? `depends on whose packet the NATs see first: it gets through when ${starter} sends first, otherwise ${reason}` : reason;
-          }
-          mine.push(v);
+  for (const { a, b, aFirst, bFirst, directions } of bothOrders(nodes, run)) {
+    const mine: CheckPrediction[] = [];
+    for (const [x, y] of directions) {
+      for (const c of cands.get(y.name)!) {
+        const key = `${x.name}>${y.name}>${c.kind}`;
+        const p = aFirst.get(key)!;
+        const q = bFirst.get(key)!;
+        const timing = p.delivered !== q.delivered || p.answered !== q.answered;
+        // Explain the order that fails when they differ; describe the one that works.
+        const failing = p.answered ? q : p;
+        const working = p.delivered ? p : q;
+        const v: CheckPrediction = {
+          from: x.name,
+          to: y.name,
+          candidate: c.kind,
+          delivered: p.delivered === q.delivered ? p.delivered : 'either',
+          answered: p.answered === q.answered ? p.answered : 'either',
+          ...(timing ? { timing } : {}),
+          ...(working.seenAs ? { seenAs: working.seenAs, path: working.path! } : {}),
+        };
+        if (v.answered !== true) {
+          if (failing.droppedBy) v.droppedBy = failing.droppedBy;
+          const reason = failing.reason ?? 'lost';
+          const starter = (p.answered ? a : b).name;
+          v.reason = timing ? `depends on whose packet the NATs see first: it gets through when ${starter} sends first, otherwise ${reason}` : reason;
         }
+        mine.push(v);
       }
-      checks.push(...mine);
-      const best = (outcomes: Map<string, CheckOutcome>) =>
-        bestCheck(mine.map((c) => ({ from: c.from, to: c.to, candidate: c.candidate, ...outcomes.get(`${c.from}>${c.to}>${c.candidate}`)! })));
-      const inA = best(aFirst);
-      const inB = best(bFirst);
-      const via = inA ?? inB;
-      pairs.push({
-        a: a.name,
-        b: b.name,
-        talk: !!inA && !!inB,
-        ...(!!inA !== !!inB ? { timing: true } : {}),
-        ...(via ? { via: { from: via.from, to: via.to, candidate: via.candidate, path: via.path! } } : {}),
-      });
     }
+    checks.push(...mine);
+    const best = (outcomes: Map<string, CheckOutcome>) =>
+      bestCheck(mine.map((c) => ({ from: c.from, to: c.to, candidate: c.candidate, ...outcomes.get(`${c.from}>${c.to}>${c.candidate}`)! })));
+    const inA = best(aFirst);
+    const inB = best(bFirst);
+    const via = inA ?? inB;
+    pairs.push({
+      a: a.name,
+      b: b.name,
+      talk: !!inA && !!inB,
+      ...(!!inA !== !!inB ? { timing: true } : {}),
+      ...(via ? { via: { from: via.from, to: via.to, candidate: via.candidate, path: via.path! } } : {}),
+    });
   }
   return { checks, pairs, learned };
 }

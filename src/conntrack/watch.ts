@@ -1,9 +1,8 @@
 // Runs conntrack inside a lab namespace from the host (nsenter: no machine needed), to
 // list its table or to stream its events.
 import { spawn } from 'node:child_process';
-import { statSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { NETNS_DIR, inNetns } from '../host/netns.js';
+import { inNetns, netnsIdentity } from '../host/netns.js';
 import { run } from '../exec/run.js';
 import { ConntrackParseError, parseConntrackLine, parseConntrackListing, type ConntrackEntry } from './parse.js';
 
@@ -12,16 +11,6 @@ const EVENTS_ARGV = ['conntrack', '-E', '-o', 'timestamp,extended,id'];
 
 /** conntrack's closing summary on stderr, e.g. "conntrack v1.4.7 (conntrack-tools): 3 flow events have been shown." */
 const SUMMARY = /^conntrack v[\d.]+ \(conntrack-tools\): \d+ flow (entries|events) have been/;
-
-/** Identity of a named namespace (its nsfs inode), or undefined when it is gone. */
-function netnsIdentity(netns: string): string | undefined {
-  try {
-    const s = statSync(`${NETNS_DIR}/${netns}`);
-    return `${s.dev}:${s.ino}`;
-  } catch {
-    return undefined;
-  }
-}
 
 /** The namespace's conntrack table. */
 export async function listEntries(netns: string): Promise<ConntrackEntry[]> {

@@ -1,8 +1,19 @@
 // Host commands on network namespaces: the only place that creates or deletes them.
+import { statSync } from 'node:fs';
 import { run } from '../exec/run.js';
 import { listDir } from '../util/fs.js';
 
 export const NETNS_DIR = '/run/netns';
+
+/** Identity of a named namespace (its nsfs inode): tells a namespace from a new one of the same name; undefined when it is gone. */
+export function netnsIdentity(netns: string): string | undefined {
+  try {
+    const s = statSync(`${NETNS_DIR}/${netns}`);
+    return `${s.dev}:${s.ino}`;
+  } catch {
+    return undefined;
+  }
+}
 
 /** Names of the host's named network namespaces. */
 export function listNetns(): string[] {

@@ -13,7 +13,7 @@ import { parseCidr, parseIpv4 } from '../util/ipv4.js';
 import { DIRECTIONS, type Unit, unitProblem } from './impairment.js';
 import { machineFields } from './machine-schema.js';
 import { natBehaviourFields } from './nat-schema.js';
-import './zod.js';
+import { EXPECTED_TYPES, zodPath } from './zod.js';
 
 /** Names become namespace names, machine names and interface-name parts. */
 const NAME_PATTERN = /^[a-z][a-z0-9-]*$/;
@@ -185,21 +185,8 @@ export function checkSchema(text: string, source: string): LabFile {
   return parsed.data;
 }
 
-function zodPath(path: PropertyKey[]): string {
-  let out = '';
-  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p);
-  return out;
-}
-
 /** What a wrongly typed value should have been, in the lab file's terms. */
-const EXPECTED: Record<string, string> = {
-  number: 'a number',
-  boolean: 'true or false',
-  string: 'a string',
-  array: 'a list',
-  object: 'a mapping',
-  tuple: 'a pair, e.g. [c1-nat, inet]',
-};
+const EXPECTED: Record<string, string> = { ...EXPECTED_TYPES, tuple: 'a pair, e.g. [c1-nat, inet]' };
 
 function zodIssues(error: core.$ZodError): InputIssue[] {
   const out: InputIssue[] = [];

@@ -9,7 +9,7 @@ import * as z from 'zod/mini';
 import { PERCENT_FORMAT, PERCENT_PATTERN, RATE_FORMAT, RATE_PATTERN, TIME_FORMAT, TIME_PATTERN } from '../lab/impairment.js';
 import { type InputIssue, UsageError } from '../util/errors.js';
 import { substituteParams, type ParamValue, PARAM_NAME } from './params.js';
-import '../lab/zod.js';
+import { EXPECTED_TYPES, zodPath } from '../lab/zod.js';
 
 /** A lab member as a scenario names it (its name in the lab file, without the prefix). */
 const member = z.string().check(z.regex(/^[a-z][a-z0-9-]*$/, 'must be the name of a member of the lab (a-z, 0-9 and "-")'));
@@ -219,21 +219,8 @@ export function checkScenarioSchema(text: string, source: string): { file: Scena
   return { file: parsed.data, params };
 }
 
-export function zodPath(path: PropertyKey[]): string {
-  let out = '';
-  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p);
-  return out;
-}
-
 /** What a wrongly typed value should have been, in the file's terms. */
-const EXPECTED: Record<string, string> = {
-  number: 'a number',
-  boolean: 'true or false',
-  string: 'a string',
-  array: 'a list',
-  object: 'a mapping',
-  record: 'a mapping',
-};
+const EXPECTED: Record<string, string> = { ...EXPECTED_TYPES, record: 'a mapping' };
 
 /** zod's issues as the file's fields and reasons. A union's are those of the branch of the value's type. */
 export function zodIssues(error: { issues: readonly core.$ZodIssue[] }, prefix: PropertyKey[] = []): InputIssue[] {
