@@ -116,6 +116,19 @@ export function unpinImage(use: ImageUse): void {
 
 export const isImagePinned = (use: ImageUse, dir = runDir()): boolean => existsSync(pinFile(use, dir));
 
+/** Every pinned image (`dir`: another run dir). */
+export function imagePins(dir: string = runDir()): ImageUse[] {
+  const pins = join(dir, 'mounted-images');
+  if (!existsSync(pins)) return [];
+  return readdirSync(pins).flatMap((f) => {
+    try {
+      return [JSON.parse(readFileSync(join(pins, f), 'utf8')) as ImageUse];
+    } catch {
+      return [];
+    }
+  });
+}
+
 /** Every lab's recorded images, one entry each (`dir`: another run dir, for tests). */
 export function allImageUses(dir: string = runDir()): { lab: string; use: ImageUse }[] {
   if (!existsSync(dir)) return [];

@@ -321,7 +321,8 @@ describe('images (root, real)', { skip: !isRoot && 'needs root' }, () => {
       assert.equal(entry?.suite, 'bookworm');
       assert.ok(entry!.sizeOnDisk > 50 * 1024 ** 2 && entry!.sizeOnDisk < 1024 ** 3, `size on disk ${entry!.sizeOnDisk}`);
 
-      const mount = cli(['image', 'mount', 'warm', '--data-dir', dataDir]);
+      // The test's own run dir, as for every command below: image mount records its pin there.
+      const mount = cli(['image', 'mount', 'warm', '--data-dir', dataDir], { LABCTL_RUN_DIR: runDir });
       assert.equal(mount.status, 0, mount.stderr);
       assert.equal(mount.stdout.trim(), join(dataDir, 'mnt/warm/rootfs'));
       nspawnTrue(mount.stdout.trim());

@@ -25,8 +25,7 @@ import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildImage, mountImage, imageInUseBy, imagePaths, imageState, loopsUnder, mountsUnder, recipeHash, resolveRecipe } from '../../src/image/index.js';
 import { withLock } from '../../src/host/lock.js';
-import { unpinImage } from '../../src/host/state.js';
-import { listDir } from '../../src/util/fs.js';
+import { imagePins, unpinImage } from '../../src/host/state.js';
 import { filesUnder } from './files.js';
 import { detachLoops, unmountTree } from '../../src/image/mount.js';
 import { killProcessesUsing } from '../../src/image/procs.js';
@@ -220,12 +219,11 @@ export async function cleanupTestImage(options: { remove?: boolean; force?: bool
       }
     }
     const kept = (path: string) => keep.some((k) => path === k || path.startsWith(`${k}/`));
-    // What getTestImage and the tests mounted by hand is no longer pinned (the pins live in the run dir).
-    for (const dataDir of testDataDirs()) {
-      for (const f of listDir(join(dataDir, 'images')).filter((f) => f.endsWith('.btrfs'))) {
-        const image = f.slice(0, -'.btrfs'.length);
-        if (!kept(imagePaths(dataDir, image).mountDir)) unpinImage({ image, dataDir });
-      }
+    // What getTestImage and the tests mounted by hand is no longer pinned (the pins live in
+    // the run dir), including pins of scratch data dirs a test has removed already.
+    for (const pin of imagePins()) {
+      const underTestDir = pin.dataDir === TEST_DATA_DIR || pin.dataDir.startsWith(`${TEST_DATA_DIR}/`);
+      if (underTestDir && !kept(imagePaths(pin.dataDir, pin.image).mountDir)) unpinImage(pin);
     }
     for (const m of mountsUnder(TEST_DATA_DIR)) {
       if (kept(m.mountPoint) || !mountsUnder(m.mountPoint).length) continue;
