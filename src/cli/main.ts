@@ -29,7 +29,7 @@ program
     'after',
     `
 Examples:
-  $ sudo labctl image build bookworm   # the image machines boot from
+  $ sudo labctl image build noble      # the image the article's lab boots (Ubuntu 24.04)
   $ sudo labctl up                     # the article's lab (machines/article.yaml), machines booted
   $ sudo labctl shell c1-nat
   $ sudo labctl down
