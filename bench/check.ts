@@ -1,9 +1,10 @@
 // bench/check: how long `labctl check` takes on the default lab and on a lab of 16 sites,
-// how long `labctl check --lifetime` takes against the longest lifetime it measures, and how
-// long `labctl probe` (without --lifetime) takes to classify a lab NAT against
-// `labctl stun-server` (its own section of BENCHMARKS.md).
+// how long `labctl check --lifetime` takes against the longest lifetime it measures, how
+// long `labctl check` takes on a lab with one NAT of each profile (with and without
+// --quota), and how long `labctl probe` (without --lifetime) takes to classify a lab NAT
+// against `labctl stun-server` (their own sections of BENCHMARKS.md).
 // It uses the default lab's names, so run it under the lock everyone uses:
-//   sudo flock /tmp/labctl-article-names.lock node --import tsx bench/check.ts [--runs N] [--no-write] [--only check|probe]
+//   sudo flock /tmp/labctl-article-names.lock node --import tsx bench/check.ts [--runs N] [--no-write] [--only check|profiles|probe]
 // Wall times of whole commands, as a user sees them (process start included).
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -11,6 +12,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
+import { NAT_PROFILES } from '../src/lab/nat-profiles.js';
 import { machineLine, ms, netnsNames, requireRoot, stats, writeSection } from './report.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -20,14 +22,14 @@ const runs = Number(args[args.indexOf('--runs') + 1]) || 7;
 const lifetimeRuns = Math.max(1, Math.min(3, runs));
 const write = !args.includes('--no-write');
 const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
-if (only !== undefined && only !== 'check' && only !== 'probe') {
-  console.error('bench/check: --only takes check or probe');
+if (only !== undefined && !['check', 'profiles', 'probe'].includes(only)) {
+  console.error('bench/check: --only takes check, profiles or probe');
   process.exit(2);
 }
 const ARTICLE_NS = ['ns-c0', 'ns-c0-nat', 'ns-c1', 'ns-c1-nat', 'ns-inet'];
 
 requireRoot('bench/check');
-if (only !== 'probe' && netnsNames().some((n) => ARTICLE_NS.includes(n))) {
+if ((only === undefined || only === 'check') && netnsNames().some((n) => ARTICLE_NS.includes(n))) {
   console.error("bench/check: the article lab's namespaces exist; bring it down first (and run this under flock /tmp/labctl-article-names.lock)");
   process.exit(1);
 }
@@ -151,6 +153,71 @@ ${trace}
   if (write) writeSection('Check (`bench/check.ts`)', body);
 }
 
+// ------------------------------------------------------------------ one NAT of each profile
+
+/** `labctl check` of a lab with one site per NAT profile: every row (allocation, pooling, blocks...), then with --quota. */
+function benchProfiles(): void {
+  const loadStart = loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ');
+  const profiles = Object.values(NAT_PROFILES);
+  const lab = join(dir, 'profiles.yaml');
+  writeFileSync(
+    lab,
+    stringify({
+      name: 'bench-profiles',
+      prefix: 'bcn-',
+      sites: profiles.map((p, i) => ({ name: `p${i}`, nat: { profile: p.name }, nodes: [{ name: `p${i}-n` }] })),
+    }),
+  );
+  const samples: Record<'plain' | 'quota', number[]> = { plain: [], quota: [] };
+  let trace = '';
+  let rows = 0;
+  labctl('net', 'up', lab);
+  try {
+    for (let i = 0; i < runs; i++) {
+      const r = check(lab, '--json');
+      samples.plain.push(r.ms);
+      rows = (JSON.parse(r.stdout) as { targets: { rows: unknown[] }[] }).targets.reduce((n, t) => n + t.rows.length, 0);
+    }
+    for (let i = 0; i < Math.max(1, Math.min(3, runs)); i++) samples.quota.push(check(lab, '--quota').ms);
+    const t = run([...CHECK, lab], { ...process.env, LABCTL_CHECK_TRACE: '1' });
+    trace = t.stderr
+      .split('\n')
+      .filter((l) => l.startsWith('[check'))
+      .join('\n');
+  } finally {
+    labctl('net', 'down', lab);
+    const left = netnsNames().filter((n) => n.startsWith('ns-bcn-'));
+    if (left.length) console.error(`bench/check: left behind: ${left.join(' ')}`);
+  }
+  const loadEnd = loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ');
+  const s = { plain: stats(samples.plain), quota: stats(samples.quota) };
+  const row = (what: string, k: 'plain' | 'quota') => `| ${what} | ${samples[k].length} | ${ms(s[k].median)} | ${ms(s[k].min)} | ${ms(s[k].max)} |`;
+  const body = `
+Measured ${new Date().toISOString().slice(0, 10)} on ${machineLine()}, by \`bench/check.ts --only profiles\` (wall time of whole commands, process start included). Load average at the start ${loadStart}, at the end ${loadEnd} (a shared machine: other work ran meanwhile).
+
+A lab with one site per NAT profile (${profiles.length}: ${profiles.map((p) => p.name).join(', ')}), all checked at once: mapping, filtering, hairpinning, then 8 new mappings one after another from each node (port allocation), with pooling and port blocks read from every flow; ${rows} rows compared with the profiles in all. With \`--quota\`, each node then opens new flows one at a time until the NAT refuses one: 1024 for the carrier-grade profiles, 64 for Cloud NAT's blocks, and 2048 (the cap) where nothing is declared.
+
+| command | runs | median | min | max |
+| --- | --- | --- | --- | --- |
+${row(`\`labctl check\` of one NAT of each profile (${profiles.length} NATs)`, 'plain')}
+${row('the same with `--quota`', 'quota')}
+
+- **${(s.plain.median / 1000).toFixed(2)} s** median (target: under 5 s).
+
+Where the time of one check goes (\`LABCTL_CHECK_TRACE=1\`, milliseconds since the labctl process started):
+
+\`\`\`
+${trace}
+\`\`\`
+`;
+  process.stdout.write(body);
+  if (write) writeSection('Check of every NAT profile (`bench/check.ts --only profiles`)', body);
+}
+
 // ------------------------------------------------------------------ labctl probe
 
 const PROBE_PREFIX = 'bcp-';
@@ -231,8 +298,9 @@ ${example.slice(example.indexOf('The nat: block')).trimEnd()}
 }
 
 try {
-  if (only !== 'probe') benchCheck();
-  if (only !== 'check') benchProbe();
+  if (only === undefined || only === 'check') benchCheck();
+  if (only === undefined || only === 'profiles') benchProfiles();
+  if (only === undefined || only === 'probe') benchProbe();
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

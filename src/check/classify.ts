@@ -4,7 +4,21 @@ import type { Dependency } from '../lab/behaviour.js';
 import { classicName, SHORT } from '../lab/behaviour.js';
 import type { FilteringResult, HairpinResult, MappingResult, Observation } from '../stun/probes.js';
 import { formatEndpoint, type TransportAddress } from '../stun/message.js';
-import type { Declared, Measured, PortBehaviour, Row, TargetReport, Verdict } from './model.js';
+import type { Declared, Measured, Row, TargetReport, Verdict } from './model.js';
+import {
+  allocationMatches,
+  classifyAllocation,
+  classifyBlock,
+  classifyPooling,
+  describeAllocation,
+  describeBlocks,
+  describeQuota,
+  measuredLimit,
+  type PoolingSample,
+  type PortSample,
+  type QuotaResult,
+  quotaEvidence,
+} from './ports.js';
 
 const same = (a?: TransportAddress, b?: TransportAddress) => !!a && !!b && a.address === b.address && a.port === b.port;
 
@@ -100,43 +114,6 @@ function isPrivate(a: string): boolean {
   return /^(10\.|192\.168\.|172\.(1[6-9]|2\d|3[01])\.)/.test(a);
 }
 
-// ------------------------------------------------------------------ ports
-
-interface PortSample {
-  local: number;
-  mapped: number;
-}
-
-/**
- * How outside ports are chosen, from the first flow of each fresh inside port: kept
- * (preservation), one port for everything (fixed), or something else (with a hint whether
- * the ports look random or sequential).
- */
-export function classifyPorts(samples: PortSample[]): { value: Verdict<PortBehaviour>; detail: string } {
-  if (samples.length === 0) return { value: 'unknown', detail: 'no mapped port seen' };
-  const locals = new Set(samples.map((s) => s.local));
-  const mapped = [...new Set(samples.map((s) => s.mapped))];
-  const list = samples.map((s) => `${s.local}->${s.mapped}`).join(', ');
-  if (samples.every((s) => s.local === s.mapped)) return { value: { kind: 'preserved' }, detail: `inside port kept: ${list}` };
-  if (mapped.length === 1 && locals.size > 1)
-    return { value: { kind: 'fixed', port: mapped[0]! }, detail: `${locals.size} inside ports all left from ${mapped[0]}` };
-  const sorted = [...mapped].sort((x, y) => x - y);
-  const gaps = sorted.slice(1).map((x, i) => x - sorted[i]!);
-  const sequential = gaps.length > 1 && gaps.every((g) => g > 0 && g <= 4);
-  const some = samples.filter((s) => s.local === s.mapped).length;
-  const how = sequential ? 'sequential' : 'randomised';
-  return {
-    value: { kind: 'not-preserved' },
-    detail: `${how} outside ports${some ? ` (${some}/${samples.length} kept by chance or preservation)` : ''}: ${list}`,
-  };
-}
-
-function describePort(p: Verdict<PortBehaviour> | undefined): string {
-  if (p === undefined) return '-';
-  if (typeof p === 'string') return p;
-  return p.kind === 'fixed' ? `fixed ${p.port}` : p.kind;
-}
-
 // ------------------------------------------------------------------ aggregation over runs
 
 /** The common verdict of all runs, or 'inconsistent' when they disagree, or 'unknown' when none could tell. */
@@ -166,6 +143,36 @@ export interface TargetRuns {
   mapping: MappingResult[];
   filtering: FilteringResult[];
   hairpin: HairpinResult[];
+  /** New mappings to the server's first address, one after another (how ports are handed out). */
+  sequence?: (Observation & { local: number })[];
+  /** `--quota`: flows opened until one was refused. */
+  quota?: QuotaResult;
+}
+
+/** The first mapping of each fresh inside port, in the order the tests ran. */
+export function firstMappings(runs: TargetRuns): PortSample[] {
+  const out: PortSample[] = [];
+  const add = (local: number, mapped: TransportAddress | undefined) => {
+    if (mapped && !out.some((s) => s.local === local)) out.push({ local, mapped: mapped.port });
+  };
+  for (const f of runs.filtering) add(f.local, f.same.mapped);
+  for (const h of runs.hairpin) for (const x of [h.a, h.b]) add(x.local, x.mapped);
+  for (const m of runs.mapping) add(m.local, m.observations[0]?.mapped);
+  for (const o of runs.sequence ?? []) add(o.local, o.mapped);
+  return out;
+}
+
+/** Every outside endpoint the node's flows left from, with the server address each went to. */
+export function outsideEndpoints(runs: TargetRuns): (PoolingSample & { port: number })[] {
+  const out: (PoolingSample & { port: number })[] = [];
+  const add = (to: 'A1' | 'A2', mapped: TransportAddress | undefined) => {
+    if (mapped) out.push({ to, outside: mapped.address, port: mapped.port });
+  };
+  for (const f of runs.filtering) add('A1', f.same.mapped);
+  for (const h of runs.hairpin) for (const x of [h.a, h.b]) add('A1', x.mapped);
+  for (const m of runs.mapping) for (const [i, x] of m.observations.entries()) add(i < 2 ? 'A1' : 'A2', x.mapped);
+  for (const o of runs.sequence ?? []) add('A1', o.mapped);
+  return out;
 }
 
 function runsEvidence<T>(runs: RepVerdict<T>[]): string {
@@ -181,16 +188,13 @@ export function analyse(runs: TargetRuns, declared: Declared | undefined): Pick<
   const filtering = aggregate(filRuns);
   const hairpinning = aggregate(hairRuns);
   const sources = [...new Set(hairRuns.map((h) => h.source).filter((s): s is NonNullable<typeof s> => !!s))];
-  const samples: PortSample[] = [];
-  for (const m of runs.mapping) {
-    const p = m.observations[0]?.mapped;
-    if (p) samples.push({ local: m.local, mapped: p.port });
-  }
-  for (const f of runs.filtering) if (f.same.mapped && !samples.some((s) => s.local === f.local)) samples.push({ local: f.local, mapped: f.same.mapped.port });
-  for (const h of runs.hairpin) {
-    for (const x of [h.a, h.b]) if (x.mapped && !samples.some((s) => s.local === x.local)) samples.push({ local: x.local, mapped: x.mapped.port });
-  }
-  const ports = classifyPorts(samples);
+  const firsts = firstMappings(runs);
+  const handedOut = runs.sequence?.length
+    ? runs.sequence.flatMap((o) => (o.mapped ? [o.mapped.port] : []))
+    : runs.mapping.flatMap((m) => m.observations.flatMap((o) => (o.mapped ? [o.mapped.port] : [])));
+  const ports = classifyAllocation(firsts, handedOut);
+  const endpoints = outsideEndpoints(runs);
+  const pooling = classifyPooling(endpoints);
   const keepRuns: RepVerdict<boolean>[] = runs.mapping.map((m) => {
     const ps = m.observations.map((o) => o.mapped?.port);
     if (ps.some((p) => p === undefined)) return { value: 'unknown', detail: `:${m.local} -> ${ps.map((p) => p ?? 'none').join(' ')}` };
@@ -203,9 +207,12 @@ export function analyse(runs: TargetRuns, declared: Declared | undefined): Pick<
     filtering,
     hairpinning,
     ...(sources.length === 1 ? { hairpinSource: sources[0]! } : {}),
-    port: ports.value,
+    port: ports.value.kind === 'unknown' ? 'unknown' : ports.value,
     keepsPort,
     ...(outsideAddress ? { outsideAddress } : {}),
+    pooling: pooling.value,
+    outsideAddresses: pooling.addresses,
+    ...(runs.quota ? { quota: runs.quota } : {}),
   };
 
   const rows: Row[] = [];
@@ -249,11 +256,36 @@ export function analyse(runs: TargetRuns, declared: Declared | undefined): Pick<
   }
   row(
     'port allocation',
-    d?.port ? describePort(d.port) : undefined,
-    describePort(ports.value),
-    d?.port ? portMatches(d.port, ports.value) : undefined,
+    d?.port ? describeAllocation(d.port) : undefined,
+    describeAllocation(ports.value),
+    d?.port ? allocationMatches(d.port, ports.value) : undefined,
     ports.detail,
   );
+  const dp = d?.pooling;
+  if (!d || dp?.shown || pooling.value === 'arbitrary') {
+    const declaredPooling = dp ? `${dp.value} (${dp.addresses.join(', ')})` : undefined;
+    // Paired: the one address the lab deals this node; arbitrary: addresses of its pool only.
+    const poolMatch = dp
+      ? pooling.value === dp.value &&
+        pooling.addresses.every((a) => dp.addresses.includes(a)) &&
+        (dp.value === 'arbitrary' || pooling.addresses[0] === dp.addresses[0])
+      : undefined;
+    row('pooling', declaredPooling, pooling.value, poolMatch, pooling.detail);
+  }
+  if (d?.blocks) {
+    const b = classifyBlock(
+      endpoints.map((e) => ({ address: e.outside, port: e.port })),
+      d.blocks,
+    );
+    row('port block', describeBlocks(d.blocks), b.measured, b.match, b.detail);
+  }
+  if (runs.quota) {
+    const limit = measuredLimit(runs.quota);
+    const declaredLimit = d ? (d.limit ? `${d.limit.flows} flows (${d.limit.why})` : 'none') : undefined;
+    const dl = d?.limit;
+    const quotaMatch = d ? (dl && limit !== undefined ? limit <= dl.flows && limit >= (dl.atLeast ?? dl.flows) : limit === dl?.flows) : undefined;
+    row('quota', declaredLimit, describeQuota(runs.quota), quotaMatch, quotaEvidence(runs.quota));
+  }
   row(
     'one outside port for all destinations',
     d ? hp(d.mapping === 'endpoint-independent') : undefined,
@@ -269,10 +301,4 @@ export function analyse(runs: TargetRuns, declared: Declared | undefined): Pick<
   }
   const match = d ? rows.every((r) => r.match !== false) : undefined;
   return { measured, rows, notes, ...(match !== undefined ? { match } : {}) };
-}
-
-function portMatches(d: PortBehaviour, m: Verdict<PortBehaviour>): boolean {
-  if (typeof m === 'string') return false;
-  if (d.kind !== m.kind) return false;
-  return d.kind !== 'fixed' || (m.kind === 'fixed' && d.port === m.port);
 }

@@ -3,7 +3,9 @@
 import type { Dependency } from '../lab/behaviour.js';
 import { SHORT } from '../lab/behaviour.js';
 import type { Lab, Nat, Node } from '../lab/model.js';
+import { DEFAULT_PORTS } from '../lab/resolve-nat-ports.js';
 import type { Declared, PathHop, PortBehaviour, Target } from './model.js';
+import type { PortBlock } from './ports.js';
 
 const ORDER: Dependency[] = ['endpoint-independent', 'address-dependent', 'address-and-port-dependent'];
 const maxDep = (a: Dependency, b: Dependency): Dependency => (ORDER.indexOf(a) >= ORDER.indexOf(b) ? a : b);
@@ -20,22 +22,59 @@ export function natPath(lab: Lab, first: Nat): Nat[] {
   return out;
 }
 
+/** How many ports Linux's NAT tries in one round when it picks a port of a range (NF_NAT_MAX_ATTEMPTS). */
+const KERNEL_PORT_SEARCH = 128;
+
 /**
- * Composes the behaviours of a path of NATs, innermost first:
+ * The new flows one inside address can open towards one server endpoint, as far as ports
+ * go: its port blocks, else a port range of its own (on each outside address an arbitrary pool may
+ * pick). Where the kernel picks a random port of a range over KERNEL_PORT_SEARCH ports, it
+ * searches from a random place in shrinking rounds and may give up while a few ports are
+ * free (measured: 998 of 1000 under APDM, whose next packet tries again); under EIM and ADM
+ * the mapping learned from the refused packet keeps failing (from 94% of a range on; see
+ * nat/allocate.ts): `atLeast` says how far short that may be.
+ */
+function portCapacity(nat: Nat): Declared['limit'] {
+  const b = nat.behaviour;
+  // The whole range (1024-65535) is no limit a check reaches: left out.
+  if (!b.portBlock && b.ports.low === DEFAULT_PORTS.low && b.ports.high === DEFAULT_PORTS.high) return undefined;
+  const pool = nat.outside.pool.length;
+  const flows = b.portBlock ? b.portBlock.size * b.portBlock.maxBlocks : (b.ports.high - b.ports.low + 1) * (b.pooling === 'arbitrary' && pool > 1 ? pool : 1);
+  const what = b.portBlock
+    ? `${nat.name}'s port blocks (${b.portBlock.maxBlocks} x ${b.portBlock.size} ports)`
+    : `${nat.name}'s port range ${b.ports.low}-${b.ports.high}`;
+  const kernelPicks = b.portAllocation !== 'sequential' && flows > KERNEL_PORT_SEARCH;
+  if (!kernelPicks) return { flows, why: what };
+  return { flows, why: `${what}; new flows may be refused from about 90% full on`, atLeast: Math.floor(flows * 0.9) };
+}
+
+/** The inside ports the probes use (Linux's default ephemeral range, ip_local_port_range). */
+const EPHEMERAL = { low: 32768, high: 60999 };
+
+/**
+ * Composes the behaviours of a path of NATs, innermost first, as seen by a node at
+ * `insideAddress` behind the first:
  * - mapping: the most dependent one, except that a fixed-port NAT sends every flow from
  *   one port, which hides what the NATs inside it do (endpoint-independent from outside);
  * - filtering: the most dependent one (a packet must pass every NAT);
  * - hairpinning to the outermost address: the outermost NAT must hairpin, and every inner
  *   NAT must let in the hairpinned packet, which comes from an address it never sent to
  *   (endpoint-independent filtering);
- * - ports: each NAT keeps (preservation), replaces (fixed port) or changes the port;
- * - timeouts: the shortest.
+ * - ports: each NAT keeps them (preservation, when its range holds them), replaces them (a
+ *   fixed port, or its own sequential or random allocation);
+ * - outside addresses: each NAT's pool, its pairing or its port blocks, applied to the
+ *   addresses the NAT before it sends from; the blocks are the outermost NAT's that has them;
+ * - timeouts: the shortest; the flow limit: the smallest quota or block capacity.
  */
-export function composeDeclared(path: Nat[]): Declared {
+export function composeDeclared(path: Nat[], insideAddress?: string): Declared {
   if (path.length === 0) throw new Error('composeDeclared: empty path');
   let mapping: Dependency = 'endpoint-independent';
   let filtering: Dependency = 'endpoint-independent';
   let port: PortBehaviour = { kind: 'preserved' };
+  let range = EPHEMERAL;
+  let from: string[] | undefined = insideAddress ? [insideAddress] : undefined;
+  let blocks: PortBlock[] | undefined;
+  let limit: Declared['limit'];
   for (const nat of path) {
     const b = nat.behaviour;
     if (b.fixedPort !== undefined) {
@@ -43,9 +82,28 @@ export function composeDeclared(path: Nat[]): Declared {
       port = { kind: 'fixed', port: b.fixedPort };
     } else {
       mapping = maxDep(mapping, b.mapping);
-      if (!(b.mapping === 'endpoint-independent' && b.portPreservation)) port = { kind: 'not-preserved' };
+      if (b.portAllocation !== 'preserve')
+        port = port.kind === 'fixed' && b.mapping === 'endpoint-independent' ? { kind: 'fixed' } : { kind: b.portAllocation };
+      // A kept port stays kept only where the NAT's range holds it; elsewhere the kernel picks one of the range.
+      else if (port.kind !== 'fixed' && (range.low < b.ports.low || range.high > b.ports.high)) port = { kind: 'random' };
+      range = port.kind === 'preserved' ? range : b.ports;
     }
     filtering = maxDep(filtering, b.filtering);
+    const pool = nat.outside.pool;
+    const assigned = (inside: string[]) => b.assignments.filter((a) => inside.includes(a.inside));
+    if (b.portBlock && from) {
+      blocks = assigned(from).map((a) => ({ outside: a.outside, ports: a.ports! }));
+      from = [...new Set(blocks.map((x) => x.outside))];
+    } else if (b.fixedPort !== undefined || pool.length === 1) from = [nat.outside.address];
+    else if (b.pooling === 'arbitrary') from = [...pool];
+    else if (from) {
+      const out = assigned(from).map((a) => a.outside);
+      // An inside address the lab did not deal (none here) is paired all the same, by hash: unknown which.
+      from = out.length === from.length ? [...new Set(out)] : undefined;
+    }
+    if (b.quota !== undefined && (!limit || b.quota < limit.flows)) limit = { flows: b.quota, why: `${nat.name}'s quota` };
+    const capacity = b.fixedPort === undefined ? portCapacity(nat) : undefined;
+    if (capacity && (!limit || capacity.flows < limit.flows)) limit = capacity;
   }
   const outer = path[path.length - 1]!;
   const hairpinning = outer.behaviour.hairpinning && path.slice(0, -1).every((n) => n.behaviour.filtering === 'endpoint-independent');
@@ -54,6 +112,9 @@ export function composeDeclared(path: Nat[]): Declared {
     stream: Math.min(...path.map((n) => n.behaviour.udpTimeouts.stream)),
   };
   const d: Declared = { mapping, filtering, hairpinning, port, timeouts };
+  if (from?.length) d.pooling = { value: from.length === 1 ? 'paired' : 'arbitrary', addresses: from, shown: path.some((n) => n.outside.pool.length > 1) };
+  if (blocks?.length) d.blocks = blocks;
+  if (limit) d.limit = limit;
   if (path.length > 1) {
     d.composition = path
       .map(
@@ -115,7 +176,7 @@ export function labTargets(lab: Lab, only?: string): Target[] {
       path: hops,
       group: path[path.length - 1]!.name,
       ...(localPort !== undefined ? { localPort } : {}),
-      declared: composeDeclared(path),
+      declared: composeDeclared(path, node.link.address),
       notes,
     });
   }

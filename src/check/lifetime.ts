@@ -58,10 +58,12 @@ export function measureLifetimes(
   nextServer: () => ServerInstance,
   // The path's round trip (src/check/impaired.ts): checks leave it early, and idle times count it.
   timing: { rttMs?: number; retransmit?: Partial<RetransmitOptions> } = {},
+  // Idle times to check, when not every second up to the cap (budgetGrid).
+  grids?: Record<FlowKind, number[]>,
 ): Promise<LifetimeResult[]> {
   return Promise.all(
     KINDS.map((kind) => {
-      const idle = idleGrid(caps[kind]).flatMap((x) => Array<number>(PER_POINT).fill(x));
+      const idle = (grids?.[kind] ?? idleGrid(caps[kind])).flatMap((x) => Array<number>(PER_POINT).fill(x));
       const servers = idle.map(() => nextServer());
       const timeout = (Math.max(...idle) + 30) * 1000;
       return call<LifetimeResult>('lifetime', { servers, idle, kind, stopAtDead: true, ...timing }, timeout);
@@ -239,6 +241,26 @@ export function idleGrid(maxSeconds: number): number[] {
   return out;
 }
 
+/**
+ * At most `points` idle times up to maxSeconds, for a NAT that lets a node hold only so many
+ * mappings at once (a quota, a port block): every probe is a mapping held until its check,
+ * and probes past the limit would be refused and read as mappings gone. Every second within
+ * 5 s of the expected lifetime (where it should end), spread evenly elsewhere; all of them
+ * spread evenly when even those are too many. Pure.
+ */
+export function budgetGrid(maxSeconds: number, expected: number | undefined, points: number): number[] {
+  const full = idleGrid(maxSeconds);
+  if (full.length <= points) return full;
+  const every = (xs: number[], n: number) => {
+    const step = Math.ceil(xs.length / Math.max(1, n));
+    return xs.filter((_, i) => i % step === 0);
+  };
+  const fine = full.filter((x) => expected !== undefined && x >= expected - 5 && x <= expected + 5);
+  const coarse = full.filter((x) => !fine.includes(x));
+  if (fine.length === 0 || fine.length >= points) return every(full, points);
+  return [...every(coarse, points - fine.length), ...fine].sort((a, b) => a - b);
+}
+
 async function sysctlTimeouts(hops: PathHop[]): Promise<{ unreplied: number; stream: number } | undefined> {
   const values = await Promise.all(
     hops.map(async (h) => {
@@ -269,7 +291,20 @@ export async function runLifetime(options: CheckOptions & { maxSeconds?: number 
   }
   const capFor = (t: Target, kind: FlowKind) => lifetimeCap(kind, expected.get(t)?.[kind], options.maxSeconds);
   const grids = new Map<Target, Record<FlowKind, number[]>>();
-  for (const t of targets) grids.set(t, { unreplied: idleGrid(capFor(t, 'unreplied')), stream: idleGrid(capFor(t, 'stream')) });
+  const thinned: string[] = [];
+  for (const t of targets) {
+    // Within a NAT's limit of mappings held at once, fewer idle times (a few flows to spare).
+    const limit = t.declared?.limit ? (t.declared.limit.atLeast ?? t.declared.limit.flows) : undefined;
+    const points = limit !== undefined ? Math.floor((limit - 4) / PER_POINT / KINDS.length) : Number.POSITIVE_INFINITY;
+    const grid = (kind: FlowKind) => budgetGrid(capFor(t, kind), expected.get(t)?.[kind], points);
+    const g = { unreplied: grid('unreplied'), stream: grid('stream') };
+    grids.set(t, g);
+    const full = idleGrid(capFor(t, 'unreplied')).length + idleGrid(capFor(t, 'stream')).length;
+    if (g.unreplied.length + g.stream.length < full)
+      thinned.push(
+        `${t.name}: ${limit} mappings at once (${t.declared!.limit!.why}) hold ${(g.unreplied.length + g.stream.length) * PER_POINT} probes, not the ${full * PER_POINT} of a check every second: every second within 5 s of the declared lifetime, further apart elsewhere`,
+      );
+  }
   const perTarget = Math.max(...targets.map((t) => (grids.get(t)!.unreplied.length + grids.get(t)!.stream.length) * PER_POINT));
   const slots = assignSlots(targets, perTarget);
   return withSession(targetsSession(options, serverNetns, targets, perTarget), async (session) => {
@@ -301,6 +336,7 @@ export async function runLifetime(options: CheckOptions & { maxSeconds?: number 
             caps,
             () => session.instances[slot++]!,
             { rttMs: timings.get(t)!.rttMs, retransmit: timings.get(t)!.retransmit },
+            grids.get(t)!,
           ),
         };
       }),
@@ -327,7 +363,7 @@ export async function runLifetime(options: CheckOptions & { maxSeconds?: number 
       server: session.server,
       targets: reports,
       ...(g ? { keepalive: keepaliveFor(g.seconds), keepaliveBasis: basisOf(g) } : {}),
-      explanation: explainLifetimes(reports),
+      explanation: [...thinned, ...explainLifetimes(reports)],
       ...(ms.length ? { match: ms.every(Boolean) } : {}),
       unmeasured: unmeasuredLifetimes(reports),
       unconfirmed: unconfirmedLifetimes(reports),

@@ -1,9 +1,9 @@
 // What `labctl check` works on and reports: targets (a NAT seen through a node behind it),
 // what the lab declares for that view, and what the probes measured.
 import type { Dependency } from '../lab/behaviour.js';
+import type { Pooling, PortBehaviour, PortBlock, QuotaResult } from './ports.js';
 
-/** How a NAT picks outside ports. */
-export type PortBehaviour = { kind: 'preserved' } | { kind: 'fixed'; port: number } | { kind: 'not-preserved' };
+export type { PortBehaviour };
 
 /** The behaviour a lab file declares for the view from one node: its NAT composed with every NAT above it. */
 export interface Declared {
@@ -14,6 +14,18 @@ export interface Declared {
   port?: PortBehaviour;
   /** The shortest UDP timeouts on the path, seconds. */
   timeouts?: { unreplied: number; stream: number };
+  /**
+   * The outside addresses the node's flows may leave from: one (paired) or several
+   * (arbitrary); `shown` when the row is worth printing (a NAT on the path has several).
+   */
+  pooling?: { value: 'paired' | 'arbitrary'; addresses: string[]; shown: boolean };
+  /** The port blocks the node's flows must stay in (the outermost NAT with blocks). */
+  blocks?: PortBlock[];
+  /**
+   * New flows the node can open at once: the smallest quota or block capacity on the path,
+   * and whose; `atLeast` where the NAT may refuse a few before (see composeDeclared).
+   */
+  limit?: { flows: number; why: string; atLeast?: number };
   /** How it was composed, when more than one NAT is on the path. */
   composition?: string;
 }
@@ -62,6 +74,11 @@ export interface Measured {
   /** One inside port kept one outside port towards all four server endpoints. */
   keepsPort: Verdict<boolean>;
   outsideAddress?: string;
+  /** Outside addresses of the node's flows to both server addresses. */
+  pooling?: Pooling;
+  outsideAddresses?: string[];
+  /** `--quota`: what opening flows until one was refused saw. */
+  quota?: QuotaResult;
 }
 
 export interface TargetReport {

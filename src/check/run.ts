@@ -18,8 +18,9 @@ import type { Dependency } from '../lab/behaviour.js';
 import type { Lab } from '../lab/model.js';
 import { listNetns } from '../host/netns.js';
 import type { TransportAddress } from '../stun/message.js';
-import type { FilteringResult, HairpinResult, MappingResult, ServerInstance } from '../stun/probes.js';
-import { analyse, type TargetRuns } from './classify.js';
+import type { FilteringResult, HairpinResult, MappingResult, Observation, QuotaProbeResult, ServerInstance } from '../stun/probes.js';
+import { analyse, classifyMappingRun, firstMappings, type TargetRuns } from './classify.js';
+import { ALLOCATION_FLOWS } from './ports.js';
 import { labTargets } from './declared.js';
 import { discoverPath } from './discover.js';
 import { filteringUnderLoss, type PathTiming, pathIsLossy, pathTiming, type RttSamples, sendTime, withFilteringUnderLoss } from './impaired.js';
@@ -41,7 +42,17 @@ export interface CheckOptions {
   repetitions?: number;
   serverAddresses?: [string, string];
   externalServer?: TransportAddress;
+  /**
+   * `--quota`: open flows from each node until one is refused. true: up to its declared
+   * limit and a few more (or QUOTA_CAP without one); a number: up to that many.
+   */
+  quota?: boolean | number;
 }
+
+/** Flows `--quota` opens at most where nothing is declared. */
+export const QUOTA_CAP = 2048;
+/** Flows past a declared limit `--quota` opens, to see the limit hold. */
+const QUOTA_MARGIN = 16;
 
 interface ResolvedTargets {
   targets: Target[];
@@ -138,6 +149,8 @@ export function pairsNeeded(targets: Target[], perTarget: number): number {
 interface Task<R> {
   target: Target;
   slot: number;
+  /** Its own wave (a target whose NAT allows few flows at once), else by its slot. */
+  wave?: number;
   run: (instance: ServerInstance) => Promise<R>;
   result?: R;
   error?: string;
@@ -148,7 +161,7 @@ async function runWaves<R>(session: Session, tasks: Task<R>[], hops: PathHop[]):
   const n = session.instances.length;
   const waves = new Map<number, Task<R>[]>();
   for (const t of tasks) {
-    const w = Math.floor(t.slot / n);
+    const w = t.wave ?? Math.floor(t.slot / n);
     waves.set(w, [...(waves.get(w) ?? []), t]);
   }
   const order = [...waves.keys()].sort((a, b) => a - b);
@@ -166,6 +179,30 @@ async function runWaves<R>(session: Session, tasks: Task<R>[], hops: PathHop[]):
   }
 }
 
+/**
+ * New mappings each probe opens at the NAT (filtering 1; hairpinning 2 and the hairpinned
+ * flow; mapping 1 per inside port under EIM, 2 under ADM, 4 under APDM), so that a target
+ * whose NAT allows fewer flows at once (a quota, a port block) than a phase opens runs its
+ * probes one per wave, its NAT flushed between them.
+ */
+const MAPPINGS_PER_PROBE = {
+  filtering: 1,
+  hairpin: 3,
+  mapping: { 'endpoint-independent': 1, 'address-dependent': 2, 'address-and-port-dependent': 4 },
+} as const;
+
+function tightTargets(targets: Target[], R: number): Set<Target> {
+  return new Set(
+    targets.filter((t) => {
+      const limit = t.declared?.limit?.flows;
+      if (limit === undefined) return false;
+      const phase1 = R * (MAPPINGS_PER_PROBE.filtering + MAPPINGS_PER_PROBE.hairpin);
+      const phase2 = R * MAPPINGS_PER_PROBE.mapping[t.declared!.mapping];
+      return limit < Math.max(phase1, phase2, ALLOCATION_FLOWS) + 1;
+    }),
+  );
+}
+
 export async function runCheck(options: CheckOptions): Promise<CheckReport> {
   const started = Date.now();
   const R = options.repetitions ?? 3;
@@ -178,6 +215,9 @@ export async function runCheck(options: CheckOptions): Promise<CheckReport> {
   const betweenPhases = options.lab ? targets.filter((t) => t.path.some((h) => fixed.has(h.name))).flatMap((t) => t.path) : hops;
   const perTarget = 2 * R; // phase 1: R filtering + R hairpinning runs
   const slots = assignSlots(targets, perTarget);
+  const tight = tightTargets(targets, R);
+  // A tight target's probes: one per wave, after the waves everything else shares.
+  const own = (t: Target, k: number) => (tight.has(t) ? { wave: 1000 + k } : {});
   return withSession(targetsSession(options, serverNetns, targets, perTarget), async (session) => {
     const heldPorts = targets.filter((t) => t.localPort !== undefined);
     await Promise.all(heldPorts.map((t) => session.agent(t.probe.netns).call('hold', { port: t.localPort })));
@@ -211,11 +251,13 @@ export async function runCheck(options: CheckOptions): Promise<CheckReport> {
         filtering.push({
           target: t,
           slot: slots.get(t)! + k,
+          ...own(t, k),
           run: (server) => a.call<FilteringResult>('filtering', { server, ...lp(t), ...filteringTiming(t) }),
         });
         hairpin.push({
           target: t,
           slot: slots.get(t)! + R + k,
+          ...own(t, R + k),
           run: (server) => a.call<HairpinResult>('hairpin', { server, ...rt(t), ...(t.localPort !== undefined ? { localPortA: t.localPort } : {}) }),
         });
       }
@@ -230,19 +272,108 @@ export async function runCheck(options: CheckOptions): Promise<CheckReport> {
       const a = session.agent(t.probe.netns);
       const mp = t.mappingPort !== undefined ? { localPort: t.mappingPort } : {};
       for (let k = 0; k < R; k++)
-        mapping.push({ target: t, slot: mapSlots.get(t)! + k, run: (server) => a.call<MappingResult>('mapping', { server, ...mp, ...rt(t) }) });
+        mapping.push({ target: t, slot: mapSlots.get(t)! + k, ...own(t, k), run: (server) => a.call<MappingResult>('mapping', { server, ...mp, ...rt(t) }) });
     }
     await runWaves(session, mapping, hops);
     trace('phase 2 (mapping) done');
     session.atEnd(() => flushHops(hops));
 
+    // A mapping run that fits no class while the target's other runs agree is run again, up
+    // to twice: a random allocator in a small range (a 64-port block) gives two of a run's four
+    // mappings one port now and then, which does not repeat; a NAT that really maps so does.
+    const retried = new Map<Target, string[]>();
+    const verdict = (r: MappingResult | undefined) => (r ? classifyMappingRun(r).value : 'unknown');
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const odd = mapping.filter(
+        (x) => verdict(x.result) === 'inconsistent' && mapping.some((y) => y.target === x.target && !['inconsistent', 'unknown'].includes(verdict(y.result))),
+      );
+      if (odd.length === 0) break;
+      const again: Task<MappingResult>[] = odd.map((x) => ({ target: x.target, slot: x.slot, ...(x.wave !== undefined ? { wave: x.wave } : {}), run: x.run }));
+      await runWaves(session, again, hops);
+      for (const [i, x] of odd.entries()) {
+        const r = again[i]!.result;
+        if (!r) continue;
+        const notes = retried.get(x.target) ?? [];
+        notes.push(`a mapping run fitting no class (${classifyMappingRun(x.result!).detail}) was run again: ${classifyMappingRun(r).detail}`);
+        retried.set(x.target, notes);
+        x.result = r;
+      }
+    }
+
+    // Phase 3: how ports are handed out: new mappings one after another from fresh inside
+    // ports (the runs above went at once). Not where every flow so far left from one outside
+    // port, nor with one inside port for everything (--port): fresh inside ports to one
+    // server endpoint would only clash there.
+    const sequence: Task<(Observation & { local: number })[]>[] = [];
+    const oneSlot = assignSlots(targets, 1);
+    for (const t of targets) {
+      const soFar = firstMappings({
+        filtering: filtering.filter((x) => x.target === t && x.result).map((x) => x.result!),
+        hairpin: hairpin.filter((x) => x.target === t && x.result).map((x) => x.result!),
+        mapping: mapping.filter((x) => x.target === t && x.result).map((x) => x.result!),
+      });
+      if (t.mappingPort !== undefined || (soFar.length > 1 && new Set(soFar.map((x) => x.mapped)).size === 1)) continue;
+      const a = session.agent(t.probe.netns);
+      // Within a small limit, fewer flows (the NAT is flushed before them).
+      const flows = Math.min(ALLOCATION_FLOWS, t.declared?.limit?.flows ?? ALLOCATION_FLOWS);
+      sequence.push({
+        target: t,
+        slot: oneSlot.get(t)!,
+        run: async (server) => {
+          const out: (Observation & { local: number })[] = [];
+          for (let k = 0; k < flows; k++)
+            out.push(await a.call<Observation & { local: number }>('binding', { to: { address: server.a1, port: server.p1 }, ...rt(t) }));
+          return out;
+        },
+      });
+    }
+    if (tight.size) await flushHops(hops);
+    await runWaves(session, sequence, hops);
+    trace('phase 3 (port allocation) done');
+
+    // Phase 4 (--quota): from a clean NAT, flows from each node until one is refused; targets
+    // behind one outside NAT take turns (their flows may count against one quota there).
+    const quota: Task<QuotaProbeResult>[] = [];
+    const quotaNotes = new Map<Target, string>();
+    if (options.quota) {
+      for (const t of targets) {
+        const fixed = t.localPort !== undefined || t.mappingPort !== undefined || (t.declared?.port?.kind === 'fixed' && !sequence.some((x) => x.target === t));
+        if (fixed) {
+          quotaNotes.set(
+            t,
+            'no quota measured: every flow leaves from one outside port (or one inside port was asked for), so new flows to one server endpoint would only clash',
+          );
+          continue;
+        }
+        const cap = typeof options.quota === 'number' ? options.quota : t.declared?.limit ? t.declared.limit.flows + QUOTA_MARGIN : QUOTA_CAP;
+        const a = session.agent(t.probe.netns);
+        quota.push({
+          target: t,
+          slot: oneSlot.get(t)!,
+          run: (server) =>
+            a.call<QuotaProbeResult>(
+              'quota',
+              { to: { address: server.a1, port: server.p1 }, other: { address: server.a1, port: server.p2 }, cap, ...rt(t) },
+              300_000,
+            ),
+        });
+      }
+      await flushHops(hops);
+      await runWaves(session, quota, hops);
+      trace('phase 4 (quota) done');
+    }
+
     const reports: TargetReport[] = targets.map((t) => {
-      const errors = [...filtering, ...hairpin, ...mapping].filter((x) => x.target === t && x.error).map((x) => x.error!);
+      const errors = [...filtering, ...hairpin, ...mapping, ...sequence, ...quota].filter((x) => x.target === t && x.error).map((x) => x.error!);
       if (errors.length) throw new Error(`probing ${t.name} from ${t.probe.netns} failed: ${errors[0]}`);
+      const seq = sequence.find((x) => x.target === t)?.result;
+      const q = quota.find((x) => x.target === t)?.result;
       const runs: TargetRuns = {
         filtering: filtering.filter((x) => x.target === t).map((x) => x.result!),
         hairpin: hairpin.filter((x) => x.target === t).map((x) => x.result!),
         mapping: mapping.filter((x) => x.target === t).map((x) => x.result!),
+        ...(seq ? { sequence: seq } : {}),
+        ...(q ? { quota: q } : {}),
       };
       const tm = timings.get(t)!;
       const a = analyse(runs, t.declared);
@@ -258,7 +389,7 @@ export async function runCheck(options: CheckOptions): Promise<CheckReport> {
         path: t.path.map((h) => h.name),
         ...(t.declared ? { declared: t.declared } : {}),
         ...a,
-        notes: [...t.notes, ...pathNote, ...a.notes],
+        notes: [...t.notes, ...pathNote, ...(retried.get(t) ?? []), ...(quotaNotes.has(t) ? [quotaNotes.get(t)!] : []), ...a.notes],
       };
       return pathIsLossy(tm, runs.filtering) ? withFilteringUnderLoss(report, filteringUnderLoss(runs.filtering, tm.filteringTries, tm)) : report;
     });

@@ -19,12 +19,15 @@
 //                        of a live mapping of the same inside endpoint, or picks a random free
 //                        one in the range. A port another endpoint already holds gets a hashed
 //                        port instead (PORT_OWNED_BY_ANOTHER below: no port overloading)
-//   random               a hash of the mapping's key (inside address . port, and the remote
-//                        address under address-dependent mapping): random-looking, and the same
-//                        for every flow of the mapping; under address-and-port-dependent
-//                        mapping the kernel's `fully-random`, a fresh port per flow
+//   random               in the default range, a hash of the mapping's key (inside address .
+//                        port, and the remote address under address-dependent mapping):
+//                        random-looking, and the same for every flow of the mapping; in a range
+//                        or block of its own, the kernel's `fully-random` choice of a free port,
+//                        learned in @endpoints; under address-and-port-dependent mapping the
+//                        kernel's `fully-random`, a fresh port per flow
 //   sequential           `numgen inc`: each new mapping takes the next port of the range
-// Mappings the kernel cannot remake on its own (sequential ports, arbitrary pooling) are learned
+// Mappings the kernel cannot remake on its own (sequential ports, random ones in a range of
+// their own, arbitrary pooling) are learned
 // in @endpoints (inside endpoint -> outside address . port) and reused by the first rule.
 //
 // Measured on Linux 6.x with nft 1.0.6 (so not done otherwise):
@@ -39,6 +42,13 @@
 //   round to a port still in use towards the same remote endpoint, that flow is dropped
 //   (a clash). A real sequential NAT would skip the port; here it takes a range's worth of
 //   new mappings to come round.
+// - In a range of its own, the kernel's random pick of a free port (`fully-random`) now and
+//   then gives a port whose tuple is taken once the range is nearly full, and conntrack drops
+//   that packet when it confirms the flow (insert_failed). Under APDM the flow's next packet
+//   is picked a port anew; under EIM and ADM the mapping was already learned in @endpoints
+//   from the dropped packet, so the flow's packets keep that port and are dropped until the
+//   entry expires. `labctl check --quota` measured such a NAT refusing new flows from 94% of
+//   a 1024-port range on (957 to 1019 flows); check allows 90%.
 // - nftables cannot look up a constant in a concatenation (`100.64.1.100 . th sport @set`
 //   does not parse), so the guard against port overloading checks a port's use on any
 //   outside address (@taken), not on the one the rule would choose: with several outside
@@ -93,7 +103,13 @@ export function learnsEndpoints(nat: Nat): boolean {
 function reusesEndpoints(nat: Nat): boolean {
   const b = nat.behaviour;
   if (mappingKey(nat) === undefined) return false;
-  return b.portAllocation === 'sequential' || (nat.outside.pool.length > 1 && b.pooling === 'arbitrary' && !b.portBlock);
+  return b.portAllocation === 'sequential' || randomInOwnRange(nat) || (nat.outside.pool.length > 1 && b.pooling === 'arbitrary' && !b.portBlock);
+}
+
+/** Random ports (EIM or ADM) from a range other than the default, or from port blocks: the kernel picks them (groupRules). */
+function randomInOwnRange(nat: Nat): boolean {
+  const b = nat.behaviour;
+  return b.portAllocation === 'random' && mappingKey(nat) !== undefined && (b.portBlock !== undefined || !isDefaultRange(b.ports));
 }
 
 const isDefaultRange = (r: PortRange) => r.low === DEFAULT_PORTS.low && r.high === DEFAULT_PORTS.high;
@@ -172,7 +188,11 @@ function groupRules(nat: Nat, g: Group, useMap: (r: PortRange) => string): strin
   }
   const hashed = to(g.address, `jhash ${key} mod ${n} seed 0x${HASH_SEEDS[0]!.toString(16)} map @${useMap(g.range)}`);
   if (preservesPorts(nat)) return [`${PORT_OWNED_BY_ANOTHER} ${hashed}`, to(g.address, range)];
-  return [hashed];
+  // Random in a range of its own (a port range, a port block): the kernel's random choice of a
+  // free port, kept for the mapping's later flows by @endpoints. A hash into a small range
+  // would give two inside endpoints one port (1 in 3 for 12 flows in 64 ports), and their
+  // flows to one destination would clash and be dropped, long before the block is full.
+  return [`${to(g.address, range)} fully-random`];
 }
 
 /** The allocate chain's rules, the other protocols' srcnat rules and the range maps they need. */

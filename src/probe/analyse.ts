@@ -1,90 +1,11 @@
-// `labctl probe`: from what the probes saw to what a lab file can say. How the NAT picks
-// outside ports (kept, one for everything, sequential, random) and outside addresses
-// (pooling), and the `nat:` block that behaves the same, with what was measured but a lab
-// file cannot say yet. Pure: every rule is unit-tested.
+// `labctl probe`: from what the probes saw to what a lab file can say: the `nat:` block that
+// behaves the same, with what was measured but a lab file cannot say. (How outside ports and
+// addresses are chosen is classified in check/ports.ts, shared with `labctl check`.) Pure:
+// every rule is unit-tested.
 import { classicName, type ClassicNatType, type Dependency } from '../lab/behaviour.js';
 import type { KindReport } from '../check/lifetime.js';
 import type { Measured } from '../check/model.js';
-
-export interface PortSample {
-  local: number;
-  mapped: number;
-}
-
-export type Allocation =
-  | { kind: 'preserved' }
-  | { kind: 'fixed'; port: number }
-  | { kind: 'sequential'; delta: number }
-  | { kind: 'random' }
-  | { kind: 'unknown' };
-
-/** Gaps up to this between consecutive outside ports count as a sequential allocator (others' flows may come in between). */
-const SEQUENTIAL_GAP = 16;
-
-/**
- * How the NAT chooses outside ports, from the first mapping of each fresh inside port
- * (`firsts`) and every new outside port it handed out, in the order they were seen
- * (`allocated`: with a mapping per destination, a mapping test alone hands out four):
- * the inside port kept (preserved); one outside port for every inside port (fixed); ports
- * close together in order (sequential, with the usual step); or spread over the range (random).
- */
-export function classifyAllocation(firsts: PortSample[], allocated: number[]): { value: Allocation; detail: string } {
-  if (firsts.length === 0) return { value: { kind: 'unknown' }, detail: 'no mapped port seen' };
-  const list = firsts.map((s) => `${s.local}->${s.mapped}`).join(', ');
-  if (firsts.every((s) => s.local === s.mapped)) return { value: { kind: 'preserved' }, detail: `inside port kept: ${list}` };
-  const locals = new Set(firsts.map((s) => s.local));
-  const mapped = [...new Set([...firsts.map((s) => s.mapped), ...allocated])];
-  if (mapped.length === 1 && locals.size > 1)
-    return { value: { kind: 'fixed', port: mapped[0]! }, detail: `${locals.size} inside ports all left from ${mapped[0]}` };
-  if (mapped.length < 3) return { value: { kind: 'unknown' }, detail: `too few outside ports to tell sequential from random: ${mapped.join(', ')}` };
-  const sorted = [...mapped].sort((x, y) => x - y);
-  const gaps = sorted.slice(1).map((x, i) => x - sorted[i]!);
-  const shown = `outside ports ${mapped.join(', ')} (first mappings: ${list})`;
-  if (gaps.every((g) => g > 0 && g <= SEQUENTIAL_GAP)) {
-    const counts = new Map<number, number>();
-    for (const g of gaps) counts.set(g, (counts.get(g) ?? 0) + 1);
-    const delta = [...counts.entries()].sort((x, y) => y[1] - x[1] || x[0] - y[0])[0]![0];
-    return { value: { kind: 'sequential', delta }, detail: `each new mapping near the last, mostly +${delta}: ${shown}` };
-  }
-  return { value: { kind: 'random' }, detail: `spread over ${sorted[0]}-${sorted[sorted.length - 1]}: ${shown}` };
-}
-
-export function describeAllocation(a: Allocation): string {
-  switch (a.kind) {
-    case 'fixed':
-      return `fixed ${a.port}`;
-    case 'sequential':
-      return `sequential (+${a.delta})`;
-    default:
-      return a.kind;
-  }
-}
-
-export interface PoolingSample {
-  /** Which of the server's addresses the flow went to. */
-  to: 'A1' | 'A2';
-  outside: string;
-}
-
-export type Pooling = 'paired' | 'arbitrary' | 'unknown';
-
-/**
- * RFC 4787 4.1 pooling: do the flows of one inside address leave from one outside address
- * (paired), or from several (arbitrary)? Flows to both of the server's addresses must have
- * been seen: towards one destination address, even an arbitrary pool may keep one address.
- */
-export function classifyPooling(samples: PoolingSample[]): { value: Pooling; addresses: string[]; detail: string } {
-  const addresses = [...new Set(samples.map((s) => s.outside))];
-  const toBoth = new Set(samples.map((s) => s.to)).size === 2;
-  if (!toBoth) return { value: 'unknown', addresses, detail: "no flows to both of the server's addresses" };
-  if (addresses.length === 1)
-    return {
-      value: 'paired',
-      addresses,
-      detail: `all ${samples.length} flows, to both server addresses, left from ${addresses[0]} (a NAT with one outside address, or a pool paired per inside address)`,
-    };
-  return { value: 'arbitrary', addresses, detail: `flows of one inside address left from ${addresses.length} outside addresses: ${addresses.join(', ')}` };
-}
+import type { Allocation, Pooling } from '../check/ports.js';
 
 /** A `nat:` block in lab-file syntax (README "Lab files"), keys as the file spells them. */
 export interface NatBlock {
@@ -94,6 +15,9 @@ export interface NatBlock {
   hairpinning?: boolean;
   'port-preservation'?: boolean;
   'fixed-port'?: number;
+  'port-allocation'?: 'sequential';
+  outside?: number;
+  pooling?: 'arbitrary';
   forwards?: { protocol: 'udp'; port: number; to: string; 'to-port': number }[];
   'udp-timeouts'?: { unreplied?: number; stream?: number };
 }
@@ -140,26 +64,25 @@ export function natBlockFor(f: ProbeFindings, node: string): { nat?: NatBlock; n
     );
   const eim = m.mapping === 'endpoint-independent';
   const a = f.allocation;
-  if (a.kind === 'fixed') {
+  if (a.kind === 'fixed' && a.port !== undefined) {
     nat['fixed-port'] = a.port;
     // Inbound flows to that port reached the inside port every test used: a forward, as the article's NATs have.
     if (f.localPort !== undefined) nat.forwards = [{ protocol: 'udp', port: a.port, to: node, 'to-port': f.localPort }];
   } else if (a.kind === 'preserved') {
     if (eim) nat['port-preservation'] = true;
     else notExpressible.push(`port allocation: inside ports kept under ${m.mapping} mapping (a lab NAT keeps ports only with endpoint-independent mapping)`);
-  } else if (a.kind === 'unknown') {
+  } else if (a.kind === 'unknown' || a.kind === 'fixed') {
     unmeasured.push('port allocation (too few mappings)');
-  } else {
-    if (eim) nat['port-preservation'] = false;
-    if (a.kind === 'sequential')
-      notExpressible.push(
-        `port allocation: sequential (each new mapping +${a.delta} from the last); a lab NAT picks hashed${m.mapping === 'address-and-port-dependent' ? ' or random' : ''} ports`,
-      );
+  } else if (a.kind === 'sequential') {
+    nat['port-allocation'] = 'sequential';
+    if (a.delta !== undefined && a.delta !== 1)
+      notExpressible.push(`port allocation: each new mapping +${a.delta} from the last; a lab NAT's sequential ports step by 1`);
+  } else if (eim) nat['port-preservation'] = false;
+  if (f.pooling === 'arbitrary') {
+    // The lab's pool has as many addresses as were seen (labctl plans them): flows spread over them.
+    nat.outside = f.poolAddresses.length;
+    nat.pooling = 'arbitrary';
   }
-  if (f.pooling === 'arbitrary')
-    notExpressible.push(
-      `outside address pooling: arbitrary (flows of one inside address left from ${f.poolAddresses.join(', ')}); a lab NAT has one outside address`,
-    );
   if (f.lifetimes) {
     const t: { unreplied?: number; stream?: number } = {};
     for (const k of f.lifetimes) {

@@ -13,7 +13,7 @@
 // needs every test on one inside port (--port), or flows to one server endpoint collide.
 import { lookup } from 'node:dns/promises';
 import { isIPv4 } from 'node:net';
-import { analyse, type TargetRuns } from '../check/classify.js';
+import { analyse, firstMappings, type TargetRuns } from '../check/classify.js';
 import { Agent } from '../check/agent-process.js';
 import { governingLifetime, type KindReport, keepaliveFor, kindReport, lifetimeCap, measureLifetimes, type ProbeCall } from '../check/lifetime.js';
 import type { Measured, Row } from '../check/model.js';
@@ -22,17 +22,8 @@ import { formatEndpoint, type TransportAddress } from '../stun/message.js';
 import { type FilteringResult, type HairpinResult, type MappingResult, type Observation, PROBES, type ServerInstance } from '../stun/probes.js';
 import { STUN_PORT } from '../stun/serve.js';
 import { LabctlError, UsageError } from '../util/errors.js';
-import {
-  type Allocation,
-  classifyAllocation,
-  classifyPooling,
-  describeAllocation,
-  type NatBlock,
-  natBlockFor,
-  type Pooling,
-  type PoolingSample,
-  type PortSample,
-} from './analyse.js';
+import { ALLOCATION_FLOWS, type Allocation, classifyAllocation, describeAllocation, type Pooling } from '../check/ports.js';
+import { type NatBlock, natBlockFor } from './analyse.js';
 
 export interface ProbeOptions {
   /** HOST[:PORT] as given. */
@@ -199,16 +190,25 @@ export async function runProbe(o: ProbeOptions): Promise<ProbeReport> {
     if (lp !== undefined) for (let k = 0; k < R; k++) mapping.push(await caller.call<MappingResult>('mapping', { server: instance, localPort: lp }));
     else mapping.push(...(await Promise.all(Array.from({ length: R }, () => caller.call<MappingResult>('mapping', { server: instance })))));
 
-    const runs: TargetRuns = { filtering, hairpin, mapping };
+    // New mappings one after another, so that their order is the order the NAT handed the
+    // ports out (the tests above ran at once). Not where every flow left from one port: fresh
+    // inside ports to one server endpoint would only clash there.
+    const sequence: (Observation & { local: number })[] = [first];
+    const soFar = firstMappings({ filtering, hairpin, mapping, sequence });
+    const onePortSoFar = soFar.length > 1 && new Set(soFar.map((x) => x.mapped)).size === 1;
+    if (lp === undefined && !onePortSoFar)
+      for (let k = 0; k < ALLOCATION_FLOWS; k++) sequence.push(await caller.call<Observation & { local: number }>('binding', { to: server }));
+    const runs: TargetRuns = { filtering, hairpin, mapping, sequence };
     const a = analyse(runs, undefined);
-    const firsts = firstMappings(first, runs);
-    const allocated = mapping.flatMap((m) => m.observations.map((x) => x.mapped?.port).filter((p): p is number => p !== undefined));
-    let allocation = classifyAllocation(firsts, allocated);
+    const firsts = firstMappings(runs);
+    const handedOut = sequence.length > 1 ? sequence.flatMap((x) => (x.mapped ? [x.mapped.port] : [])) : [];
+    let allocation = classifyAllocation(firsts, handedOut);
     if (lp !== undefined) {
       // Every test used one inside port: one more flow, from a second port to where the first
       // has long been talking, shows how the NAT maps another inside port.
       const b = held[held.length - 1]!;
       const second = await caller.call<Observation & { local: number }>('binding', { to: server, localPort: b });
+      const allocated = mapping.flatMap((m) => m.observations.flatMap((x) => (x.mapped ? [x.mapped.port] : [])));
       if (second.mapped) allocation = classifyAllocation([...firsts, { local: second.local, mapped: second.mapped.port }], allocated);
       else if (new Set(firsts.map((x) => x.mapped)).size === 1 && firsts[0]!.mapped !== lp)
         allocation = {
@@ -216,11 +216,10 @@ export async function runProbe(o: ProbeOptions): Promise<ProbeReport> {
           detail: `inside port ${lp} left from ${firsts[0]!.mapped} towards every server endpoint, and a flow from inside port ${b} to the same server endpoint got no answer: the NAT has no other outside port for it (every flow leaves from ${firsts[0]!.mapped})`,
         };
     }
-    const pooling = classifyPooling(poolingSamples(first, runs));
+    const pooling = { value: a.measured.pooling ?? 'unknown', addresses: a.measured.outsideAddresses ?? [] };
     const rows = a.rows.map((r) =>
       r.test === 'port allocation' ? { test: 'port allocation', measured: describeAllocation(allocation.value), evidence: allocation.detail } : r,
     );
-    rows.splice(rows.findIndex((r) => r.test === 'port allocation') + 1, 0, { test: 'pooling', measured: pooling.value, evidence: pooling.detail });
 
     let lifetime: ProbeReport['lifetime'];
     const unmeasured: string[] = [];
@@ -303,30 +302,4 @@ async function lifetimeObstacle(caller: Caller, s: ServerInstance, allocation: A
   if (r.error) return `the server refuses RESPONSE-PORT (${r.error}), which the lifetime checks need`;
   if (r.from) return "the server ignores RESPONSE-PORT (it answered to the request's own port), which the lifetime checks need";
   return undefined;
-}
-
-/** The first mapping of each fresh inside port, in the order the tests ran. */
-function firstMappings(first: Observation & { local: number }, runs: TargetRuns): PortSample[] {
-  const out: PortSample[] = [];
-  const add = (local: number, mapped: TransportAddress | undefined) => {
-    if (mapped && !out.some((s) => s.local === local)) out.push({ local, mapped: mapped.port });
-  };
-  add(first.local, first.mapped);
-  for (const f of runs.filtering) add(f.local, f.same.mapped);
-  for (const h of runs.hairpin) for (const x of [h.a, h.b]) add(x.local, x.mapped);
-  for (const m of runs.mapping) add(m.local, m.observations[0]?.mapped);
-  return out;
-}
-
-/** Every outside address seen, with the server address the flow went to. */
-function poolingSamples(first: Observation, runs: TargetRuns): PoolingSample[] {
-  const out: PoolingSample[] = [];
-  const add = (to: 'A1' | 'A2', mapped: TransportAddress | undefined) => {
-    if (mapped) out.push({ to, outside: mapped.address });
-  };
-  add('A1', first.mapped);
-  for (const f of runs.filtering) add('A1', f.same.mapped);
-  for (const h of runs.hairpin) for (const x of [h.a, h.b]) add('A1', x.mapped);
-  for (const m of runs.mapping) for (const [i, x] of m.observations.entries()) add(i < 2 ? 'A1' : 'A2', x.mapped);
-  return out;
 }

@@ -580,6 +580,76 @@ async function bindingProbe(args: {
   }
 }
 
+// ------------------------------------------------------------------ quota
+
+/** What the quota probe saw (check/ports.ts QuotaResult reads it). */
+export interface QuotaProbeResult {
+  answered: number;
+  refused: number;
+  lostThenAnswered: number;
+  reachedCap: boolean;
+  cap: number;
+  earlier: { tried: number; answered: number };
+  existingMapping?: boolean;
+}
+
+/**
+ * Opens flows from fresh inside ports to one server endpoint, `batch` at a time (one by
+ * default: see below), each a new mapping, until one gets no answer or `cap` flows are open. A flow without an answer is sent
+ * again (its own retransmissions have already run): an answer then means it was lost, not
+ * refused, and opening goes on. Every socket stays open to the end, so no inside port is
+ * reused (a reused one would be an existing mapping). Then: do the first flows still get
+ * answers, and does the first inside port reach another server endpoint (under
+ * endpoint-independent mapping no new mapping, so not refused)?
+ */
+async function quotaProbe(args: {
+  to: TransportAddress;
+  other?: TransportAddress;
+  cap: number;
+  batch?: number;
+  retransmit?: Partial<RetransmitOptions>;
+}): Promise<QuotaProbeResult> {
+  const opts = args.retransmit ? { retransmit: args.retransmit } : {};
+  // One at a time: new flows that reach the NAT at once on two CPUs can be given one random
+  // port, and the second is dropped when conntrack confirms it (insert_failed): a race of
+  // the burst, not the NAT's limit, which would be counted as a refusal.
+  const batch = args.batch ?? 1;
+  const opened: StunSocket[] = [];
+  const answered: StunSocket[] = [];
+  let refused = 0;
+  let lostThenAnswered = 0;
+  try {
+    while (answered.length < args.cap && refused === 0) {
+      const ss = await Promise.all(Array.from({ length: Math.min(batch, args.cap - answered.length) }, () => open()));
+      opened.push(...ss);
+      const first = await Promise.all(ss.map((s) => s.binding(args.to, opts)));
+      const silent = ss.filter((_, i) => !first[i]);
+      answered.push(...ss.filter((_, i) => first[i]));
+      const again = await Promise.all(silent.map((s) => s.binding(args.to, opts)));
+      for (const [i, s] of silent.entries()) {
+        if (again[i]) {
+          answered.push(s);
+          lostThenAnswered++;
+        } else refused++;
+      }
+    }
+    const earlier = answered.slice(0, 3);
+    const still = await Promise.all(earlier.map((s) => s.binding(args.to, opts)));
+    const existing = args.other && answered[0] ? await answered[0].binding(args.other, opts) : undefined;
+    return {
+      answered: answered.length,
+      refused,
+      lostThenAnswered,
+      reachedCap: refused === 0,
+      cap: args.cap,
+      earlier: { tried: earlier.length, answered: still.filter(Boolean).length },
+      ...(args.other && answered[0] ? { existingMapping: !!existing } : {}),
+    };
+  } finally {
+    close(...opened);
+  }
+}
+
 export const PROBES = {
   mapping: mappingProbe,
   filtering: filteringProbe,
@@ -589,6 +659,7 @@ export const PROBES = {
   punch,
   'punch-close': punchClose,
   binding: bindingProbe,
+  quota: quotaProbe,
   hold: holdPort,
   release: releasePort,
   hosts: () => ({ hosts: hostAddresses() }),

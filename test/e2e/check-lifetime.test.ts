@@ -33,6 +33,8 @@ const lab = {
     // A home NAT with a long stream timeout behind a carrier NAT with a shorter one.
     { name: 'cgn', nat: { type: 'port-restricted-cone', 'udp-timeouts': { unreplied: 5, stream: 6 } } },
     { name: 'home', upstream: 'cgn', nat: { type: 'full-cone', 'udp-timeouts': { unreplied: 3, stream: 7 } }, nodes: [{ name: 'home-n' }] },
+    // A carrier NAT that lets a node hold 24 mappings: fewer than a check every second needs (38).
+    { name: 'quo', nat: { type: 'full-cone', quota: 24, 'udp-timeouts': { unreplied: 3, stream: 6 } }, nodes: [{ name: 'quo-n' }] },
   ],
 };
 const EXPECT: Record<string, { unreplied: number; stream: number }> = {
@@ -101,6 +103,23 @@ test('lifetimes measured to within a second, and the keepalive that keeps every 
   process.stderr.write(`# --lifetime took ${took} ms for a longest lifetime of 7 s\n`);
   assert.ok(took < 30_000, `took ${took} ms`);
   assert.deepEqual(leftovers(`ns-${PREFIX}inet`, ours()), []);
+});
+
+test("within a NAT's quota: fewer checks, within it, and the lifetimes still found", { skip }, async () => {
+  const r = await check([file, '--lifetime', '--nat', 'quo-nat', '--json']);
+  assert.equal(r.exitCode, 0, `${r.stdout}\n${r.stderr}`);
+  const doc = JSON.parse(r.stdout) as Doc & { lifetime: { explanation: string[] } };
+  const t = doc.lifetime.targets[0]!;
+  for (const [kind, want] of [
+    ['unreplied', 3],
+    ['stream', 6],
+  ] as const) {
+    const k = t.kinds.find((x) => x.kind === kind)!;
+    assert.equal(k.estimate.verdict, 'measured', `${kind}: ${JSON.stringify(k)}`);
+    assert.ok(k.estimate.aliveUpTo! < want && k.estimate.goneFrom! > want - 0.05, `${kind} bracketed: ${JSON.stringify(k.estimate)}`);
+    assert.equal(k.match, true, `${kind}: ${JSON.stringify(k)}`);
+  }
+  assert.match(doc.lifetime.explanation.join('\n'), /quo-nat: 24 mappings at once \(quo-nat's quota\) hold \d+ probes, not the 38/);
 });
 
 test('text output explains the keepalive; a lifetime declared otherwise exits 1', { skip }, async () => {

@@ -36,13 +36,13 @@ const sites: Record<string, unknown>[] = [];
 const expected: Expect[] = [];
 CLASSIC.forEach(([type, mapping, filtering], i) => {
   sites.push({ name: `k${i}`, nat: { type }, nodes: [{ name: `k${i}-n` }] });
-  expected.push({ nat: `k${i}-nat`, mapping, filtering, hairpinning: false, port: mapping === 'endpoint-independent' ? 'preserved' : 'not-preserved' });
+  expected.push({ nat: `k${i}-nat`, mapping, filtering, hairpinning: false, port: mapping === 'endpoint-independent' ? 'preserved' : 'random' });
 });
 for (const mapping of DEPS) {
   for (const filtering of DEPS) {
     const site = `${SHORT[mapping]}m-${SHORT[filtering]}f`;
     sites.push({ name: site, nat: { mapping, filtering }, nodes: [{ name: `${site}-n` }] });
-    expected.push({ nat: `${site}-nat`, mapping, filtering, hairpinning: false, port: mapping === 'endpoint-independent' ? 'preserved' : 'not-preserved' });
+    expected.push({ nat: `${site}-nat`, mapping, filtering, hairpinning: false, port: mapping === 'endpoint-independent' ? 'preserved' : 'random' });
   }
 }
 sites.push({ name: 'hp', nat: { type: 'full-cone', hairpinning: true }, nodes: [{ name: 'hp-n' }] });
@@ -68,8 +68,8 @@ expected.push({ nat: 'home-nat', mapping: 'endpoint-independent', filtering: 'ad
 // A symmetric carrier NAT with a node of its own and a port-restricted home NAT behind it.
 sites.push({ name: 'cgs', nat: { type: 'symmetric' }, nodes: [{ name: 'cgs-n' }] });
 sites.push({ name: 'homes', upstream: 'cgs', nat: { type: 'port-restricted-cone' }, nodes: [{ name: 'homes-n' }] });
-expected.push({ nat: 'cgs-nat', mapping: 'address-and-port-dependent', filtering: 'address-and-port-dependent', hairpinning: false, port: 'not-preserved' });
-expected.push({ nat: 'homes-nat', mapping: 'address-and-port-dependent', filtering: 'address-and-port-dependent', hairpinning: false, port: 'not-preserved' });
+expected.push({ nat: 'cgs-nat', mapping: 'address-and-port-dependent', filtering: 'address-and-port-dependent', hairpinning: false, port: 'random' });
+expected.push({ nat: 'homes-nat', mapping: 'address-and-port-dependent', filtering: 'address-and-port-dependent', hairpinning: false, port: 'random' });
 
 const lab = { name: 'check-matrix', prefix: PREFIX, sites, nodes: [{ name: 'srv' }] };
 const dir = mkdtempSync(join(tmpdir(), 'labctl-check-matrix-'));

@@ -133,33 +133,77 @@ interface CheckTarget {
   name: string;
   match: boolean;
   measured: { mapping: string; filtering: string; hairpinning: unknown };
-  rows: { test: string; match?: boolean; evidence?: string }[];
+  rows: { test: string; declared?: string; measured: string; match?: boolean; evidence?: string }[];
 }
 
-test('every profile comes up, and `labctl check` measures the mapping, filtering and hairpinning it declares', { skip }, async () => {
-  const r = await check([fileA, '--json'], 300_000);
-  const report = JSON.parse(r.stdout || '{}') as { match: boolean; targets: CheckTarget[] };
+test('every profile comes up, and `labctl check --quota` measures what it declares: mapping, filtering, hairpinning, port allocation, pooling, blocks, the flow limit', {
+  skip,
+}, async () => {
+  const r = await check([fileA, '--json', '--quota'], 300_000);
+  const report = JSON.parse(r.stdout || '{}') as { match: boolean; durationMs: number; targets: CheckTarget[] };
   assert.ok(report.targets?.length, `check reported\n${r.stdout.slice(0, 3000)}\n${r.stderr}`);
+  const allocation = { preserve: 'preserved', random: 'random', sequential: 'sequential (+1)' } as const;
   for (const p of PROFILES) {
     const nat = `${siteOf(p.name)}-nat`;
-    let t = report.targets.find((x) => x.name === nat);
+    const t = report.targets.find((x) => x.name === nat);
     assert.ok(t, `${p.name} was checked`);
-    // A random allocator in a small port block (gcp-cloud-nat: 64 ports per VM, reused for
-    // other destinations, as Cloud NAT does) gives two of check's four mapping probes the same
-    // port in about 9% of runs (1 - 63*62*61/64^3), which check reads as an inconsistent
-    // mapping. Such a NAT is checked again, one run at a time, until a run has no collision.
-    const smallRandomBlock = p.values.mapping === 'address-and-port-dependent' && p.values.portBlock !== null;
-    for (let retry = 0; smallRandomBlock && !t.match && t.measured.mapping === 'inconsistent' && retry < 5; retry++) {
-      const again = JSON.parse((await check([fileA, '--json', '--nat', nat, '--runs', '1'])).stdout) as { targets: CheckTarget[] };
-      t = again.targets[0]!;
-    }
     const why = JSON.stringify(t.rows);
+    const row = (test: string) => t.rows.find((x) => x.test === test);
     assert.equal(t.measured.mapping, p.values.mapping, `${p.name} mapping ${why}`);
     assert.equal(t.measured.filtering, p.values.filtering, `${p.name} filtering ${why}`);
     assert.equal(t.measured.hairpinning, p.values.hairpinning, `${p.name} hairpinning ${why}`);
+    assert.equal(row('port allocation')?.measured, allocation[p.values.portAllocation], `${p.name} port allocation ${why}`);
+    if (p.values.outside > 1) assert.equal(row('pooling')?.measured, p.values.pooling, `${p.name} pooling ${why}`);
+    assert.equal(!!row('port block'), p.values.portBlock !== null, `${p.name}: a port block row exactly when it has blocks ${why}`);
+    const limit = p.values.quota ?? (p.values.portBlock ? p.values.portBlock.size * p.values.portBlock.maxBlocks : undefined);
+    if (limit === undefined) assert.equal(row('quota')?.measured, 'none up to 2048', `${p.name} has no limit ${why}`);
+    else assert.match(row('quota')!.measured, /^\d+ flows$/, `${p.name} refused a flow ${why}`);
     assert.ok(t.match, `${p.name}: every row matches ${why}`);
   }
+  assert.equal(report.match, true);
+  assert.equal(r.exitCode, 0);
   assert.deepEqual(leftovers(`ns-${A}inet`, ours()), [], 'check left nothing behind');
+  process.stderr.write(`# check --quota of the ${PROFILES.length} profiles: ${report.durationMs} ms\n`);
+});
+
+test('`labctl check` tells sequential from random ports, paired from arbitrary pools, sees port blocks and the quota, and says when they differ from the lab file', {
+  skip,
+}, async () => {
+  const r = await check([fileB, '--json', '--quota'], 300_000);
+  const report = JSON.parse(r.stdout || '{}') as { match: boolean; targets: CheckTarget[] };
+  assert.ok(report.targets?.length, `check reported\n${r.stdout.slice(0, 3000)}\n${r.stderr}`);
+  const row = (nat: string, test: string) => report.targets.find((x) => x.name === nat)?.rows.find((x) => x.test === test);
+  const why = (nat: string) => JSON.stringify(report.targets.find((x) => x.name === nat)?.rows);
+  for (const t of report.targets) assert.ok(t.match, `${t.name}: every row matches ${why(t.name)}`);
+  assert.equal(row('seq-nat', 'port allocation')?.measured, 'sequential (+1)', why('seq-nat'));
+  assert.equal(row('seqe-nat', 'port allocation')?.measured, 'sequential (+1)', why('seqe-nat'));
+  assert.equal(row('rnd-nat', 'port allocation')?.measured, 'random', why('rnd-nat'));
+  assert.equal(row('pool-nat', 'pooling')?.measured, 'paired');
+  assert.equal(row('pool-nat', 'pooling')?.declared, `paired (${natOf('pool').behaviour.assignments.find((a) => a.inside === addressOf('pa1'))!.outside})`);
+  assert.equal(row('arb-nat', 'pooling')?.measured, 'arbitrary');
+  assert.equal(row('arbe-nat', 'pooling')?.measured, 'arbitrary');
+  const b1 = natOf('blk').behaviour.assignments.find((a) => a.inside === addressOf('b1'))!;
+  assert.equal(row('blk-nat', 'port block')?.declared, `${b1.outside}:${b1.ports!.low}-${b1.ports!.high}`);
+  assert.match(row('blk-nat', 'port block')!.measured, /^all \d+ within$/);
+  assert.equal(row('quo-nat', 'quota')?.measured, '5 flows', why('quo-nat'));
+  assert.match(row('quo-nat', 'quota')!.evidence!, /3 of 3 earlier flows still answered/);
+  assert.equal(r.exitCode, 0);
+
+  // The same NATs against a file that declares them otherwise: exit 1, and which rows differ.
+  const other = structuredClone(behavioursLab) as { sites: { name: string; nat: Record<string, unknown> }[] };
+  const site = (name: string) => other.sites.find((x) => x.name === name)!.nat;
+  site('seq')['port-allocation'] = 'random';
+  site('rnd')['port-allocation'] = 'sequential';
+  site('arb').pooling = 'paired';
+  site('quo').quota = 7;
+  const fileOther = join(dir, 'behaviours-misdeclared.yaml');
+  writeFileSync(fileOther, stringify(other));
+  const r2 = await check([fileOther, '--json', '--quota'], 300_000);
+  assert.equal(r2.exitCode, 1, r2.stderr);
+  const report2 = JSON.parse(r2.stdout) as { targets: CheckTarget[] };
+  const differs = report2.targets.flatMap((t) => t.rows.filter((x) => x.match === false).map((x) => `${t.name} ${x.test}`)).sort();
+  assert.deepEqual(differs, ['arb-nat pooling', 'quo-nat quota', 'rnd-nat port allocation', 'seq-nat port allocation']);
+  assert.deepEqual(leftovers(`ns-${B}inet`, ours()), [], 'check left nothing behind');
 });
 
 test('paired pooling: each inside address always leaves from its one outside address', { skip }, async () => {

@@ -2,9 +2,9 @@
 // the behaviour of NAT chains, lifetimes, the hole-punching model, option parsing.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { aggregate, analyse, classifyFilteringRun, classifyHairpinRun, classifyMappingRun, classifyPorts, describeType } from '../../src/check/classify.js';
+import { aggregate, analyse, classifyFilteringRun, classifyHairpinRun, classifyMappingRun, describeType } from '../../src/check/classify.js';
 import { composeDeclared, labTargets } from '../../src/check/declared.js';
-import { estimateLifetime, idleGrid, keepaliveFor, lifetimeMatches } from '../../src/check/lifetime.js';
+import { budgetGrid, estimateLifetime, idleGrid, keepaliveFor, lifetimeMatches } from '../../src/check/lifetime.js';
 import { explainDrop, type ModelNat, type ModelNode, predictPunching } from '../../src/check/punch-model.js';
 import { parseExpect, parseServer } from '../../src/check/options.js';
 import { assignSlots, pairsNeeded } from '../../src/check/run.js';
@@ -70,39 +70,6 @@ test('hairpinning: delivered or not, and the source a hairpinned packet shows', 
   const inside = classifyHairpinRun({ ...base, delivered: true, receivedOn: 1000, shownSource: to('10.0.1.1', 2000) });
   assert.equal(inside.source, 'inside');
   assert.equal(classifyHairpinRun({ a: { local: 1 }, b: { local: 2 }, delivered: false }).value, 'unknown');
-});
-
-test('port allocation: preserved, fixed, randomised, sequential', () => {
-  assert.deepEqual(
-    classifyPorts([
-      { local: 5000, mapped: 5000 },
-      { local: 6000, mapped: 6000 },
-    ]).value,
-    { kind: 'preserved' },
-  );
-  assert.deepEqual(
-    classifyPorts([
-      { local: 5000, mapped: 54321 },
-      { local: 6000, mapped: 54321 },
-    ]).value,
-    { kind: 'fixed', port: 54321 },
-  );
-  const random = classifyPorts([
-    { local: 5000, mapped: 31000 },
-    { local: 6000, mapped: 1200 },
-    { local: 7000, mapped: 60200 },
-  ]);
-  assert.deepEqual(random.value, { kind: 'not-preserved' });
-  assert.match(random.detail, /^randomised/);
-  assert.match(
-    classifyPorts([
-      { local: 5000, mapped: 1024 },
-      { local: 6000, mapped: 1025 },
-      { local: 7000, mapped: 1026 },
-    ]).detail,
-    /^sequential/,
-  );
-  assert.equal(classifyPorts([]).value, 'unknown');
 });
 
 test('runs that disagree are reported as inconsistent, not averaged', () => {
@@ -198,6 +165,8 @@ test('a NAT chain, seen from the internet: mapping and filtering the most depend
     port: { kind: 'preserved' },
     timeouts: { unreplied: 20, stream: 50 },
     composition: 'home-nat EIM+EIF behind cgn-nat EIM+ADF+hairpin',
+    // one outside address on the way: paired, the row left out
+    pooling: { value: 'paired', addresses: [lab.nats.find((n) => n.name === 'cgn-nat')!.outside.address], shown: false },
   });
   const cgn = targets.find((t) => t.name === 'cgn-nat')!;
   assert.equal(cgn.probe.node, 'laptop', 'a NAT without a node of its own is probed through a site behind it');
@@ -343,4 +312,22 @@ test('mapping evidence shows the outside address with the ports, or every endpoi
   } as never);
   assert.equal(pool.value, 'address-dependent');
   assert.equal(pool.detail, ':5000 -> 100.64.1.100:1024 100.64.1.100:1024 100.64.1.101:1024 100.64.1.101:1024');
+});
+
+test("lifetime checks within a NAT's limit of mappings: every second near the expected lifetime, further apart elsewhere", () => {
+  assert.deepEqual(budgetGrid(10, 5, 100), idleGrid(10), 'a check every second when they fit');
+  // cgnat-rfc6888: 300 s, looked for up to 450 s, 1024 mappings: 255 idle times per kind.
+  const g = budgetGrid(450, 300, 255);
+  assert.ok(g.length <= 255, `${g.length} idle times`);
+  assert.deepEqual(
+    g.filter((x) => x >= 295 && x <= 305),
+    idleGrid(450).filter((x) => x >= 295 && x <= 305),
+    'every second from 295 s to 305 s',
+  );
+  assert.equal(g[0], 0.03);
+  assert.ok(Math.max(...g.slice(1).map((x, i) => x - g[i]!)) < 2.01, 'at most 2 s apart elsewhere');
+  assert.ok(Math.max(...g) >= 448, 'up to the cap');
+  // Without an expectation, or too few for the fine part: spread evenly over everything.
+  assert.ok(budgetGrid(450, undefined, 100).length <= 100);
+  assert.ok(budgetGrid(450, 300, 50).length <= 50);
 });

@@ -139,11 +139,19 @@ describe('port allocation', () => {
     assert.equal(a.behaviour.portPreservation, false);
   });
 
-  test('a port range: random hashes into it through a map; preserve keeps in-range ports and picks in the range otherwise', () => {
+  test('a port range: random takes a free port of it (the kernel picks, @endpoints keeps it); preserve keeps in-range ports and picks in the range otherwise', () => {
     const random = natOf('{ type: port-restricted-cone, port-allocation: random, ports: 30000-30999 }');
-    assert.deepEqual(snatStatements(random), ['snat ip to 100.64.1.100:jhash ip saddr . th sport mod 1000 seed 0x6c6162 map @ports_30000_30999']);
+    assert.deepEqual(snatStatements(random), [
+      'meta l4proto . ip saddr . th sport @endpoints snat ip to meta l4proto . ip saddr . th sport map @endpoints',
+      'snat ip to 100.64.1.100:30000-30999 fully-random',
+    ]);
     const adm = natOf('{ mapping: address-dependent, filtering: address-dependent, ports: 30000-30999 }');
-    assert.deepEqual(snatStatements(adm), ['snat ip to 100.64.1.100:jhash ip saddr . th sport . ip daddr mod 1000 seed 0x6c6162 map @ports_30000_30999']);
+    assert.deepEqual(snatStatements(adm), [
+      'meta l4proto . ip saddr . th sport . ip daddr @endpoints snat ip to meta l4proto . ip saddr . th sport . ip daddr map @endpoints',
+      'snat ip to 100.64.1.100:30000-30999 fully-random',
+    ]);
+    // The learned mappings are kept: the ruleset learns @endpoints for it.
+    assert.match(compileNatRuleset(random), /update @endpoints/);
     const preserve = natOf('{ type: full-cone, ports: 30000-30999 }');
     assert.deepEqual(snatStatements(preserve), [
       'meta l4proto . th sport @taken meta l4proto . th sport . ip saddr . th sport != @owners snat ip to 100.64.1.100:jhash ip saddr . th sport mod 1000 seed 0x6c6162 map @ports_30000_30999',

@@ -7,43 +7,13 @@ import { parse } from 'yaml';
 import type { KindReport } from '../../src/check/lifetime.js';
 import type { Measured } from '../../src/check/model.js';
 import { parseLab } from '../../src/lab/resolve.js';
-import { classifyAllocation, classifyPooling, labNameFor, natBlockFor, prefixFor, type ProbeFindings } from '../../src/probe/analyse.js';
+import { labNameFor, natBlockFor, prefixFor, type ProbeFindings } from '../../src/probe/analyse.js';
 import { labYaml, natBlockYaml } from '../../src/probe/report.js';
 import { parseEndpointSpec, type ProbeReport } from '../../src/probe/run.js';
 
 const EI = 'endpoint-independent' as const;
 const AD = 'address-dependent' as const;
 const APD = 'address-and-port-dependent' as const;
-const s = (local: number, mapped: number) => ({ local, mapped });
-
-test('port allocation: kept, one port for all, sequential with its step, random, or too few to tell', () => {
-  assert.deepEqual(classifyAllocation([s(40000, 40000), s(41000, 41000)], [40000, 41000]).value, { kind: 'preserved' });
-  assert.deepEqual(classifyAllocation([s(40000, 54321), s(41000, 54321)], [54321]).value, { kind: 'fixed', port: 54321 });
-  // A mapping per destination hands out one port per flow: 4 from one mapping test.
-  const seq = classifyAllocation([s(40000, 1025), s(41000, 1030)], [1025, 1026, 1027, 1028, 1030, 1031, 1032, 1033]);
-  assert.deepEqual(seq.value, { kind: 'sequential', delta: 1 });
-  assert.match(seq.detail, /mostly \+1/);
-  assert.deepEqual(classifyAllocation([s(40000, 2000), s(41000, 2002)], [2000, 2002, 2004]).value, { kind: 'sequential', delta: 2 });
-  assert.deepEqual(classifyAllocation([s(40000, 1030), s(41000, 61000)], [1030, 22000, 61000, 45000]).value, { kind: 'random' });
-  assert.deepEqual(classifyAllocation([s(40000, 1030)], [1030, 1031]).value, { kind: 'unknown' }, 'two ports cannot tell');
-  assert.deepEqual(classifyAllocation([], []).value, { kind: 'unknown' });
-});
-
-test('pooling: flows to both server addresses from one outside address are paired; several addresses, arbitrary', () => {
-  const paired = classifyPooling([
-    { to: 'A1', outside: '100.64.1.100' },
-    { to: 'A2', outside: '100.64.1.100' },
-  ]);
-  assert.deepEqual([paired.value, paired.addresses], ['paired', ['100.64.1.100']]);
-  assert.equal(
-    classifyPooling([
-      { to: 'A1', outside: '198.51.100.7' },
-      { to: 'A2', outside: '198.51.100.9' },
-    ]).value,
-    'arbitrary',
-  );
-  assert.equal(classifyPooling([{ to: 'A1', outside: '198.51.100.7' }]).value, 'unknown', 'flows to one server address cannot tell');
-});
 
 function measured(mapping: Measured['mapping'], filtering: Measured['filtering'], extra: Partial<Measured> = {}): Measured {
   return { mapping, filtering, hairpinning: false, port: { kind: 'preserved' }, keepsPort: mapping === EI, outsideAddress: '100.64.1.100', ...extra };
@@ -78,16 +48,15 @@ test('the nat: block: a classic name where one fits, RFC 4787 terms otherwise, a
   });
 });
 
-test('what a lab file cannot say yet is said, and the block keeps what it can', () => {
+test('sequential ports and an arbitrary pool go into the block; what a lab file cannot say is said', () => {
   const seq = natBlockFor(
     findings(measured(APD, APD), { allocation: { kind: 'sequential', delta: 1 }, pooling: 'arbitrary', poolAddresses: ['198.51.100.7', '198.51.100.9'] }),
     'client',
   );
-  assert.deepEqual(seq.nat, { type: 'symmetric', hairpinning: false });
-  assert.deepEqual(seq.notExpressible, [
-    'port allocation: sequential (each new mapping +1 from the last); a lab NAT picks hashed or random ports',
-    'outside address pooling: arbitrary (flows of one inside address left from 198.51.100.7, 198.51.100.9); a lab NAT has one outside address',
-  ]);
+  assert.deepEqual(seq.nat, { type: 'symmetric', hairpinning: false, 'port-allocation': 'sequential', outside: 2, pooling: 'arbitrary' });
+  assert.deepEqual(seq.notExpressible, []);
+  const byTwo = natBlockFor(findings(measured(APD, APD), { allocation: { kind: 'sequential', delta: 2 } }), 'client');
+  assert.deepEqual(byTwo.notExpressible, ["port allocation: each new mapping +2 from the last; a lab NAT's sequential ports step by 1"]);
   const keptUnderApdm = natBlockFor(findings(measured(APD, APD)), 'client');
   assert.match(keptUnderApdm.notExpressible[0]!, /inside ports kept under address-and-port-dependent mapping/);
   assert.equal(keptUnderApdm.nat?.['port-preservation'], undefined, 'a lab file cannot keep ports under APDM');
