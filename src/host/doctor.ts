@@ -84,7 +84,27 @@ const STOCK = (modules: string) => `a stock distribution kernel has it (${module
 /** The NAT chain labctl's rulesets use (nat hooks, masquerade): loads in a fresh namespace only where nf_tables and its NAT parts are there. */
 const NAT_PROBE_RULESET = 'table ip labctl_doctor {\n\tchain post { type nat hook postrouting priority srcnat; masquerade; }\n}\n';
 /** A conntrack match (ct state): nft_ct needs nf_conntrack. */
-const CONNTRACK_PROBE_RULESET = 'table ip labctl_doctor {\n\tchain fwd { type filter hook forward priority 0; ct state established accept; }\n}\n';
+const CONNTRACK_PROBE_RULESET = 'table ip labctl_doctor {\n\tchain forward_probe { type filter hook forward priority 0; ct state established accept; }\n}\n';
+
+/** A ct timeout object attached to new flows, as every labctl NAT's ruleset has (its UDP and TCP timers). */
+const CT_TIMEOUT_PROBE_RULESET = [
+  'table ip labctl_doctor {',
+  '\tct timeout t {\n\t\tprotocol udp; l3proto ip\n\t\tpolicy = { unreplied: 30, replied: 120 }\n\t}',
+  '\tchain pre {\n\t\ttype filter hook prerouting priority filter; policy accept;\n\t\tct state new ct timeout set "t"\n\t}',
+  '}\n',
+].join('\n');
+/** A per-address flow count (ct count over a dynamic set), as a NAT with a quota has. */
+const CONNLIMIT_PROBE_RULESET = [
+  'table ip labctl_doctor {',
+  '\tset q {\n\t\ttype ipv4_addr\n\t\tsize 65535\n\t\tflags dynamic\n\t}',
+  '\tchain forward_probe {\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tct state new add @q { ip saddr ct count over 5 } drop\n\t}',
+  '}\n',
+].join('\n');
+/** A computed outside address and port (numgen, jhash), as sequential ports, arbitrary pools and hashed ports are made. */
+const natProbe = (statement: string) =>
+  `table ip labctl_doctor {\n\tchain post {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\t${statement}\n\t}\n}\n`;
+const NUMGEN_PROBE_RULESET = natProbe('snat ip to numgen random mod 2 map { 0 : 10.0.0.1, 1 : 10.0.0.2 }');
+const HASH_PROBE_RULESET = natProbe('meta l4proto udp snat ip to 10.0.0.1:jhash ip saddr . udp sport mod 1000 seed 0x1 offset 2000');
 
 /** Tried first: every other feature is tried inside such a namespace. */
 export const NETNS_FEATURE: KernelFeature = {
@@ -122,6 +142,39 @@ export const KERNEL_FEATURES: readonly KernelFeature[] = [
     probe: { argv: ['nft', '-f', '-'], input: CONNTRACK_PROBE_RULESET, shown: 'nft -f - with a rule matching ct state' },
   },
   {
+    // nft_ct's, when the kernel has CONFIG_NF_CONNTRACK_TIMEOUT (every stock one): tried only where module lists are missing.
+    check: 'kernel: ct timeout objects',
+    module: 'nft_ct',
+    severity: 'error',
+    neededFor: "every NAT router's UDP and TCP timers (nftables ct timeout objects, per NAT and per flow)",
+    fix: 'a stock distribution kernel has it (CONFIG_NF_CONNTRACK_TIMEOUT, in nf_conntrack and nft_ct); on a custom kernel, enable it',
+    probe: { argv: ['nft', '-f', '-'], input: CT_TIMEOUT_PROBE_RULESET, shown: 'nft -f - with a ct timeout object set on new flows' },
+  },
+  {
+    check: 'kernel: nft_hash',
+    module: 'nft_hash',
+    severity: 'warning',
+    neededFor: 'hashed outside ports (port-preservation: false, address-dependent mapping, and a kept port another inside endpoint holds)',
+    fix: STOCK('module nft_hash'),
+    probe: { argv: ['nft', '-f', '-'], input: HASH_PROBE_RULESET, shown: 'nft -f - with a jhash port' },
+  },
+  {
+    check: 'kernel: nft_numgen',
+    module: 'nft_numgen',
+    severity: 'warning',
+    neededFor: 'sequential port allocation and arbitrary pooling (port-allocation: sequential, pooling: arbitrary)',
+    fix: STOCK('module nft_numgen'),
+    probe: { argv: ['nft', '-f', '-'], input: NUMGEN_PROBE_RULESET, shown: 'nft -f - with a numgen address' },
+  },
+  {
+    check: 'kernel: nft_connlimit',
+    module: 'nft_connlimit',
+    severity: 'warning',
+    neededFor: 'per-address quotas (quota:, the cgnat-rfc6888 profile)',
+    fix: STOCK('module nft_connlimit'),
+    probe: { argv: ['nft', '-f', '-'], input: CONNLIMIT_PROBE_RULESET, shown: 'nft -f - with ct count over a dynamic set' },
+  },
+  {
     check: 'kernel: btrfs',
     module: 'btrfs',
     severity: 'error',
@@ -144,6 +197,14 @@ export const KERNEL_FEATURES: readonly KernelFeature[] = [
     neededFor: 'labs with several nodes behind one NAT (a bridged LAN; the default lab has none)',
     fix: STOCK('module bridge'),
     probe: { argv: ['ip', 'link', 'add', 'labctl-doc0', 'type', 'bridge'] },
+  },
+  {
+    check: 'kernel: sch_tbf',
+    module: 'sch_tbf',
+    severity: 'warning',
+    neededFor: 'link rate limits (rate:)',
+    fix: STOCK('module sch_tbf'),
+    probe: { argv: ['tc', 'qdisc', 'add', 'dev', 'lo', 'root', 'tbf', 'rate', '1mbit', 'burst', '32kbit', 'latency', '400ms'] },
   },
   {
     check: 'kernel: sch_netem',

@@ -8,6 +8,7 @@ import { run } from '../exec/run.js';
 import { type ClassicNatType, type Dependency, SHORT } from '../lab/behaviour.js';
 import type { Forward, Lab, Link, Nat } from '../lab/model.js';
 import { DEFAULT_TCP_MAPPING_TIMEOUT, DEFAULT_UDP_STREAM, DEFAULT_UDP_UNREPLIED } from '../lab/resolve-behaviour.js';
+import { DEFAULT_PORTS } from '../lab/resolve-nat-ports.js';
 import { LabctlError } from '../util/errors.js';
 import type { LabState } from '../host/state.js';
 import { describeShaping, type LinkShaping, shapingIsEmpty } from '../lab/impairment.js';
@@ -28,6 +29,16 @@ export interface GraphNat {
   forwards: Forward[];
   /** Only the timeouts that differ from labctl's defaults (those the lab file set). */
   timeouts?: { udpUnreplied?: number; udpStream?: number; tcpMapping?: number };
+  /** The NAT profile the lab file named. */
+  profile?: string;
+  /** How new mappings get ports, when not kept (preservation) or fixed. */
+  portAllocation?: 'sequential' | 'random';
+  /** A port range other than 1024-65535. */
+  ports?: string;
+  /** Several outside addresses, and whether an inside address always leaves from one. */
+  pool?: { addresses: string[]; pooling: 'paired' | 'arbitrary' };
+  portBlock?: { size: number; maxBlocks: number };
+  quota?: number;
 }
 
 export type MemberKind = 'internet' | 'internet-node' | 'nat' | 'node';
@@ -94,6 +105,12 @@ function natOf(nat: Nat): GraphNat {
     ...(b.fixedPort !== undefined ? { fixedPort: b.fixedPort } : {}),
     forwards: b.forwards.map((f) => ({ ...f })),
     ...(Object.keys(timeouts).length ? { timeouts } : {}),
+    ...(b.profile ? { profile: b.profile } : {}),
+    ...(b.fixedPort === undefined && b.portAllocation !== 'preserve' ? { portAllocation: b.portAllocation } : {}),
+    ...(b.ports.low !== DEFAULT_PORTS.low || b.ports.high !== DEFAULT_PORTS.high ? { ports: `${b.ports.low}-${b.ports.high}` } : {}),
+    ...(nat.outside.pool.length > 1 ? { pool: { addresses: [...nat.outside.pool], pooling: b.pooling } } : {}),
+    ...(b.portBlock ? { portBlock: { ...b.portBlock } } : {}),
+    ...(b.quota !== undefined ? { quota: b.quota } : {}),
   };
 }
 
@@ -187,8 +204,13 @@ export function memberLines(m: GraphMember): string[] {
   if (m.nat) {
     const n = m.nat;
     lines.push(`NAT ${n.behaviour}`);
+    if (n.profile) lines.push(`profile ${n.profile}`);
     lines.push(n.hairpinning ? 'hairpinning' : 'no hairpinning');
-    if (n.portPreservation) lines.push('port preservation');
+    if (n.portPreservation) lines.push(`port preservation${n.ports ? ` in ${n.ports}` : ''}`);
+    if (n.portAllocation) lines.push(`${n.portAllocation} ports${n.ports ? ` in ${n.ports}` : ''}`);
+    if (n.pool) lines.push(`outside ${n.pool.addresses.join(', ')} (${n.pool.pooling})`);
+    if (n.portBlock) lines.push(`port blocks ${n.portBlock.maxBlocks} x ${n.portBlock.size}`);
+    if (n.quota !== undefined) lines.push(`quota ${n.quota} mappings per inside address`);
     if (n.fixedPort !== undefined) lines.push(`fixed port ${n.fixedPort}`);
     for (const f of n.forwards) lines.push(`forward ${f.protocol} ${f.port} → ${f.to}:${f.toPort}${f.public ? ' (public)' : ''}`);
     const t = n.timeouts;

@@ -168,6 +168,38 @@ sites:
   });
 });
 
+describe('NATs as in the field', () => {
+  test('a profile, its outside pool and pooling, port allocation and range, port blocks and a quota are in the model and the labels', () => {
+    const lab = parseLab(
+      [
+        'name: field',
+        'sites:',
+        '  - { name: cgn, nat: { profile: cgnat-port-blocks }, nodes: [{ name: c }] }',
+        '  - { name: arb, nat: { type: symmetric, outside: 3, pooling: arbitrary, port-allocation: sequential, ports: 30000-30999 }, nodes: [{ name: a }] }',
+        '  - { name: quo, nat: { type: full-cone, quota: 5 }, nodes: [{ name: q }] }',
+      ].join('\n'),
+      'field.yaml',
+    );
+    const g = labGraph(lab);
+    const nat = (name: string) => g.members.find((m) => m.name === name)!.nat!;
+    assert.equal(nat('cgn-nat').profile, 'cgnat-port-blocks');
+    assert.deepEqual(nat('cgn-nat').portBlock, { size: 128, maxBlocks: 8 });
+    assert.equal(nat('cgn-nat').pool?.pooling, 'paired');
+    assert.deepEqual([nat('arb-nat').portAllocation, nat('arb-nat').ports, nat('arb-nat').pool?.addresses.length], ['sequential', '30000-30999', 3]);
+    assert.equal(nat('quo-nat').quota, 5);
+    assert.equal(nat('quo-nat').portAllocation, undefined, 'kept ports say port preservation, as before');
+    const text = renderMermaid(g);
+    assert.match(
+      text,
+      /cgn-nat<br\/>NAT EIM\+EIF<br\/>profile cgnat-port-blocks<br\/>hairpinning<br\/>random ports<br\/>outside 100\.64\.1\.100, 100\.64\.1\.101 \(paired\)<br\/>port blocks 8 x 128/,
+    );
+    assert.match(text, /sequential ports in 30000-30999<br\/>outside [\d., ]+ \(arbitrary\)/);
+    assert.match(text, /quota 5 mappings per inside address/);
+    // The article's NATs have none of these: their labels are as before.
+    assert.equal(labGraph(article).members.filter((m) => m.nat && (m.nat.profile || m.nat.pool || m.nat.portAllocation || m.nat.quota)).length, 0);
+  });
+});
+
 describe('renderers', () => {
   test('mermaid: a flowchart declaring every member once and every link with both ends', () => {
     const text = renderMermaid(graph);
