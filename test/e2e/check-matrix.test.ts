@@ -142,9 +142,11 @@ test('a NAT declared otherwise than it behaves: exit 1 and the difference shown'
   const r = await check([fileB]);
   assert.equal(r.exitCode, 1, `exit 1 expected\n${r.stdout.slice(0, 3000)}\n${r.stderr}`);
   assert.match(r.stdout, /k1-nat: probed from k1-n \(ns-ckm-k1-n\).* -- DIFFERS from its declaration/);
+  // The evidence per run, or (when a request needed a retransmission on a loaded host, which
+  // makes check judge the runs together, src/check/impaired.ts) over all runs.
   assert.match(
     r.stdout,
-    /filtering\s+address-and-port-dependent\s+address-dependent\s+NO\s+answers let in after sending to A1:P1: run 1: :\d+ same yes, other port [\d.]+:\d+ yes, other address no, both no/,
+    /filtering\s+address-and-port-dependent\s+address-dependent\s+NO\s+(answers let in after sending to A1:P1: run 1: :\d+ same yes, other port [\d.]+:\d+ yes, other address no, both no|over a lossy path, all runs together: .*other port: in .*other address: dropped .*both: dropped)/,
   );
   assert.match(r.stdout, /type\s+port-restricted-cone \(EIM\+APDF\)\s+restricted-cone \(EIM\+ADF\)\s+NO/);
   assert.match(r.stdout, /1 of \d+ NAT\(s\) differ from their declaration: k1-nat$/);
