@@ -18,7 +18,7 @@ const FIELD_OPTIONS = [
   ['reorder', '<percent>', 'packets sent ahead of the others, which wait out the delay: 1% (netem; needs a delay)'],
 ] as const;
 
-type SetOptions = Partial<Record<(typeof FIELD_OPTIONS)[number][0] | 'profile' | 'direction' | 'lab', string>> & { json?: boolean };
+type SetOptions = Partial<Record<(typeof FIELD_OPTIONS)[number][0] | 'profile' | 'direction' | 'lab', string>> & { json?: boolean; all?: boolean };
 
 function refuse(issues: InputIssue[]): never {
   throw new UsageError(issues.map((i) => `${i.path}: ${i.message}`).join('\n'), { issues });
@@ -62,9 +62,12 @@ export function registerLinkCommands(program: Command): void {
 
   const set = link
     .command('set')
-    .description("replace a link's impairment in one step (never a moment with none); the fields not given have none, apart from a profile's")
-    .argument('<a>', 'one end: a member of the lab (node, NAT, internet)')
-    .argument('<b>', 'the other end (either order)');
+    .description(
+      "replace a link's impairment in one step (never a moment with none), or every link's with --all; the fields not given have none, apart from a profile's",
+    )
+    .argument('[a]', 'one end: a member of the lab (node, NAT, internet)')
+    .argument('[b]', 'the other end (either order)')
+    .option('--all', 'every link of the lab: one tc batch per namespace, all at once');
   for (const [name, arg, what] of FIELD_OPTIONS) set.option(`--${name} ${arg}`, what);
   set
     .option('--profile <name>', 'a named profile of a common access link (README "Link impairments"); the options beside it override it')
@@ -72,31 +75,42 @@ export function registerLinkCommands(program: Command): void {
   labOption(set).option('--json', 'print the result as JSON');
   example(
     set.action(
-      action(async (a: string, b: string, opts: SetOptions) => {
+      action(async (a: string | undefined, b: string | undefined, opts: SetOptions) => {
+        if (opts.all && a !== undefined) throw new UsageError('link set: give either two members (A B) or --all, not both');
+        if (!opts.all && (a === undefined || b === undefined)) throw new UsageError('link set: give the two members the link joins (A B), or --all');
         const { checkLinkEntry } = await import('../lab/schema.js');
         const { OPTION_OF, resolveLinkEntry, findLink } = await import('../lab/resolve-links.js');
         const where = (field: string) => OPTION_OF[field as keyof typeof OPTION_OF] ?? field;
-        const raw: Record<string, unknown> = { between: [a, b] };
-        for (const key of [...FIELD_OPTIONS.map((f) => f[0]), 'profile', 'direction'] as const) if (opts[key] !== undefined) raw[key] = opts[key];
-        const checked = checkLinkEntry(raw, where);
-        if (!checked.entry) refuse(checked.issues);
+        const entryFor = (ends: [string, string]) => {
+          const raw: Record<string, unknown> = { between: ends };
+          for (const key of [...FIELD_OPTIONS.map((f) => f[0]), 'profile', 'direction'] as const) if (opts[key] !== undefined) raw[key] = opts[key];
+          const checked = checkLinkEntry(raw, where);
+          if (!checked.entry) refuse(checked.issues);
+          return checked.entry;
+        };
+        // The options alone are checked before root and the lab (the ends stand in until the lab is read).
+        entryFor(opts.all ? ['a', 'b'] : [a!, b!]);
         requireRoot('link set', ROOT_WHY);
         const { effectiveShaping, linkTarget, setLinks } = await import('../apply/links.js');
-        const target = linkTarget(opts.lab, [a, b]);
+        const target = linkTarget(opts.lab, opts.all ? [] : [a!, b!]);
+        const pairs: [string, string][] = opts.all ? target.lab.links.map((l) => [l.a.owner, l.b.owner]) : [[a!, b!]];
         const issues: InputIssue[] = [];
-        const r = resolveLinkEntry(target.lab, checked.entry, where, (path, message) => issues.push({ path, message }));
-        if (!r) refuse(issues);
-        const found = findLink(target.lab, a, b) as { index: number };
-        const theLink = target.lab.links[found.index]!;
-        const shaping = { ...effectiveShaping(theLink, target.state), ...r.shaping };
-        const [result] = await setLinks(target, [{ link: theLink, shaping }]);
-        if (opts.json) return printJson(result);
-        process.stdout.write(`${result!.message}\n`);
+        const changes = pairs.map((ends) => {
+          const r = resolveLinkEntry(target.lab, entryFor(ends), where, (path, message) => issues.push({ path, message }));
+          if (!r) refuse(issues);
+          // resolveLinkEntry has found the link (it reports a pair that is not one).
+          const theLink = target.lab.links[(findLink(target.lab, ...ends) as { index: number }).index]!;
+          return { link: theLink, shaping: { ...effectiveShaping(theLink, target.state), ...r.shaping } };
+        });
+        const results = await setLinks(target, changes);
+        if (opts.json) return printJson(opts.all ? results : results[0]);
+        process.stdout.write(`${results.map((r) => r.message).join('\n')}\n`);
       }),
     ),
     'sudo labctl link set c1-nat inet --delay 40ms --jitter 10ms --loss 1%',
     'sudo labctl link set c0-nat inet --profile lte --loss 0%     # the profile without its loss',
     'sudo labctl link set c0 c0-nat --rate 1mbit --direction upstream',
+    'sudo labctl link set --all --profile lte                     # every link of the lab',
   );
 
   example(

@@ -163,6 +163,26 @@ describe('rate limits (tbf)', () => {
     assert.match(qdiscs('ns-c0-nat', 've-c0-nat-inet'), /rate 2Mbit/);
     assert.match((await labctlOk(['link', 'show', 'article'])).stdout, /c0-nat--inet .*upstream: rate 2mbit; downstream: rate 20mbit\s+live\s+up/);
 
+    // Every link in one command: both ends of all four links, recorded live.
+    const all = await labctlOk(['link', 'set', '--all', '--rate', '8mbit', '--lab', 'article']);
+    assert.equal(all.stdout.trim().split('\n').length, 4, all.stdout);
+    for (const [ns, dev] of [
+      ['ns-c0-nat', 've-c0-nat-inet'],
+      ['ns-inet', 've-c0-inet'],
+      ['ns-c1-nat', 've-c1-nat-inet'],
+      ['ns-inet', 've-c1-inet'],
+      ['ns-c0', 've-c0'],
+      ['ns-c0-nat', 've-c0-nat-node'],
+      ['ns-c1', 've-c1'],
+      ['ns-c1-nat', 've-c1-nat-node'],
+    ])
+      assert.match(qdiscs(ns!, dev!), /tbf .*rate 8Mbit/, `${ns} ${dev}`);
+    const allShown = JSON.parse((await labctlOk(['link', 'show', 'article', '--json'])).stdout) as { links: { from: string; impairment: unknown }[] }[];
+    assert.deepEqual(
+      allShown[0]!.links.map((l) => [l.from, l.impairment]),
+      Array(4).fill(['live', { upstream: { rateKbit: 8000 }, downstream: { rateKbit: 8000 } }]),
+    );
+
     // Reset: an ideal link, whatever the file declares; the qdiscs are gone.
     await labctlOk(['link', 'reset', '--all', '--lab', 'article']);
     assert.doesNotMatch(qdiscs('ns-c0-nat', 've-c0-nat-inet'), /tbf/);
@@ -318,6 +338,9 @@ describe('bad input: each with its message, nothing created or changed', () => {
       [['set', 'c1-nat', 'inet', '--rate', '1mbit', '--direction', 'up'], /--direction: must be one of both, upstream, downstream/],
       [['set', 'c1-nat', 'inet', '--rate', '1mbit', '--lab', 'nope'], /lab "nope" is not up \(up: .*article/],
       [['reset'], /give the two members the link joins \(A B\), or --all/],
+      [['set', '--rate', '1mbit'], /link set: give the two members the link joins \(A B\), or --all/],
+      [['set', 'c1-nat', 'inet', '--all', '--rate', '1mbit'], /link set: give either two members \(A B\) or --all, not both/],
+      [['set', '--all', '--loss', '200%'], /--loss: \(200%\) must be at most 100%/],
       [['down', 'c0', 'inet'], /A B: c0 and inet are not linked/],
     ];
     for (const [args, message] of cases) {
