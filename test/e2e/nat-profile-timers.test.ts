@@ -104,8 +104,11 @@ test("`check --lifetime` measures every profile's shortened UDP timers", { skip 
       assert.equal(k.expected, want, `${what}: declared`);
       assert.equal(k.estimate.verdict, 'measured', what);
       assert.ok(Math.abs(k.estimate.seconds! - want) <= 1, `${what}: ${k.estimate.seconds} s measured, ${want} s declared`);
+      // The two checks at the first idle time past the lifetime (30 ms past) may straddle the
+      // expiry on a loaded host (seen in a CI run: cgnat-port-blocks, alive and gone at 3.031 s),
+      // which check itself takes as the end (src/check/lifetime.ts estimateLifetime).
       assert.ok(
-        k.estimate.aliveUpTo! < want && k.estimate.goneFrom! > want - 0.05 && k.estimate.goneFrom! - k.estimate.aliveUpTo! <= 1.2,
+        k.estimate.aliveUpTo! < want + 0.1 && k.estimate.goneFrom! > want - 0.05 && k.estimate.goneFrom! - k.estimate.aliveUpTo! <= 1.2,
         `${what}: bracketed within about a second`,
       );
       assert.equal(k.match, true, what);

@@ -453,6 +453,8 @@ class Session implements StockKernelSession {
       `labctl.guest=${GUEST_SCRIPT}`,
       `labctl.busybox=${vm.busybox}`,
       `labctl.modules=${vm.modules}`,
+      // The checkout: under the host's /tmp, guest.sh keeps it visible in the guest's fresh /tmp.
+      `labctl.checkout=${ROOT}`,
     ].join(' ');
     const qemuArgs = [
       ...['-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot'],

@@ -44,9 +44,18 @@ fail() {
 }
 
 # A booted host's mounts. /run and /tmp must be fresh: the host's own (seen through the
-# overlay) hold its network namespaces, lab state and locks.
+# overlay) hold its network namespaces, lab state and locks. A checkout under the host's
+# /tmp (a CI clone there) stays where it is: bound back into the fresh /tmp.
+checkout=$(param checkout)
+case "$checkout" in
+  /tmp/?*) mkdir -p /.labctl-host-tmp && mount --bind /tmp /.labctl-host-tmp || fail "cannot keep the host's /tmp" ;;
+  *) checkout= ;;
+esac
 mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run || fail "cannot mount /run"
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
+if [ -n "$checkout" ]; then
+  mkdir -p "$checkout" && mount --bind "/.labctl-host-tmp/${checkout#/tmp/}" "$checkout" || fail "cannot bind $checkout"
+fi
 mkdir -p /dev/pts /dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm
