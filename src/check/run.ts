@@ -179,6 +179,81 @@ async function runWaves<R>(session: Session, tasks: Task<R>[], hops: PathHop[]):
   }
 }
 
+type Retransmit = (t: Target) => { retransmit: PathTiming['retransmit'] };
+type BindingResult = Observation & { local: number };
+
+/**
+ * Phase 3: how ports are handed out: new mappings one after another from fresh inside ports
+ * (the runs before went at once), fewer within a small limit (the NAT is flushed before
+ * them). Not where every flow so far left from one outside port, nor with one inside port
+ * for everything (--port): fresh inside ports to one server endpoint would only clash there.
+ */
+function allocationTasks(
+  session: Session,
+  targets: Target[],
+  slots: Map<Target, number>,
+  runsSoFar: (t: Target) => TargetRuns,
+  rt: Retransmit,
+): Task<BindingResult[]>[] {
+  return targets.flatMap((t) => {
+    const soFar = firstMappings(runsSoFar(t));
+    if (t.mappingPort !== undefined || (soFar.length > 1 && new Set(soFar.map((x) => x.mapped)).size === 1)) return [];
+    const a = session.agent(t.probe.netns);
+    const flows = Math.min(ALLOCATION_FLOWS, t.declared?.limit?.flows ?? ALLOCATION_FLOWS);
+    return [
+      {
+        target: t,
+        slot: slots.get(t)!,
+        run: async (server: ServerInstance) => {
+          const out: BindingResult[] = [];
+          for (let k = 0; k < flows; k++) out.push(await a.call<BindingResult>('binding', { to: { address: server.a1, port: server.p1 }, ...rt(t) }));
+          return out;
+        },
+      },
+    ];
+  });
+}
+
+/**
+ * Phase 4 (--quota): flows from each node until one is refused, up to the declared limit and
+ * a few more (or the cap); targets behind one outside NAT take turns (their flows may count
+ * against one quota there). Not where every flow leaves from one port (`onePort`: no
+ * allocation sequence could run), said in `notes`.
+ */
+function quotaTasks(
+  session: Session,
+  targets: Target[],
+  slots: Map<Target, number>,
+  quota: true | number,
+  rt: Retransmit,
+  noSequence: (t: Target) => boolean,
+  notes: Map<Target, string>,
+): Task<QuotaProbeResult>[] {
+  return targets.flatMap((t) => {
+    if (t.localPort !== undefined || t.mappingPort !== undefined || (t.declared?.port?.kind === 'fixed' && noSequence(t))) {
+      notes.set(
+        t,
+        'no quota measured: every flow leaves from one outside port (or one inside port was asked for), so new flows to one server endpoint would only clash',
+      );
+      return [];
+    }
+    const cap = typeof quota === 'number' ? quota : t.declared?.limit ? t.declared.limit.flows + QUOTA_MARGIN : QUOTA_CAP;
+    const a = session.agent(t.probe.netns);
+    return [
+      {
+        target: t,
+        slot: slots.get(t)!,
+        run: (server: ServerInstance) =>
+          a.call<QuotaProbeResult>(
+            'quota',
+            { to: { address: server.a1, port: server.p1 }, other: { address: server.a1, port: server.p2 }, cap, ...rt(t) },
+            300_000,
+          ),
+      },
+    ];
+  });
+}
+
 /**
  * New mappings each probe opens at the NAT (filtering 1; hairpinning 2 and the hairpinned
  * flow; mapping 1 per inside port under EIM, 2 under ADM, 4 under APDM), so that a target
@@ -300,64 +375,22 @@ export async function runCheck(options: CheckOptions): Promise<CheckReport> {
       }
     }
 
-    // Phase 3: how ports are handed out: new mappings one after another from fresh inside
-    // ports (the runs above went at once). Not where every flow so far left from one outside
-    // port, nor with one inside port for everything (--port): fresh inside ports to one
-    // server endpoint would only clash there.
-    const sequence: Task<(Observation & { local: number })[]>[] = [];
+    // Phase 3: how ports are handed out (allocationTasks).
     const oneSlot = assignSlots(targets, 1);
-    for (const t of targets) {
-      const soFar = firstMappings({
-        filtering: filtering.filter((x) => x.target === t && x.result).map((x) => x.result!),
-        hairpin: hairpin.filter((x) => x.target === t && x.result).map((x) => x.result!),
-        mapping: mapping.filter((x) => x.target === t && x.result).map((x) => x.result!),
-      });
-      if (t.mappingPort !== undefined || (soFar.length > 1 && new Set(soFar.map((x) => x.mapped)).size === 1)) continue;
-      const a = session.agent(t.probe.netns);
-      // Within a small limit, fewer flows (the NAT is flushed before them).
-      const flows = Math.min(ALLOCATION_FLOWS, t.declared?.limit?.flows ?? ALLOCATION_FLOWS);
-      sequence.push({
-        target: t,
-        slot: oneSlot.get(t)!,
-        run: async (server) => {
-          const out: (Observation & { local: number })[] = [];
-          for (let k = 0; k < flows; k++)
-            out.push(await a.call<Observation & { local: number }>('binding', { to: { address: server.a1, port: server.p1 }, ...rt(t) }));
-          return out;
-        },
-      });
-    }
+    const runsSoFar = (t: Target): TargetRuns => ({
+      filtering: filtering.filter((x) => x.target === t && x.result).map((x) => x.result!),
+      hairpin: hairpin.filter((x) => x.target === t && x.result).map((x) => x.result!),
+      mapping: mapping.filter((x) => x.target === t && x.result).map((x) => x.result!),
+    });
+    const sequence = allocationTasks(session, targets, oneSlot, runsSoFar, rt);
     if (tight.size) await flushHops(hops);
     await runWaves(session, sequence, hops);
     trace('phase 3 (port allocation) done');
 
-    // Phase 4 (--quota): from a clean NAT, flows from each node until one is refused; targets
-    // behind one outside NAT take turns (their flows may count against one quota there).
-    const quota: Task<QuotaProbeResult>[] = [];
+    // Phase 4 (--quota): from a clean NAT (quotaTasks).
     const quotaNotes = new Map<Target, string>();
+    const quota = options.quota ? quotaTasks(session, targets, oneSlot, options.quota, rt, (t) => !sequence.some((x) => x.target === t), quotaNotes) : [];
     if (options.quota) {
-      for (const t of targets) {
-        const fixed = t.localPort !== undefined || t.mappingPort !== undefined || (t.declared?.port?.kind === 'fixed' && !sequence.some((x) => x.target === t));
-        if (fixed) {
-          quotaNotes.set(
-            t,
-            'no quota measured: every flow leaves from one outside port (or one inside port was asked for), so new flows to one server endpoint would only clash',
-          );
-          continue;
-        }
-        const cap = typeof options.quota === 'number' ? options.quota : t.declared?.limit ? t.declared.limit.flows + QUOTA_MARGIN : QUOTA_CAP;
-        const a = session.agent(t.probe.netns);
-        quota.push({
-          target: t,
-          slot: oneSlot.get(t)!,
-          run: (server) =>
-            a.call<QuotaProbeResult>(
-              'quota',
-              { to: { address: server.a1, port: server.p1 }, other: { address: server.a1, port: server.p2 }, cap, ...rt(t) },
-              300_000,
-            ),
-        });
-      }
       await flushHops(hops);
       await runWaves(session, quota, hops);
       trace('phase 4 (quota) done');
