@@ -175,7 +175,7 @@ Measured ${new Date().toISOString().slice(0, 10)} on ${machineLine()}, by \`benc
 | the same ${links.length} impairments declared in the lab file: \`net up\` of the 50 sites with against without (${fiftyPlain.length} runs each) | ${ms(f1.median)} against ${ms(f0.median)}: ${ms(f1.median - f0.median)} more | |
 | \`labctl net up\` of the default lab with rates on all 4 links against without (${runs} runs each, medians) | ${ms(up1.median)} against ${ms(up0.median)}: ${ms(up1.median - up0.median)} more | under +50 ms |
 
-Each \`link set\` is a whole labctl process (Node's start, the lab's state read and written under its lock, one \`tc\` batch per end), so the time of ${links.length} of them in a row is mostly ${links.length} process starts; declaring the impairments in the lab file applies them all inside one \`net up\` (the second row).
+Each \`link set\` is a whole labctl process (Node's start, the lab's state read and written under its lock, one \`tc\` batch per end), so the time of ${links.length} of them in a row is mostly ${links.length} process starts; \`link set --all\` sets them all in one process (the second row), and declaring them in the lab file applies them inside one \`net up\` (the third row).
 
 ${vmPart}
 
