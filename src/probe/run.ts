@@ -149,6 +149,8 @@ export async function runProbe(o: ProbeOptions): Promise<ProbeReport> {
   const held: number[] = [];
   try {
     const { hosts } = await caller.call<{ hosts: string[] }>('hosts', {});
+    // Every address of this host, loopback ones too (a server on this host may listen there): the server seeing one means nothing translated.
+    const { hosts: ownAddresses } = await caller.call<{ hosts: string[] }>('hosts', { loopback: true });
     if (lp !== undefined) {
       try {
         held.push((await caller.call<{ port: number }>('hold', { port: lp })).port);
@@ -241,7 +243,7 @@ export async function runProbe(o: ProbeOptions): Promise<ProbeReport> {
         });
       }
     }
-    const untranslated = hosts.includes(first.mapped.address);
+    const untranslated = ownAddresses.includes(first.mapped.address);
     if (untranslated) notes.push(`the server saw ${first.mapped.address}, an address of this host: nothing translates addresses on the way`);
     const block = natBlockFor(
       {

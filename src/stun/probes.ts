@@ -450,11 +450,12 @@ export interface PunchLearnResult {
  * This namespace's IPv4 addresses, loopback left out, and labctl's STUN server interface
  * (lcstun0, see src/check/stun-site.ts), which is the server's and no node's.
  */
-function hostAddresses(): string[] {
+/** This namespace's IPv4 addresses (not the STUN server's veth); loopback ones only when asked (they are no ICE host candidates). */
+function hostAddresses(loopback = false): string[] {
   const out: string[] = [];
   for (const [name, addrs] of Object.entries(networkInterfaces())) {
     if (name.startsWith('lcstun')) continue;
-    for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) out.push(a.address);
+    for (const a of addrs ?? []) if (a.family === 'IPv4' && (loopback || !a.internal)) out.push(a.address);
   }
   return out;
 }
@@ -662,7 +663,7 @@ export const PROBES = {
   quota: quotaProbe,
   hold: holdPort,
   release: releasePort,
-  hosts: () => ({ hosts: hostAddresses() }),
+  hosts: (args: { loopback?: boolean } = {}) => ({ hosts: hostAddresses(args.loopback) }),
   rtt: rttProbe,
 } as const;
 

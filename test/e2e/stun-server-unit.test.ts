@@ -80,6 +80,7 @@ describe('the labctl-stun-server unit under systemd', { skip: !isRoot && 'needs 
       server: { other: { address: string; port: number }; otherFrom: string };
       mapped: { address: string };
       measured: { mapping: string; filtering: string };
+      notes: string[];
     };
     assert.deepEqual(p.server.other, { address: ALT_ADDRESS, port: 3479 }, "the server's OTHER-ADDRESS: the drop-in's second address");
     assert.equal(p.server.otherFrom, 'OTHER-ADDRESS');
@@ -88,6 +89,7 @@ describe('the labctl-stun-server unit under systemd', { skip: !isRoot && 'needs 
     // address-dependent mapping), and every answer, from either address and port, gets in.
     assert.ok([ADDRESS, ALT_ADDRESS].includes(p.mapped.address), p.mapped.address);
     assert.equal(p.measured.filtering, 'endpoint-independent');
+    assert.match(p.notes.join('\n'), /an address of this host: nothing translates addresses on the way/);
 
     assert.equal(await show('ActiveState'), 'active');
     assert.equal(await show('Result'), 'success');
