@@ -28,11 +28,11 @@ const KERNEL_PORT_SEARCH = 128;
 /**
  * The new flows one inside address can open towards one server endpoint, as far as ports
  * go: its port blocks, else a port range of its own (on each outside address an arbitrary pool may
- * pick). Where the kernel picks a random port of a range over KERNEL_PORT_SEARCH ports, it
- * searches from a random place in shrinking rounds and may give up while a few ports are
- * free (measured: 998 of 1000 under APDM, whose next packet tries again); under EIM and ADM
- * the mapping learned from the refused packet keeps failing (from 94% of a range on; see
- * nat/allocate.ts): `atLeast` says how far short that may be.
+ * pick). Where the kernel picks a random port of a range over KERNEL_PORT_SEARCH ports
+ * (it searches at most that many at a time from a random place), new flows were measured
+ * refused a little before the range is full: 998 of 1000 under APDM, whose next packet
+ * tries again; under EIM and ADM, where the mapping learned from the refused packet keeps
+ * failing, from 94% of a range on (see nat/allocate.ts). `atLeast` says how far short.
  */
 function portCapacity(nat: Nat): Declared['limit'] {
   const b = nat.behaviour;

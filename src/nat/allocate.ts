@@ -42,9 +42,10 @@
 //   round to a port still in use towards the same remote endpoint, that flow is dropped
 //   (a clash). A real sequential NAT would skip the port; here it takes a range's worth of
 //   new mappings to come round.
-// - In a range of its own, the kernel's random pick of a free port (`fully-random`) now and
-//   then gives a port whose tuple is taken once the range is nearly full, and conntrack drops
-//   that packet when it confirms the flow (insert_failed). Under APDM the flow's next packet
+// - In a range of its own, once the range is nearly full, the first packet of a new flow is
+//   now and then dropped when conntrack confirms it (insert_failed: the port the kernel's
+//   `fully-random` pick gave clashes; why, while free ports remain, was not pinned down, as
+//   the kernel searches 248 ports in all from random places). Under APDM the flow's next packet
 //   is picked a port anew; under EIM and ADM the mapping was already learned in @endpoints
 //   from the dropped packet, so the flow's packets keep that port and are dropped until the
 //   entry expires. `labctl check --quota` measured such a NAT refusing new flows from 94% of

@@ -514,7 +514,9 @@ describe('the processes a scenario starts', () => {
   test('a timeout stops the command and what it started', async () => {
     const { ended, proc } = await runCommand(['sh', '-c', 'sleep 30 & echo $!; wait'], { timeoutMs: 300 });
     assert.equal(ended.stopped, 'timeout');
-    assert.equal(describeEnding(ended, 300), 'timed out after 0.3 s (killed with SIGTERM)');
+    // The shell dies of the SIGTERM; on a heavily loaded host it was once seen to exit by
+    // itself (status 0) as its group was signalled. Either way the timeout stopped it.
+    assert.match(describeEnding(ended, 300), /^timed out after 0\.3 s \((killed with SIGTERM|exited \d+)\)$/);
     const child = Number(proc.stdout.trim());
     assert.ok(child > 0 && !alive(child), 'the sleep it started is gone too');
   });
