@@ -202,7 +202,19 @@ test('`labctl check` tells sequential from random ports, paired from arbitrary p
   assert.equal(r2.exitCode, 1, r2.stderr);
   const report2 = JSON.parse(r2.stdout) as { targets: CheckTarget[] };
   const differs = report2.targets.flatMap((t) => t.rows.filter((x) => x.match === false).map((x) => `${t.name} ${x.test}`)).sort();
-  assert.deepEqual(differs, ['arb-nat pooling', 'quo-nat quota', 'rnd-nat port allocation', 'seq-nat port allocation']);
+  const misdeclared = ['arb-nat pooling', 'quo-nat quota', 'rnd-nat port allocation', 'seq-nat port allocation'];
+  assert.deepEqual(
+    misdeclared.filter((x) => !differs.includes(x)),
+    [],
+    `every misdeclared row differs: ${differs}`,
+  );
+  // Declared sequential, rnd-nat should open exactly its 1000 ports; its real (kernel-random)
+  // allocator may refuse a little before (998 seen in a CI run), which then differs too.
+  assert.deepEqual(
+    differs.filter((x) => !misdeclared.includes(x) && x !== 'rnd-nat quota'),
+    [],
+    `nothing else differs: ${differs}`,
+  );
   assert.deepEqual(leftovers(`ns-${B}inet`, ours()), [], 'check left nothing behind');
 });
 
