@@ -3,7 +3,7 @@
 import type { Dependency } from '../lab/behaviour.js';
 import { SHORT } from '../lab/behaviour.js';
 import type { Lab, Nat, Node } from '../lab/model.js';
-import { DEFAULT_PORTS } from '../lab/resolve-nat-ports.js';
+import { formatRange, isDefaultRange, rangeSize } from '../lab/resolve-nat-ports.js';
 import type { Declared, PathHop, PortBehaviour, Target } from './model.js';
 import type { PortBlock } from './ports.js';
 
@@ -37,12 +37,12 @@ const KERNEL_PORT_SEARCH = 128;
 function portCapacity(nat: Nat): Declared['limit'] {
   const b = nat.behaviour;
   // The whole range (1024-65535) is no limit a check reaches: left out.
-  if (!b.portBlock && b.ports.low === DEFAULT_PORTS.low && b.ports.high === DEFAULT_PORTS.high) return undefined;
+  if (!b.portBlock && isDefaultRange(b.ports)) return undefined;
   const pool = nat.outside.pool.length;
-  const flows = b.portBlock ? b.portBlock.size * b.portBlock.maxBlocks : (b.ports.high - b.ports.low + 1) * (b.pooling === 'arbitrary' && pool > 1 ? pool : 1);
+  const flows = b.portBlock ? b.portBlock.size * b.portBlock.maxBlocks : rangeSize(b.ports) * (b.pooling === 'arbitrary' && pool > 1 ? pool : 1);
   const what = b.portBlock
     ? `${nat.name}'s port blocks (${b.portBlock.maxBlocks} x ${b.portBlock.size} ports)`
-    : `${nat.name}'s port range ${b.ports.low}-${b.ports.high}`;
+    : `${nat.name}'s port range ${formatRange(b.ports)}`;
   const kernelPicks = b.portAllocation !== 'sequential' && flows > KERNEL_PORT_SEARCH;
   if (!kernelPicks) return { flows, why: what };
   return { flows, why: `${what}; new flows may be refused from about 90% full on`, atLeast: Math.floor(flows * 0.9) };

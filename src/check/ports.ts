@@ -21,6 +21,11 @@ export interface PortSample {
 /** New mappings opened one after another to see how ports are handed out (check and probe). */
 export const ALLOCATION_FLOWS = 8;
 
+/** Every fresh inside port so far left from one outside port: fresh ports to one server endpoint would only clash. */
+export function onePortForAll(firsts: PortSample[]): boolean {
+  return firsts.length > 1 && new Set(firsts.map((x) => x.mapped)).size === 1;
+}
+
 /** Steps up to this between consecutive new outside ports count as a sequential allocator (others' flows may come in between). */
 const SEQUENTIAL_GAP = 16;
 

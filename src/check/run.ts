@@ -20,7 +20,7 @@ import { listNetns } from '../host/netns.js';
 import type { TransportAddress } from '../stun/message.js';
 import type { FilteringResult, HairpinResult, MappingResult, Observation, QuotaProbeResult, ServerInstance } from '../stun/probes.js';
 import { analyse, classifyMappingRun, firstMappings, type TargetRuns } from './classify.js';
-import { ALLOCATION_FLOWS } from './ports.js';
+import { ALLOCATION_FLOWS, onePortForAll } from './ports.js';
 import { labTargets } from './declared.js';
 import { discoverPath } from './discover.js';
 import { filteringUnderLoss, type PathTiming, pathIsLossy, pathTiming, type RttSamples, sendTime, withFilteringUnderLoss } from './impaired.js';
@@ -196,19 +196,14 @@ function allocationTasks(
   rt: Retransmit,
 ): Task<BindingResult[]>[] {
   return targets.flatMap((t) => {
-    const soFar = firstMappings(runsSoFar(t));
-    if (t.mappingPort !== undefined || (soFar.length > 1 && new Set(soFar.map((x) => x.mapped)).size === 1)) return [];
+    if (t.mappingPort !== undefined || onePortForAll(firstMappings(runsSoFar(t)))) return [];
     const a = session.agent(t.probe.netns);
     const flows = Math.min(ALLOCATION_FLOWS, t.declared?.limit?.flows ?? ALLOCATION_FLOWS);
     return [
       {
         target: t,
         slot: slots.get(t)!,
-        run: async (server: ServerInstance) => {
-          const out: BindingResult[] = [];
-          for (let k = 0; k < flows; k++) out.push(await a.call<BindingResult>('binding', { to: { address: server.a1, port: server.p1 }, ...rt(t) }));
-          return out;
-        },
+        run: (server: ServerInstance) => a.call<BindingResult[]>('sequence', { to: { address: server.a1, port: server.p1 }, count: flows, ...rt(t) }),
       },
     ];
   });
@@ -217,7 +212,7 @@ function allocationTasks(
 /**
  * Phase 4 (--quota): flows from each node until one is refused, up to the declared limit and
  * a few more (or the cap); targets behind one outside NAT take turns (their flows may count
- * against one quota there). Not where every flow leaves from one port (`onePort`: no
+ * against one quota there). Not where every flow leaves from one port (`noSequence`: no
  * allocation sequence could run), said in `notes`.
  */
 function quotaTasks(
@@ -230,7 +225,8 @@ function quotaTasks(
   notes: Map<Target, string>,
 ): Task<QuotaProbeResult>[] {
   return targets.flatMap((t) => {
-    if (t.localPort !== undefined || t.mappingPort !== undefined || (t.declared?.port?.kind === 'fixed' && noSequence(t))) {
+    // Where no allocation sequence could run, for the same reason.
+    if (noSequence(t)) {
       notes.set(
         t,
         'no quota measured: every flow leaves from one outside port (or one inside port was asked for), so new flows to one server endpoint would only clash',

@@ -41,6 +41,8 @@ export function parsePortRange(text: string): PortRange | string {
 }
 
 export const rangeSize = (r: PortRange) => r.high - r.low + 1;
+/** The whole range above 1024, what a NAT without `ports:` maps from. */
+export const isDefaultRange = (r: PortRange) => r.low === DEFAULT_PORTS.low && r.high === DEFAULT_PORTS.high;
 export const formatRange = (r: PortRange) => `${r.low}-${r.high}`;
 
 export interface NatPorts {

@@ -55,7 +55,7 @@
 //   outside address (@taken), not on the one the rule would choose: with several outside
 //   addresses it may hash a port that was free on its own address.
 import type { Nat, PortRange } from '../lab/model.js';
-import { DEFAULT_PORTS, rangeSize } from '../lab/resolve-nat-ports.js';
+import { DEFAULT_PORTS, isDefaultRange, rangeSize } from '../lab/resolve-nat-ports.js';
 
 const EPHEMERAL_LOW = DEFAULT_PORTS.low;
 const EPHEMERAL_COUNT = rangeSize(DEFAULT_PORTS);
@@ -112,8 +112,6 @@ function randomInOwnRange(nat: Nat): boolean {
   const b = nat.behaviour;
   return b.portAllocation === 'random' && mappingKey(nat) !== undefined && (b.portBlock !== undefined || !isDefaultRange(b.ports));
 }
-
-const isDefaultRange = (r: PortRange) => r.low === DEFAULT_PORTS.low && r.high === DEFAULT_PORTS.high;
 
 /** The name of the map from index to port of a range. */
 export const rangeMapName = (r: PortRange) => `ports_${r.low}_${r.high}`;

@@ -22,7 +22,7 @@ import { formatEndpoint, type TransportAddress } from '../stun/message.js';
 import { type FilteringResult, type HairpinResult, type MappingResult, type Observation, PROBES, type ServerInstance } from '../stun/probes.js';
 import { STUN_PORT } from '../stun/serve.js';
 import { LabctlError, UsageError } from '../util/errors.js';
-import { ALLOCATION_FLOWS, type Allocation, classifyAllocation, describeAllocation, type Pooling } from '../check/ports.js';
+import { ALLOCATION_FLOWS, type Allocation, classifyAllocation, describeAllocation, onePortForAll, type Pooling } from '../check/ports.js';
 import { type NatBlock, natBlockFor } from './analyse.js';
 
 export interface ProbeOptions {
@@ -196,15 +196,17 @@ export async function runProbe(o: ProbeOptions): Promise<ProbeReport> {
     // ports out (the tests above ran at once). Not where every flow left from one port: fresh
     // inside ports to one server endpoint would only clash there.
     const sequence: (Observation & { local: number })[] = [first];
-    const soFar = firstMappings({ filtering, hairpin, mapping, sequence });
-    const onePortSoFar = soFar.length > 1 && new Set(soFar.map((x) => x.mapped)).size === 1;
-    if (lp === undefined && !onePortSoFar)
-      for (let k = 0; k < ALLOCATION_FLOWS; k++) sequence.push(await caller.call<Observation & { local: number }>('binding', { to: server }));
+    if (lp === undefined && !onePortForAll(firstMappings({ filtering, hairpin, mapping, sequence })))
+      sequence.push(...(await caller.call<(Observation & { local: number })[]>('sequence', { to: server, count: ALLOCATION_FLOWS })));
     const runs: TargetRuns = { filtering, hairpin, mapping, sequence };
+    // check's reading of all of it (src/check/classify.ts): the allocation and pooling rows too.
     const a = analyse(runs, undefined);
     const firsts = firstMappings(runs);
-    const handedOut = sequence.length > 1 ? sequence.flatMap((x) => (x.mapped ? [x.mapped.port] : [])) : [];
-    let allocation = classifyAllocation(firsts, handedOut);
+    const measuredPort = a.measured.port;
+    let allocation: { value: Allocation; detail: string } = {
+      value: typeof measuredPort === 'string' ? { kind: 'unknown' } : measuredPort,
+      detail: a.rows.find((r) => r.test === 'port allocation')!.evidence,
+    };
     if (lp !== undefined) {
       // Every test used one inside port: one more flow, from a second port to where the first
       // has long been talking, shows how the NAT maps another inside port.
@@ -258,7 +260,7 @@ export async function runProbe(o: ProbeOptions): Promise<ProbeReport> {
       LAB_NODE,
     );
     // Lost answers where every flow left from one outside port: flows of different inside ports to one server endpoint collide on it.
-    const onePort = allocation.value.kind === 'fixed' || (firsts.length > 1 && new Set(firsts.map((x) => x.mapped)).size === 1);
+    const onePort = allocation.value.kind === 'fixed' || onePortForAll(firsts);
     if (lp === undefined && onePort && (a.measured.mapping === 'unknown' || a.measured.filtering === 'unknown'))
       notes.push(
         'every flow left from one outside port and later flows went unanswered: this NAT may send every flow from one port; run again with --port PORT',

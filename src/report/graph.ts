@@ -8,7 +8,7 @@ import { run } from '../exec/run.js';
 import { type ClassicNatType, type Dependency, SHORT } from '../lab/behaviour.js';
 import type { Forward, Lab, Link, Nat } from '../lab/model.js';
 import { DEFAULT_TCP_MAPPING_TIMEOUT, DEFAULT_UDP_STREAM, DEFAULT_UDP_UNREPLIED } from '../lab/resolve-behaviour.js';
-import { DEFAULT_PORTS } from '../lab/resolve-nat-ports.js';
+import { formatRange, isDefaultRange } from '../lab/resolve-nat-ports.js';
 import { LabctlError } from '../util/errors.js';
 import type { LabState } from '../host/state.js';
 import { describeShaping, type LinkShaping, shapingIsEmpty } from '../lab/impairment.js';
@@ -107,7 +107,7 @@ function natOf(nat: Nat): GraphNat {
     ...(Object.keys(timeouts).length ? { timeouts } : {}),
     ...(b.profile ? { profile: b.profile } : {}),
     ...(b.fixedPort === undefined && b.portAllocation !== 'preserve' ? { portAllocation: b.portAllocation } : {}),
-    ...(b.ports.low !== DEFAULT_PORTS.low || b.ports.high !== DEFAULT_PORTS.high ? { ports: `${b.ports.low}-${b.ports.high}` } : {}),
+    ...(isDefaultRange(b.ports) ? {} : { ports: formatRange(b.ports) }),
     ...(nat.outside.pool.length > 1 ? { pool: { addresses: [...nat.outside.pool], pooling: b.pooling } } : {}),
     ...(b.portBlock ? { portBlock: { ...b.portBlock } } : {}),
     ...(b.quota !== undefined ? { quota: b.quota } : {}),

@@ -581,6 +581,32 @@ async function bindingProbe(args: {
   }
 }
 
+// ------------------------------------------------------------------ allocation sequence
+
+/**
+ * `count` new mappings one after another, each from a fresh inside port to `to`, so that
+ * their order is the order the NAT handed the ports out. Every socket stays open to the end:
+ * a port closed and given out again would be an existing mapping, not a new one.
+ */
+async function sequenceProbe(args: {
+  to: TransportAddress;
+  count: number;
+  retransmit?: Partial<RetransmitOptions>;
+}): Promise<(Observation & { local: number })[]> {
+  const opened: StunSocket[] = [];
+  const out: (Observation & { local: number })[] = [];
+  try {
+    for (let k = 0; k < args.count; k++) {
+      const s = await open();
+      opened.push(s);
+      out.push({ local: s.port, ...observe(args.to, await s.binding(args.to, args.retransmit ? { retransmit: args.retransmit } : {})) });
+    }
+    return out;
+  } finally {
+    close(...opened);
+  }
+}
+
 // ------------------------------------------------------------------ quota
 
 /** What the quota probe saw (check/ports.ts QuotaResult reads it). */
@@ -661,6 +687,7 @@ export const PROBES = {
   'punch-close': punchClose,
   binding: bindingProbe,
   quota: quotaProbe,
+  sequence: sequenceProbe,
   hold: holdPort,
   release: releasePort,
   hosts: (args: { loopback?: boolean } = {}) => ({ hosts: hostAddresses(args.loopback) }),
